@@ -1,0 +1,1 @@
+"""The scheduler service: admission, policy queues, dispatch and accounting of syscalls."""

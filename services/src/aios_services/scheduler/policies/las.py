@@ -1,0 +1,185 @@
+"""`las`: program-level least-attained-service (Autellix PLAS) in K queues, with anti-starvation.
+
+A program (an agent session) that has received little service so far goes first, so short agents
+are not stuck behind long ones even when those arrived earlier; this minimises mean program
+completion time when program lengths are unknown and skewed, which agent workloads are.
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass
+from typing import Literal
+
+from pydantic import Field
+
+from .base import Job, Policy, PolicyConfigBase
+
+
+class LasConfig(PolicyConfigBase):
+    """Program-level LAS: queue k holds programs whose attained service lies in [T(k-1), T(k))."""
+
+    name: Literal["las"] = Field("las", description="Policy name.")
+    queues: int = Field(
+        4,
+        ge=1,
+        le=32,
+        description="Number of queues K. Thresholds are base_quantum * growth**k for k < K-1; with "
+        "the defaults 2 s, 8 s and 32 s: one-shot calls and fresh programs, a few calls, a multi-step "
+        "agent, a long search (hundreds of calls).",
+    )
+    base_quantum: float = Field(
+        2.0,
+        gt=0,
+        description="Attained service (s) that moves a program out of the top queue: about one "
+        "typical LLM call, so a fresh or one-shot program always competes in the top queue.",
+    )
+    growth: float = Field(
+        4.0,
+        gt=1,
+        description="Ratio between successive thresholds: geometric quanta give few queues that still "
+        "separate programs whose lengths differ by orders of magnitude.",
+    )
+    beta: float = Field(
+        2.0,
+        gt=0,
+        description="Anti-starvation: a waiting job whose wait reaches beta times its program's "
+        "attained service joins the top queue, where it is served in queue order. So a job waits "
+        "about beta * attained plus the work queued before it, at most; a program's slowdown from "
+        "LAS is bounded near 1 + beta. Larger values favour short programs more; math.inf disables.",
+    )
+    forget_after: float = Field(
+        600.0,
+        gt=0,
+        description="Seconds after which an idle program (nothing waiting or running) is forgotten, "
+        "so accounting stays bounded; a program that comes back later starts fresh.",
+    )
+
+    @property
+    def thresholds(self) -> tuple[float, ...]:
+        """Attained-service boundaries between queues, ascending (K-1 values)."""
+        return tuple(self.base_quantum * self.growth**k for k in range(self.queues - 1))
+
+
+@dataclass(slots=True)
+class _Program:
+    attained: float = 0.0
+    last_active: float = 0.0
+    waiting: int = 0
+    running: int = 0
+
+
+class LasPolicy(Policy):
+    """Dispatch from the lowest non-empty queue, FIFO (by queue time) within a queue.
+
+    A job's queue is its program's level, or 0 once it has waited `beta * attained` (promotion).
+    The program's attained service is the sum of the service of its finished and suspended calls
+    (a call in flight counts when it ends). Levels move with program accounting and promotions
+    with time, so `pop` scans the waiting jobs: O(n) per dispatch, for the n waiting on one resource
+    of one replica (thousands at most), cheaper than keeping time-dependent indexes consistent.
+    Never preempts: LLM calls are short next to programs, and a non-preemptive LAS already keeps
+    short programs from queueing behind long ones.
+    """
+
+    name = "las"
+
+    def __init__(self, config: LasConfig | None = None) -> None:
+        self.config = config or LasConfig()
+        self._thresholds = self.config.thresholds
+        self._waiting: dict[str, Job] = {}
+        self._programs: dict[str, _Program] = {}
+        self._next_prune = -float("inf")
+
+    # -- accounting ----------------------------------------------------------------------------------
+
+    def _program(self, name: str, now: float) -> _Program:
+        program = self._programs.get(name)
+        if program is None:
+            program = self._programs[name] = _Program(last_active=now)
+        program.last_active = max(program.last_active, now)
+        return program
+
+    def _prune(self, now: float) -> None:
+        # A full scan at most four times per forget_after: bounded memory at amortised O(1) cost.
+        if now < self._next_prune:
+            return
+        self._next_prune = now + self.config.forget_after / 4
+        cutoff = now - self.config.forget_after
+        stale = [
+            name
+            for name, p in self._programs.items()
+            if not p.waiting and not p.running and p.last_active <= cutoff
+        ]
+        for name in stale:
+            del self._programs[name]
+
+    def program_attained(self, program: str) -> float:
+        """Service (s) the program's finished and suspended calls received (0 if unknown/forgotten)."""
+        known = self._programs.get(program)
+        return known.attained if known else 0.0
+
+    def level(self, job: Job, now: float) -> int:
+        """The queue the job competes in at `now`: 0 is served first."""
+        attained = self.program_attained(job.program)
+        if job.waited(now) >= self.config.beta * attained:
+            return 0  # starving relative to its program's service (or a program with none yet)
+        return bisect.bisect_right(self._thresholds, attained)
+
+    def _key(self, job: Job, now: float) -> tuple[int, float, float, str]:
+        queued = job.arrival if job.queued_at is None else job.queued_at
+        return (self.level(job, now), queued, job.arrival, job.id)
+
+    def _account(self, job: Job, service: float, now: float) -> None:
+        program = self._program(job.program, now)
+        program.attained += service
+        program.running = max(0, program.running - 1)
+        self._prune(now)
+
+    # -- queue ---------------------------------------------------------------------------------------
+
+    def push(self, job: Job, now: float) -> None:
+        if job.id in self._waiting:
+            raise ValueError(f"job {job.id!r} is already queued")
+        job.queued_at = now
+        self._waiting[job.id] = job
+        self._program(job.program, now).waiting += 1
+        self._prune(now)
+
+    def peek(self, now: float) -> Job | None:
+        if not self._waiting:
+            return None
+        return min(self._waiting.values(), key=lambda job: self._key(job, now))
+
+    def pop(self, now: float) -> Job | None:
+        job = self.peek(now)
+        if job is not None:
+            del self._waiting[job.id]
+            program = self._program(job.program, now)
+            program.waiting -= 1
+            program.running += 1
+        return job
+
+    def remove(self, job_id: str) -> Job | None:
+        job = self._waiting.pop(job_id, None)
+        if job is not None:
+            program = self._programs.get(job.program)
+            if program is not None:
+                program.waiting -= 1
+        return job
+
+    def jobs(self, now: float) -> list[Job]:
+        return sorted(self._waiting.values(), key=lambda job: self._key(job, now))
+
+    def __len__(self) -> int:
+        return len(self._waiting)
+
+    def on_finished(self, job: Job, service: float, now: float) -> None:
+        super().on_finished(job, service, now)
+        self._account(job, service, now)
+
+    def on_suspended(self, job: Job, service: float, now: float) -> None:
+        super().on_suspended(job, service, now)
+        self._account(job, service, now)
+
+    def backend_priority(self, job: Job, now: float) -> int:
+        return self.level(job, now)
