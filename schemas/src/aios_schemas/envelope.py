@@ -1,0 +1,134 @@
+"""The syscall envelope, its result, lifecycle events and health replies (DESIGN §4)."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
+
+from .errors import ErrorReply
+from .llm import ChatReply, LlmChat
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{7,63}$"
+
+# Every syscall payload, tagged by `kind`. New kinds are added here (an additive change).
+SyscallPayload = Annotated[LlmChat, Field(discriminator="kind")]
+SyscallKind = Literal["llm.chat"]
+# Every ok-result, tagged by the `kind` it answers.
+ResultPayload = Annotated[ChatReply, Field(discriminator="kind")]
+
+SyscallState = Literal[
+    "accepted", "queued", "dispatched", "suspended", "resumed", "done", "failed", "cancelled"
+]
+
+
+class Syscall(BaseModel):
+    """What an agent sends: who it is, what it wants, by when."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(pattern=ID_PATTERN, description="Client-made id (UUIDv7); also the JetStream Msg-Id.")
+    agent: str = Field(pattern=NAME_PATTERN, description="Agent name making the call.")
+    token: str = Field(min_length=1, max_length=512, repr=False, description="The agent's secret token.")
+    session: str | None = Field(
+        None, pattern=NAME_PATTERN, description="Agent program/session id: the unit of fair scheduling."
+    )
+    payload: SyscallPayload = Field(description="What to do; its `kind` names the syscall.")
+    created: float = Field(default_factory=time.time, description="Unix time the client made the call.")
+    deadline: float | None = Field(
+        None, description="Unix time after which the call is abandoned (deadline_exceeded)."
+    )
+    priority: int = Field(
+        0, ge=-1000, le=1000, description="Static priority: lower runs first (vLLM convention)."
+    )
+
+    @property
+    def kind(self) -> SyscallKind:
+        return self.payload.kind
+
+
+class SyscallResult(BaseModel):
+    """What comes back: either `result` (status ok) or `error` (status error)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(description="Syscall id this answers.")
+    status: Literal["ok", "error"] = Field(description="Outcome.")
+    result: ResultPayload | None = Field(None, description="Payload on success.")
+    error: ErrorReply | None = Field(None, description="Error on failure.")
+    queued_ms: float = Field(0.0, ge=0, description="Time from acceptance to dispatch.")
+    service_ms: float = Field(0.0, ge=0, description="Time spent executing.")
+
+    @classmethod
+    def ok(cls, id: str, result: ChatReply, **timing: float) -> SyscallResult:
+        return cls(id=id, status="ok", result=result, **timing)
+
+    @classmethod
+    def fail(cls, id: str, error: ErrorReply, **timing: float) -> SyscallResult:
+        return cls(id=id, status="error", error=error, **timing)
+
+
+class ExecRequest(BaseModel):
+    """Scheduler -> worker: run this syscall now, on this resource, before the deadline."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    syscall: Syscall = Field(description="The admitted syscall.")
+    resource: str = Field(description="Resource the scheduler charged for the call.")
+    deadline: float = Field(description="Unix time by which the worker must answer.")
+    priority: int = Field(0, description="Effective priority computed by the scheduler (lower first).")
+
+
+class SyscallEvent(BaseModel):
+    """A state change of one syscall, on `aios.v1.evt.syscall.<state>`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(description="Syscall id.")
+    state: SyscallState = Field(description="New state.")
+    agent: str = Field(description="Agent.")
+    session: str | None = Field(None, description="Agent program/session.")
+    kind: str = Field(description="Syscall kind.")
+    resource: str | None = Field(None, description="Resource, once known.")
+    ts: float = Field(default_factory=time.time, description="Unix time of the change.")
+    details: dict[str, JsonValue] = Field(default_factory=dict, description="State-specific data.")
+
+
+class ResultQuery(BaseModel):
+    """Ask the scheduler for the stored result of a syscall (after a reconnect)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(pattern=ID_PATTERN, description="Syscall id.")
+    agent: str = Field(pattern=NAME_PATTERN, description="Agent that made the call.")
+    token: str = Field(min_length=1, max_length=512, repr=False, description="The agent's token.")
+
+
+class HealthQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    verbose: bool = Field(False, description="Include details.")
+
+
+class Health(BaseModel):
+    """Reply on `aios.v1.ctl.<service>.health`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    service: str = Field(description="Service name.")
+    instance: str = Field(description="Replica id.")
+    status: Literal["ok", "degraded"] = Field(description="Overall health.")
+    pid: int = Field(description="OS process id.")
+    started: float = Field(description="Unix start time.")
+    details: dict[str, JsonValue] = Field(default_factory=dict, description="Service-specific state.")
+
+
+class ResourceLimits(BaseModel):
+    """A resource's capacity and rates, published in KV `AIOS_LIMITS` by the service that owns it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    capacity: int = Field(ge=1, description="Concurrent calls the resource serves.")
+    rpm: int | None = Field(None, ge=1, description="Requests per minute.")
+    tpm: int | None = Field(None, ge=1, description="Tokens per minute.")

@@ -1,0 +1,93 @@
+"""Every subject, stream and bucket name, in one place (DESIGN §4: versioned prefix `aios.v1`).
+
+A `Namespace` isolates one deployment (or one test) from another on the same NATS server: with
+name "t1234" subjects become `t1234.aios.v1.*` and streams/buckets get a `_t1234` suffix.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+_TOKEN = re.compile(r"^[A-Za-z0-9_-]*$")
+
+
+@dataclass(frozen=True)
+class Namespace:
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        if not _TOKEN.match(self.name):
+            raise ValueError(f"namespace must match {_TOKEN.pattern}: {self.name!r}")
+
+    @property
+    def root(self) -> str:
+        return f"{self.name}.aios.v1" if self.name else "aios.v1"
+
+    def _bucket(self, base: str) -> str:
+        return f"{base}_{self.name}" if self.name else base
+
+    # --- streams and buckets ---------------------------------------------------------------
+    @property
+    def syscalls_stream(self) -> str:
+        return self._bucket("AIOS_SYSCALLS")
+
+    @property
+    def events_stream(self) -> str:
+        return self._bucket("AIOS_EVENTS")
+
+    @property
+    def results_bucket(self) -> str:
+        return self._bucket("AIOS_RESULTS")
+
+    @property
+    def contexts_bucket(self) -> str:
+        return self._bucket("AIOS_CONTEXTS")
+
+    @property
+    def limits_bucket(self) -> str:
+        return self._bucket("AIOS_LIMITS")
+
+    # --- subjects -----------------------------------------------------------------------------
+    def sys(self, kind: str) -> str:
+        """Where an agent publishes a syscall (JetStream)."""
+        return f"{self.root}.sys.{kind}"
+
+    @property
+    def sys_all(self) -> str:
+        return f"{self.root}.sys.>"
+
+    def result(self, syscall_id: str) -> str:
+        """Where the caller hears its result (core NATS; also kept in KV)."""
+        return f"{self.root}.res.{syscall_id}"
+
+    def exec(self, service: str) -> str:
+        """Scheduler -> worker dispatch (request/reply to a queue group)."""
+        return f"{self.root}.exec.{service}"
+
+    def stream(self, syscall_id: str) -> str:
+        """LLM tokens of a running syscall."""
+        return f"{self.root}.stream.{syscall_id}"
+
+    def event(self, state: str) -> str:
+        return f"{self.root}.evt.syscall.{state}"
+
+    @property
+    def events_all(self) -> str:
+        return f"{self.root}.evt.>"
+
+    def ctl(self, service: str, op: str) -> str:
+        """Control plane: health, result queries, cancel, suspend."""
+        return f"{self.root}.ctl.{service}.{op}"
+
+
+DEFAULT = Namespace()
+
+
+_KEY_UNSAFE = re.compile(r"[^-/_=.a-zA-Z0-9]")
+
+
+def resource_key(resource: str) -> str:
+    """KV key (bucket AIOS_LIMITS) of a resource's published limits. Model names may hold
+    characters NATS keys cannot (e.g. `llama3:8b`), so those become `_`."""
+    return "resource." + _KEY_UNSAFE.sub("_", resource)

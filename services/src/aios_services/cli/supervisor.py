@@ -1,0 +1,269 @@
+"""The embedded-stack supervisor: starts every process in order, restarts what dies, stops cleanly.
+
+It is what `aios up` runs (in the foreground, or detached with --detach). It owns `state.json`;
+`aios status` and `aios down` only read that file and signal the supervisor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import signal
+import time
+from dataclasses import dataclass, field
+from typing import IO
+
+from aios_schemas import Connection, Namespace
+
+from ..runtime.tokens import TokenEntry, TokenStore, hash_token, new_token
+from .home import Home, ProcessInfo, State, StateStatus
+from .procs import (
+    S3Ports,
+    Spec,
+    free_port,
+    local_model_path,
+    local_model_spec,
+    nats_spec,
+    python_service_spec,
+    s3_spec,
+    sim_spec,
+)
+
+SIM_MODEL = "sim-llama-8b"
+LOCAL_MODEL = "smollm2-135m"
+SERVICES = [("scheduler", "aios_services.scheduler"), ("llm", "aios_services.llm")]
+
+
+@dataclass(frozen=True)
+class UpOptions:
+    sim: bool = True
+    sim_profile: str = "fixed"
+    local_model: bool = False
+    namespace: str = ""
+    nats_port: int | None = None
+    policy: str = "fifo"
+
+
+@dataclass
+class Child:
+    spec: Spec
+    proc: asyncio.subprocess.Process
+    log: IO[bytes]
+    restarts: int = 0
+    next_restart: float = 0.0
+    backoff: float = 0.5
+
+
+@dataclass
+class Supervisor:
+    home: Home
+    opts: UpOptions
+    children: list[Child] = field(default_factory=list)
+    started: float = field(default_factory=time.time)
+
+    def _say(self, text: str) -> None:
+        print(f"[aios] {text}", flush=True)
+
+    # --- preparation -----------------------------------------------------------------------
+    def _local_token(self) -> str:
+        """The local agent token: kept across restarts of the same home."""
+        if self.home.connection_file.exists():
+            with contextlib.suppress(ValueError):
+                return Connection.model_validate_json(self.home.connection_file.read_text()).token
+        return new_token()
+
+    def _write_llm_config(self, sim_url: str | None, local_url: str | None) -> None:
+        lines = ["# Written by `aios up`; models the kernel serves and their backends.", ""]
+        if sim_url:
+            lines += [
+                f'[models."{SIM_MODEL}"]',
+                "backends = [",
+                f'  {{ name = "sim", base_url = "{sim_url}", slots = 64, '
+                "capabilities = { continue_partial = true, priority = true } },",
+                "]",
+                "",
+            ]
+        if local_url:
+            lines += [
+                f'[models."{LOCAL_MODEL}"]',
+                "backends = [",
+                f'  {{ name = "llamacpp", base_url = "{local_url}", slots = 1 }},',
+                "]",
+                "",
+            ]
+        self.home.llm_config.write_text("\n".join(lines))
+
+    def plan(self) -> list[Spec]:
+        h, o = self.home, self.opts
+        for d in (h.root, h.logs):
+            d.mkdir(parents=True, exist_ok=True)
+        ns = Namespace(o.namespace)
+        nats_port = o.nats_port or free_port()
+        nats_url = f"nats://127.0.0.1:{nats_port}"
+        s3_ports = S3Ports.allocate()
+        access, secret = "aios" + secrets.token_hex(6), secrets.token_urlsafe(24)
+        specs = [nats_spec(h, nats_port, free_port()), s3_spec(h, s3_ports, access, secret)]
+        sim_url = local_url = None
+        if o.sim:
+            sim = sim_spec(free_port(), o.sim_profile, [SIM_MODEL])
+            sim_url = sim.address
+            specs.append(sim)
+        if o.local_model:
+            local = local_model_spec(free_port(), local_model_path(), LOCAL_MODEL)
+            local_url = local.address
+            specs.append(local)
+        self._write_llm_config(sim_url, local_url)
+        token = self._local_token()
+        TokenStore.write(h.tokens_file, [TokenEntry(name="local", sha256=hash_token(token), agents=["*"])])
+        conn = Connection(
+            nats_url=nats_url, namespace=o.namespace, token=token, agent="local", s3_endpoint=specs[1].address
+        )
+        h.connection_file.write_text(conn.model_dump_json(indent=2))
+        h.connection_file.chmod(0o600)
+        env = {
+            "AIOS_NATS_URL": nats_url,
+            "AIOS_NAMESPACE": o.namespace,
+            "AIOS_TOKENS_FILE": str(h.tokens_file),
+            "AIOS_LLM_CONFIG": str(h.llm_config),
+            "AIOS_POLICY": o.policy,
+            "AIOS_S3_ENDPOINT": specs[1].address or "",
+            "AIOS_S3_ACCESS_KEY": access,
+            "AIOS_S3_SECRET_KEY": secret,
+        }
+        specs += [python_service_spec(n, m, env, nats_url, ns) for n, m in SERVICES]
+        self.nats_url = nats_url
+        return specs
+
+    # --- processes -------------------------------------------------------------------------
+    async def _spawn(self, spec: Spec) -> asyncio.subprocess.Process:
+        # A log file per process, kept open while it runs (closed in _stop); opening is instant.
+        log = open(self.home.logs / f"{spec.name}.log", "ab")  # noqa: SIM115, ASYNC230
+        proc = await asyncio.create_subprocess_exec(
+            *spec.argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            env={**os.environ, **spec.env},
+            cwd=spec.cwd,
+            start_new_session=True,  # our signals only: a Ctrl-C on `aios up` goes through us
+        )
+        child = next((c for c in self.children if c.spec is spec), None)
+        if child is None:
+            self.children.append(Child(spec, proc, log))
+        else:
+            child.log.close()
+            child.proc, child.log = proc, log
+        return proc
+
+    async def _wait_ready(self, spec: Spec, proc: asyncio.subprocess.Process) -> None:
+        deadline = time.monotonic() + spec.ready_timeout_s
+        while time.monotonic() < deadline:
+            if proc.returncode is not None:
+                raise RuntimeError(
+                    f"{spec.name} exited with code {proc.returncode}; see {self.home.logs / spec.name}.log"
+                )
+            if await spec.ready():
+                return
+            await asyncio.sleep(0.05)
+        raise RuntimeError(f"{spec.name} not ready after {spec.ready_timeout_s:.0f}s")
+
+    def _state(self, status: StateStatus, error: str | None = None) -> State:
+        return State(
+            supervisor_pid=os.getpid(),
+            status=status,
+            started=self.started,
+            home=str(self.home.root),
+            nats_url=getattr(self, "nats_url", ""),
+            processes=[
+                ProcessInfo(
+                    name=c.spec.name,
+                    kind=c.spec.kind,
+                    pid=c.proc.pid,
+                    address=c.spec.address,
+                    restarts=c.restarts,
+                )
+                for c in self.children
+            ],
+            error=error,
+        )
+
+    async def run(self, stop: asyncio.Event) -> int:
+        """Start everything, supervise until `stop`, stop everything. Returns an exit code."""
+        try:
+            specs = self.plan()
+            self.home.write_state(self._state("starting"))
+            for spec in specs:
+                t0 = time.monotonic()
+                proc = await self._spawn(spec)
+                await self._wait_ready(spec, proc)
+                self._say(f"{spec.name:<12} ready in {time.monotonic() - t0:5.2f}s  {spec.address or ''}")
+                self.home.write_state(self._state("starting"))
+        except Exception as exc:
+            self._say(f"start failed: {exc}")
+            self.home.write_state(self._state("failed", str(exc)))
+            await self._stop_all()
+            return 1
+        self.home.write_state(self._state("ready"))
+        self._say(f"AIOS is up. home={self.home.root} nats={self.nats_url}")
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=0.5)
+            await self._restart_dead()
+        self.home.write_state(self._state("stopping"))
+        await self._stop_all()
+        with contextlib.suppress(OSError):
+            self.home.state_file.unlink()
+        self._say("AIOS stopped.")
+        return 0
+
+    async def _restart_dead(self) -> None:
+        now = time.monotonic()
+        for c in self.children:
+            if c.proc.returncode is None or now < c.next_restart:
+                continue
+            self._say(f"{c.spec.name} exited with code {c.proc.returncode}; restarting")
+            if c.spec.cleanup:
+                c.spec.cleanup()
+            c.restarts += 1
+            c.next_restart = now + c.backoff
+            c.backoff = min(c.backoff * 2, 10.0)
+            await self._spawn(c.spec)
+            self.home.write_state(self._state("ready"))
+
+    async def _stop_all(self) -> None:
+        # Services first (they drain over the bus), then backends, then the servers they need.
+        order = {"service": 0, "backend": 1, "server": 2}
+        groups: dict[int, list[Child]] = {}
+        for c in self.children:
+            groups.setdefault(order[c.spec.kind], []).append(c)
+        for _, group in sorted(groups.items()):
+            group.sort(key=lambda c: -self.children.index(c))  # s3 before nats
+            for c in group:
+                await self._stop(c)
+
+    async def _stop(self, c: Child, grace_s: float = 10.0) -> None:
+        if c.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                c.proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(c.proc.wait(), timeout=grace_s)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    c.proc.kill()
+                await c.proc.wait()
+        if c.spec.cleanup:
+            c.spec.cleanup()
+        c.log.close()
+
+
+def run_supervisor(home: Home, opts: UpOptions) -> int:
+    async def main() -> int:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.add_signal_handler(sig, stop.set)
+        return await Supervisor(home, opts).run(stop)
+
+    return asyncio.run(main())

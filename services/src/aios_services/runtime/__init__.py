@@ -1,0 +1,18 @@
+"""The service runtime every AIOS service uses: bus wrapper, settings, telemetry, lifecycle."""
+
+from .bus import Bus, connect
+from .service import HealthDetails, main_for, run_service
+from .settings import ServiceSettings
+from .telemetry import extract, inject, setup_tracing
+
+__all__ = [
+    "Bus",
+    "HealthDetails",
+    "ServiceSettings",
+    "connect",
+    "extract",
+    "inject",
+    "main_for",
+    "run_service",
+    "setup_tracing",
+]

@@ -1,0 +1,155 @@
+"""The bus wrapper every service uses: connect with reconnect, idempotent streams and buckets,
+and `serve()`, which validates a request once and turns every failure into an ErrorReply."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import nats
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.js import JetStreamContext
+from nats.js.api import KeyValueConfig, StorageType, StreamConfig
+from nats.js.errors import BucketNotFoundError, NotFoundError
+from nats.js.kv import KeyValue
+from opentelemetry import trace
+from pydantic import BaseModel
+
+from aios_schemas import AiosError, Namespace, decode, decode_reply, encode, error_headers
+
+from .telemetry import extract, inject
+
+log = logging.getLogger(__name__)
+tracer = trace.get_tracer(__name__)
+
+Req = TypeVar("Req", bound=BaseModel)
+Rep = TypeVar("Rep", bound=BaseModel)
+Handler = Callable[[Req], Awaitable[Rep]]
+
+
+async def connect(url: str, name: str, *, connect_timeout: float = 5.0) -> NATS:
+    """Connect with unlimited reconnects: a restarted nats-server must not kill a service."""
+
+    async def on_error(exc: Exception) -> None:
+        log.warning("nats %s: %s", name, exc)
+
+    return await nats.connect(
+        servers=[u.strip() for u in url.split(",") if u.strip()],
+        name=name,
+        connect_timeout=connect_timeout,
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=0.25,
+        allow_reconnect=True,
+        error_cb=on_error,
+    )
+
+
+class Bus:
+    """A NATS connection plus the namespace it lives in."""
+
+    def __init__(self, nc: NATS, ns: Namespace) -> None:
+        self.nc = nc
+        self.js: JetStreamContext = nc.jetstream()
+        self.ns = ns
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._subs: list[Subscription] = []
+
+    # --- JetStream resources --------------------------------------------------------------
+    async def ensure_stream(self, config: StreamConfig) -> None:
+        """Create the stream, or bring an existing one to this config."""
+        assert config.name
+        try:
+            await self.js.stream_info(config.name)
+        except NotFoundError:
+            await self.js.add_stream(config)
+        else:
+            await self.js.update_stream(config)
+
+    async def ensure_kv(self, bucket: str, *, ttl_s: float | None = None, history: int = 1) -> KeyValue:
+        try:
+            return await self.js.key_value(bucket)
+        except BucketNotFoundError:
+            return await self.js.create_key_value(
+                KeyValueConfig(bucket=bucket, ttl=ttl_s, history=history, storage=StorageType.FILE)
+            )
+
+    # --- request/reply ---------------------------------------------------------------------
+    async def serve(
+        self,
+        subject: str,
+        model: type[Req],
+        handler: Callable[[Req], Awaitable[BaseModel]],
+        *,
+        queue: str = "",
+        max_concurrency: int = 256,
+    ) -> Subscription:
+        """Answer requests on `subject`: validate into `model`, call `handler`, reply with its model.
+
+        Each request runs in its own task (bounded by `max_concurrency`), so one slow call does not
+        hold up the subscription. Any exception becomes an ErrorReply; nothing crashes the service.
+        """
+        sem = asyncio.Semaphore(max_concurrency)
+
+        async def process(msg: Msg) -> None:
+            async with sem:
+                with tracer.start_as_current_span(
+                    f"serve {subject}", context=extract(msg.headers), kind=trace.SpanKind.SERVER
+                ):
+                    body, headers = await self._handle(msg, model, handler)
+                    if msg.reply:
+                        await self.nc.publish(msg.reply, body, headers=headers)
+
+        async def on_msg(msg: Msg) -> None:
+            self.spawn(process(msg))
+
+        sub = await self.nc.subscribe(subject, queue=queue, cb=on_msg)
+        self._subs.append(sub)
+        return sub
+
+    @staticmethod
+    async def _handle(
+        msg: Msg, model: type[Req], handler: Callable[[Req], Awaitable[BaseModel]]
+    ) -> tuple[bytes, dict[str, str] | None]:
+        try:
+            req = decode(msg.data, model)
+            return encode(await handler(req)), None
+        except AiosError as exc:
+            return encode(exc.to_reply()), error_headers()
+        except Exception as exc:  # the last line of defence: report, never crash the service
+            log.exception("handler for %s failed", msg.subject)
+            err = AiosError("internal", f"{type(exc).__name__}: {exc}")
+            return encode(err.to_reply()), error_headers()
+
+    async def request(self, subject: str, msg: BaseModel, reply: type[Rep], *, timeout: float) -> Rep:
+        """Request/reply with trace context; an ErrorReply comes back as AiosError."""
+        resp = await self.nc.request(subject, encode(msg), timeout=timeout, headers=inject())
+        return decode_reply(resp.data, resp.headers, reply)
+
+    async def publish(self, subject: str, msg: BaseModel, headers: dict[str, str] | None = None) -> None:
+        await self.nc.publish(subject, encode(msg), headers=inject(headers))
+
+    # --- lifecycle -------------------------------------------------------------------------
+    def spawn(self, coro: Awaitable[None]) -> asyncio.Task[None]:
+        """Run `coro` in a task the bus keeps a reference to and waits for on drain."""
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def drain(self, timeout: float) -> None:
+        """Stop taking requests, finish those in hand (up to `timeout`), then close."""
+        for sub in self._subs:
+            with contextlib.suppress(nats.errors.Error):
+                await sub.unsubscribe()
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=timeout)
+        if not self.nc.is_closed:
+            try:
+                await asyncio.wait_for(self.nc.drain(), timeout=timeout)
+            except (TimeoutError, nats.errors.Error):
+                await self.nc.close()

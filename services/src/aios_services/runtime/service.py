@@ -1,0 +1,75 @@
+"""The life of a service process: tracing, connect, health endpoint, run until SIGTERM, drain."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
+
+from pydantic import JsonValue
+
+from aios_schemas import Health, HealthQuery
+
+from .bus import Bus, connect
+from .settings import ServiceSettings
+from .telemetry import setup_tracing
+
+HealthDetails = Callable[[], dict[str, JsonValue]]
+Starter = Callable[[Bus, AsyncExitStack], Awaitable[HealthDetails | None]]
+
+
+def configure_logging(name: str) -> None:
+    logging.basicConfig(
+        level=os.environ.get("AIOS_LOG_LEVEL", "INFO"),
+        format=f"%(asctime)s {name} %(levelname)s %(name)s: %(message)s",
+    )
+
+
+async def serve_health(bus: Bus, name: str, instance: str, details: HealthDetails | None) -> None:
+    started = time.time()
+
+    async def health(q: HealthQuery) -> Health:
+        return Health(
+            service=name,
+            instance=instance,
+            status="ok",
+            pid=os.getpid(),
+            started=started,
+            details=details() if (details and q.verbose) else {},
+        )
+
+    await bus.serve(bus.ns.ctl(name, "health"), HealthQuery, health)
+
+
+async def run_service(
+    name: str, settings: ServiceSettings, start: Starter, *, stop: asyncio.Event | None = None
+) -> None:
+    """Run one service until SIGTERM/SIGINT (or `stop` is set), then drain gracefully."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        # Not possible outside the main thread (services run in-process in tests).
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    async with AsyncExitStack() as stack:
+        nc = await connect(settings.nats_url, f"aios-{name}-{settings.instance}")
+        bus = Bus(nc, settings.ns)
+        details = await start(bus, stack)
+        await serve_health(bus, name, settings.instance, details)
+        logging.getLogger(name).info("%s ready (namespace %r)", name, settings.namespace)
+        await stop.wait()
+        logging.getLogger(name).info("%s draining", name)
+        await stack.aclose()  # stop loops the service started before the bus goes away
+        await bus.drain(settings.drain_timeout_s)
+
+
+def main_for(name: str, settings: ServiceSettings, start: Starter) -> None:
+    """Entry point body of `python -m aios_services.<name>`."""
+    configure_logging(name)
+    setup_tracing(name)
+    asyncio.run(run_service(name, settings, start))

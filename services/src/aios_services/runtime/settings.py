@@ -1,0 +1,23 @@
+"""Settings every service shares; each service subclasses this with its own fields (prefix AIOS_)."""
+
+from __future__ import annotations
+
+import os
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from aios_schemas import Namespace
+
+
+class ServiceSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="AIOS_", frozen=True, extra="ignore")
+
+    nats_url: str = Field("nats://127.0.0.1:4222", description="NATS server URL(s), comma-separated.")
+    namespace: str = Field("", description="Isolates a deployment or a test: prefixes subjects and names.")
+    instance: str = Field(default_factory=lambda: f"{os.uname().nodename}-{os.getpid()}")
+    drain_timeout_s: float = Field(10.0, description="How long a graceful drain may take on SIGTERM.")
+
+    @property
+    def ns(self) -> Namespace:
+        return Namespace(self.namespace)

@@ -1,0 +1,78 @@
+"""`python -m aios_services.scheduler`: wire the scheduler to the bus and run it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from contextlib import AsyncExitStack
+
+import nats
+from nats.js.errors import BadRequestError
+
+from aios_schemas import ResultQuery
+
+from ..runtime import Bus, HealthDetails, main_for
+from ..runtime.tokens import TokenStore
+from . import streams
+from .core import Scheduler
+from .settings import SchedulerSettings
+
+log = logging.getLogger(__name__)
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def start(bus: Bus, stack: AsyncExitStack, settings: SchedulerSettings) -> HealthDetails:
+    ns = bus.ns
+    await bus.ensure_stream(streams.syscalls_stream(ns))
+    await bus.ensure_stream(streams.events_stream(ns))
+    results = await bus.ensure_kv(ns.results_bucket, ttl_s=settings.results_ttl_s)
+    limits = await bus.ensure_kv(ns.limits_bucket)
+    tokens = TokenStore.load(settings.tokens_file) if settings.tokens_file else TokenStore([])
+    sched = Scheduler(bus, results, limits, tokens, settings)
+
+    try:
+        psub = await bus.js.pull_subscribe(
+            ns.sys_all, durable=streams.DURABLE, stream=ns.syscalls_stream, config=streams.consumer(settings)
+        )
+    except BadRequestError:  # consumer exists with other settings: update it (idempotent start)
+        await bus.js.add_consumer(ns.syscalls_stream, streams.consumer(settings))
+        psub = await bus.js.pull_subscribe(ns.sys_all, durable=streams.DURABLE, stream=ns.syscalls_stream)
+
+    async def pull_forever() -> None:
+        while True:
+            try:
+                msgs = await psub.fetch(batch=settings.fetch_batch, timeout=1.0)
+            except nats.errors.TimeoutError:
+                continue
+            except nats.errors.Error as exc:  # e.g. reconnecting: try again shortly
+                log.warning("fetch failed: %s", exc)
+                await asyncio.sleep(0.2)
+                continue
+            for msg in msgs:
+                try:
+                    await sched.admit(msg)
+                except Exception:
+                    log.exception("admission of %s failed", msg.subject)
+
+    await bus.serve(ns.ctl("scheduler", "result"), ResultQuery, sched.query)
+    puller = asyncio.create_task(pull_forever())
+    beater = asyncio.create_task(sched.heartbeat_forever())
+    stack.push_async_callback(sched.release_queued)  # runs last: after the loops stop
+    stack.push_async_callback(_cancel, puller)
+    stack.push_async_callback(_cancel, beater)
+    return sched.snapshot
+
+
+def main() -> None:
+    settings = SchedulerSettings()
+    main_for("scheduler", settings, lambda bus, stack: start(bus, stack, settings))
+
+
+if __name__ == "__main__":
+    main()
