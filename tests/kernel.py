@@ -1,0 +1,91 @@
+"""An in-process kernel for integration tests: the real scheduler and llm services, on the real
+nats-server of the session, in a fresh uuid namespace, with the given backends."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from aios_schemas import Namespace
+from aios_sdk import AIOS
+from aios_services.cli.procs import service_probe
+from aios_services.llm import main as llm_main
+from aios_services.llm.settings import LlmSettings
+from aios_services.runtime import run_service
+from aios_services.runtime.tokens import TokenEntry, TokenStore, hash_token, new_token
+from aios_services.scheduler import main as sched_main
+from aios_services.scheduler.settings import SchedulerSettings
+
+
+@dataclass(frozen=True)
+class Kernel:
+    nats_url: str
+    ns: Namespace
+    token: str
+    root: Path
+
+    def connect(self, agent: str = "agent-1", **kw: object) -> AbstractAsyncContextManager[AIOS]:
+        return AIOS.connect(
+            url=self.nats_url, token=self.token, agent=agent, namespace=self.ns.name, **kw  # type: ignore[arg-type]
+        )
+
+
+def write_llm_config(path: Path, models: Mapping[str, Sequence[Mapping[str, object]]]) -> None:
+    lines: list[str] = []
+    for model, backends in models.items():
+        lines.append(f"[models.{json.dumps(model)}]")
+        lines.append("backends = [")
+        for b in backends:
+            fields = ", ".join(f"{k} = {json.dumps(v)}" for k, v in b.items())
+            lines.append(f"  {{ {fields} }},")
+        lines.append("]")
+    path.write_text("\n".join(lines) + "\n")
+
+
+@asynccontextmanager
+async def running_kernel(
+    nats_url: str,
+    root: Path,
+    models: Mapping[str, Sequence[Mapping[str, object]]],
+    *,
+    services: Sequence[str] = ("scheduler", "llm"),
+    **scheduler_overrides: object,
+) -> AsyncIterator[Kernel]:
+    ns = Namespace("t" + uuid.uuid4().hex[:12])
+    token = new_token()
+    tokens = root / "tokens.json"
+    TokenStore.write(tokens, [TokenEntry(name="test", sha256=hash_token(token), agents=["agent-*"])])
+    write_llm_config(root / "llm.toml", models)
+    common = {"nats_url": nats_url, "namespace": ns.name}
+    sched = SchedulerSettings(**common, tokens_file=tokens, **scheduler_overrides)  # type: ignore[arg-type]
+    llm = LlmSettings(**common, llm_config=root / "llm.toml")  # type: ignore[arg-type]
+    starters = {
+        "scheduler": lambda bus, st: sched_main.start(bus, st, sched),
+        "llm": lambda bus, st: llm_main.start(bus, st, llm),
+    }
+    stops = {name: asyncio.Event() for name in services}
+    tasks = {
+        name: asyncio.create_task(run_service(name, sched if name == "scheduler" else llm, starters[name], stop=stops[name]))
+        for name in services
+    }
+    try:
+        for name in services:
+            probe = service_probe(nats_url, ns, name)
+            for _ in range(200):
+                if tasks[name].done():
+                    tasks[name].result()  # raise the start failure
+                if await probe():
+                    break
+                await asyncio.sleep(0.02)
+            else:
+                raise RuntimeError(f"{name} did not become healthy")
+        yield Kernel(nats_url=nats_url, ns=ns, token=token, root=root)
+    finally:
+        for ev in stops.values():
+            ev.set()
+        await asyncio.gather(*tasks.values(), return_exceptions=True)
