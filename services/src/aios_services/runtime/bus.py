@@ -149,7 +149,8 @@ class Bus:
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=timeout)
         if not self.nc.is_closed:
-            try:
-                await asyncio.wait_for(self.nc.drain(), timeout=timeout)
-            except (TimeoutError, nats.errors.Error):
-                await self.nc.close()
+            # flush + close rather than nc.drain(): drain also waits on pull-consumer inboxes whose
+            # fetch loops are already cancelled, and would sit out its whole timeout.
+            with contextlib.suppress(nats.errors.Error, TimeoutError):
+                await self.nc.flush(timeout=max(1, int(timeout)))
+            await self.nc.close()

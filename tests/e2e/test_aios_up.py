@@ -1,0 +1,64 @@
+"""End to end: `aios up --detach` in a temp home, syscalls through the SDK, status, `aios down`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from aios_sdk import AIOS, NotFound
+from aios_services.cli.home import pid_alive
+
+pytestmark = pytest.mark.e2e
+
+
+def aios(home: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "aios_services.cli.main", *args, "--home", str(home)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={k: v for k, v in os.environ.items() if not k.startswith("AIOS_")},
+    )
+
+
+def test_up_chat_status_down(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    sockets_before = set(Path("/tmp").glob("seaweedfs-*.sock"))
+    up = aios(home, "up", "--detach")
+    assert up.returncode == 0, up.stdout + up.stderr
+    try:
+        again = aios(home, "up", "--detach")
+        assert again.returncode == 0 and "already running" in again.stdout
+
+        st = aios(home, "status", "--json")
+        assert st.returncode == 0, st.stderr
+        status = json.loads(st.stdout)
+        names = {p["name"]: p for p in status["processes"]}
+        assert set(names) == {"nats", "s3", "sim", "scheduler", "llm"}
+        assert all(p["alive"] and p["healthy"] for p in names.values()), status
+
+        async def chat() -> None:
+            async with AIOS.connect(home=home) as client:
+                replies = await asyncio.gather(
+                    *(client.llm.chat("sim-llama-8b", [{"role": "user", "content": f"hi {i}"}]) for i in range(5))
+                )
+                assert all(r.content and r.usage.completion_tokens > 0 for r in replies)
+                with pytest.raises(NotFound):
+                    await client.llm.chat("nope", [{"role": "user", "content": "x"}], timeout=10)
+
+        asyncio.run(chat())
+    finally:
+        down = aios(home, "down")
+    assert down.returncode == 0, down.stdout + down.stderr
+    pids = [status["supervisor_pid"]] + [p["pid"] for p in status["processes"]]
+    assert not [p for p in pids if pid_alive(p)], "processes left after aios down"
+    assert not (home / "state.json").exists()
+    assert set(Path("/tmp").glob("seaweedfs-*.sock")) <= sockets_before, "stale weed sockets left"
+    st = aios(home, "status", "--json")
+    assert st.returncode == 3 and json.loads(st.stdout)["running"] is False
