@@ -53,7 +53,7 @@ async def test_single_request_follows_the_step_formula() -> None:
 
 async def test_chunked_prefill_splits_a_long_prompt_over_the_token_budget() -> None:
     p = H100_TINY.with_overrides(kv_tokens=100_000, max_model_len=100_000)
-    engine, [h] = await run_all(p, [(3000, 1)])
+    engine, _ = await run_all(p, [(3000, 1)])
     assert engine.stats.steps == math.ceil(3000 / p.max_num_batched_tokens)
 
 
