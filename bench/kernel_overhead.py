@@ -1,0 +1,68 @@
+"""Latency of one chat syscall through the kernel vs the same call made directly to the backend.
+
+Both paths hit the same simulator instance in the same run, sequentially, so the difference is
+what the kernel adds (SDK -> JetStream -> scheduler -> llm service -> backend -> back).
+Run: `make bench` (or `.venv/bin/python -m bench.kernel_overhead --n 200`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from openai import AsyncOpenAI
+
+from aios_services.sim.runner import run_sim
+from tests.kernel import running_kernel
+from tests.servers import nats_server, running
+
+MODEL = "sim-llama-8b"
+
+
+def pct(xs: list[float], p: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
+
+
+async def measure(nats_url: str, root: Path, n: int) -> dict[str, list[float]]:
+    # A zero-cost backend: the simulator with no modelled time, so only plumbing is measured.
+    async with run_sim("fixed", models=(MODEL,), decode_ms=0.0, prefill_ms_per_token=0.0) as sim:
+        models = {MODEL: [{"name": "sim", "base_url": sim.base_url, "slots": 64}]}
+        async with running_kernel(nats_url, root, models) as kernel, kernel.connect() as aios:
+            direct = AsyncOpenAI(base_url=sim.base_url, api_key="x", max_retries=0)
+            msgs = [{"role": "user", "content": "ping [sim:tokens=8]"}]
+            for _ in range(20):  # warm up both paths
+                await direct.chat.completions.create(model=MODEL, messages=msgs)  # type: ignore[arg-type]
+                await aios.llm.chat(MODEL, msgs)
+            out: dict[str, list[float]] = {"direct": [], "kernel": []}
+            for _ in range(n):  # interleaved, so drift affects both equally
+                t = time.perf_counter()
+                await direct.chat.completions.create(model=MODEL, messages=msgs)  # type: ignore[arg-type]
+                out["direct"].append((time.perf_counter() - t) * 1000)
+                t = time.perf_counter()
+                await aios.llm.chat(MODEL, msgs)
+                out["kernel"].append((time.perf_counter() - t) * 1000)
+            await direct.close()
+            return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=200)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as d, running(nats_server(Path(d)), Path(d) / "nats.log") as srv:
+        res = asyncio.run(measure(srv.address, Path(d), args.n))
+    print(f"chat syscall latency, n={args.n} sequential, simulator backend with zero model time")
+    print(f"{'path':<8} {'p50 ms':>8} {'p99 ms':>8} {'mean ms':>8}")
+    for name, xs in res.items():
+        print(f"{name:<8} {statistics.median(xs):8.2f} {pct(xs, 99):8.2f} {statistics.fmean(xs):8.2f}")
+    added = statistics.median(res["kernel"]) - statistics.median(res["direct"])
+    print(f"kernel adds {added:.2f} ms at p50 ({statistics.median(res['kernel']) / statistics.median(res['direct']):.2f}x direct)")
+
+
+if __name__ == "__main__":
+    main()

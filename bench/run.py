@@ -1,0 +1,13 @@
+"""`make bench`: every benchmark, each printing its baseline measured in the same run."""
+
+from __future__ import annotations
+
+from bench import kernel_overhead
+
+
+def main() -> None:
+    kernel_overhead.main()
+
+
+if __name__ == "__main__":
+    main()
