@@ -108,8 +108,8 @@ def test_remove_drops_a_waiting_job(name: str) -> None:
     assert len(policy) == 0
     # A removed job may be queued again (e.g. a redelivered syscall).
     policy.push(job("j1", 4.0), 4.0)
-    popped = policy.pop(4.0)
-    assert popped is not None and popped.id == "j1"
+    again = policy.pop(4.0)
+    assert again is not None and again.id == "j1"
 
 
 @pytest.mark.parametrize("name", POLICIES)

@@ -19,8 +19,10 @@ it to `job.attained` (so the caller never does) and to whatever per-program acco
 happens (a timer); `backend_priority` is the number to hand to backends with their own priority
 scheduling (vLLM `--scheduling-policy priority`, lower first).
 
-Times are seconds on any monotonic clock the caller chooses; every method takes `now` explicitly so
-a policy is deterministic and tests drive time by hand.
+Times are seconds on any monotonic clock the caller chooses; every method that can depend on time
+takes `now` explicitly (even `peek` and `jobs`: LAS promotions depend on it), so a policy is
+deterministic and tests drive time by hand. `push` stamps `job.queued_at`; policies mutate a `Job`
+only there and in the two accounting hooks.
 """
 
 from __future__ import annotations
@@ -190,6 +192,10 @@ class HeapQueue:
             self._heap = [entry for entry in self._heap if self._is_live(entry)]
             heapq.heapify(self._heap)
         return live[1]
+
+    def head(self, count: int) -> list[Job]:
+        """The first `count` live jobs in pop order, without a full sort."""
+        return [job for _, _, job in heapq.nsmallest(count, (e for e in self._heap if self._is_live(e)))]
 
     def ordered(self) -> list[Job]:
         """Live jobs in pop order (keys then push order; the sequence number breaks every tie)."""

@@ -79,12 +79,15 @@ class PriorityPolicy(Policy):
     def preempt(self, running: Sequence[RunningJob], now: float, *, free_slots: int = 0) -> list[str]:
         # The best waiters beyond the free slots, paired with the worst preemptible runs: each pair
         # where the waiter is better by the margin is one suspension.
-        contenders = self._queue.ordered()[max(0, free_slots) :]
+        free = max(0, free_slots)
+        if len(self._queue) <= free:
+            return []
         victims = sorted(
             (r.job for r in running if r.job.preemptible),
             key=lambda job: (self._rank(job), job.arrival, job.id),
             reverse=True,
         )
+        contenders = self._queue.head(free + len(victims))[free:]
         chosen: list[str] = []
         for waiter, victim in zip(contenders, victims, strict=False):
             if self._rank(waiter) + self.config.margin > self._rank(victim):

@@ -69,14 +69,16 @@ class RoundRobinPolicy(Policy):
         return run.started + slices * self.config.quantum if slices >= 1 else -math.inf
 
     def preempt(self, running: Sequence[RunningJob], now: float, *, free_slots: int = 0) -> list[str]:
-        waiting = self._queue.ordered()[max(0, free_slots) :]
         expired = sorted(
             ((self._boundary(r, now), r) for r in running if r.job.preemptible),
             key=lambda br: (br[1].started, br[1].job.id),
         )
         expired = [(b, r) for b, r in expired if b > -math.inf]
-        if not waiting or not expired:
+        if not expired or len(self._queue) <= free_slots:
             return []
+        # The first waiters take the free slots; only those after them contend for running slots.
+        free = max(0, free_slots)
+        waiting = self._queue.head(free + len(expired))[free:]
 
         # A waiter that never ran may claim any expired run; one that yielded only runs whose slice
         # began after it was queued. These sets are nested, so matching the most restricted waiter
