@@ -15,17 +15,17 @@ import time
 from pathlib import Path
 
 from openai import AsyncOpenAI
-
-from aios_services.sim.runner import run_sim
 from tests.kernel import running_kernel
 from tests.servers import nats_server, running
+
+from aios_services.sim.runner import run_sim
 
 MODEL = "sim-llama-8b"
 
 
 def pct(xs: list[float], p: float) -> float:
     xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
+    return xs[min(len(xs) - 1, round(p / 100 * (len(xs) - 1)))]
 
 
 async def measure(nats_url: str, root: Path, n: int) -> dict[str, list[float]]:
@@ -60,8 +60,8 @@ def main() -> None:
     print(f"{'path':<8} {'p50 ms':>8} {'p99 ms':>8} {'mean ms':>8}")
     for name, xs in res.items():
         print(f"{name:<8} {statistics.median(xs):8.2f} {pct(xs, 99):8.2f} {statistics.fmean(xs):8.2f}")
-    added = statistics.median(res["kernel"]) - statistics.median(res["direct"])
-    print(f"kernel adds {added:.2f} ms at p50 ({statistics.median(res['kernel']) / statistics.median(res['direct']):.2f}x direct)")
+    kernel, direct = statistics.median(res["kernel"]), statistics.median(res["direct"])
+    print(f"kernel adds {kernel - direct:.2f} ms at p50 ({kernel / direct:.2f}x direct)")
 
 
 if __name__ == "__main__":

@@ -31,7 +31,11 @@ class Kernel:
 
     def connect(self, agent: str = "agent-1", **kw: object) -> AbstractAsyncContextManager[AIOS]:
         return AIOS.connect(
-            url=self.nats_url, token=self.token, agent=agent, namespace=self.ns.name, **kw  # type: ignore[arg-type]
+            url=self.nats_url,
+            token=self.token,
+            agent=agent,
+            namespace=self.ns.name,
+            **kw,  # type: ignore[arg-type]
         )
 
 
@@ -70,7 +74,9 @@ async def running_kernel(
     }
     stops = {name: asyncio.Event() for name in services}
     tasks = {
-        name: asyncio.create_task(run_service(name, sched if name == "scheduler" else llm, starters[name], stop=stops[name]))
+        name: asyncio.create_task(
+            run_service(name, sched if name == "scheduler" else llm, starters[name], stop=stops[name])
+        )
         for name in services
     }
     try:

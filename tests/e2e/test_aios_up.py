@@ -46,7 +46,10 @@ def test_up_chat_status_down(tmp_path: Path) -> None:
         async def chat() -> None:
             async with AIOS.connect(home=home) as client:
                 replies = await asyncio.gather(
-                    *(client.llm.chat("sim-llama-8b", [{"role": "user", "content": f"hi {i}"}]) for i in range(5))
+                    *(
+                        client.llm.chat("sim-llama-8b", [{"role": "user", "content": f"hi {i}"}])
+                        for i in range(5)
+                    )
                 )
                 assert all(r.content and r.usage.completion_tokens > 0 for r in replies)
                 with pytest.raises(NotFound):

@@ -40,7 +40,9 @@ async def kernel(nats_url: str, tmp_path: Path, sim: SimServer) -> AsyncIterator
 
 async def test_chat_roundtrip_matches_direct_call(kernel: Kernel, sim: SimServer) -> None:
     direct = AsyncOpenAI(base_url=sim.base_url, api_key="x")
-    expected = await direct.chat.completions.create(model=MODEL, messages=HELLO, temperature=0.3, max_tokens=40, seed=7)  # type: ignore[arg-type]
+    expected = await direct.chat.completions.create(
+        model=MODEL, messages=HELLO, temperature=0.3, max_tokens=40, seed=7
+    )  # type: ignore[arg-type]
     async with kernel.connect() as aios:
         reply = await aios.llm.chat(MODEL, HELLO, temperature=0.3, max_tokens=40, seed=7)
     assert reply.content == expected.choices[0].message.content
@@ -105,7 +107,9 @@ async def test_bad_payload_on_the_bus_gets_invalid_request(kernel: Kernel, nc: n
         "payload": {"kind": "llm.chat", "model": MODEL, "messages": [], "temperature": 9},
     }
     sub = await nc.subscribe(kernel.ns.result(sid))
-    await nc.jetstream().publish(kernel.ns.sys("llm.chat"), json.dumps(body).encode(), headers={"Nats-Msg-Id": sid})
+    await nc.jetstream().publish(
+        kernel.ns.sys("llm.chat"), json.dumps(body).encode(), headers={"Nats-Msg-Id": sid}
+    )
     msg = await sub.next_msg(timeout=10)
     res = decode_reply(msg.data, msg.headers, SyscallResult)
     assert res.status == "error" and res.error is not None
@@ -114,7 +118,9 @@ async def test_bad_payload_on_the_bus_gets_invalid_request(kernel: Kernel, nc: n
 
 
 async def test_unknown_token_is_unauthenticated(kernel: Kernel) -> None:
-    async with AIOS.connect(url=kernel.nats_url, token="wrong", agent="agent-1", namespace=kernel.ns.name) as aios:
+    async with AIOS.connect(
+        url=kernel.nats_url, token="wrong", agent="agent-1", namespace=kernel.ns.name
+    ) as aios:
         with pytest.raises(Unauthenticated):
             await aios.llm.chat(MODEL, HELLO, timeout=10)
 
@@ -141,14 +147,18 @@ async def test_redelivered_syscall_is_answered_from_results_not_rerun(
     # Publish the same syscall again under another Msg-Id (as a redelivery would bring it back).
     call = Syscall(id=sid, agent="agent-1", token=kernel.token, payload=payload)
     sub = await nc.subscribe(kernel.ns.result(sid))
-    await nc.jetstream().publish(kernel.ns.sys("llm.chat"), call.model_dump_json().encode(), headers={"Nats-Msg-Id": sid + "-again"})
+    await nc.jetstream().publish(
+        kernel.ns.sys("llm.chat"), call.model_dump_json().encode(), headers={"Nats-Msg-Id": sid + "-again"}
+    )
     msg = await sub.next_msg(timeout=10)
     again = decode_reply(msg.data, msg.headers, SyscallResult)
     assert again.result == first
     assert sim.stats()["requests"] == runs
 
 
-async def test_syscall_waits_for_a_worker_until_its_deadline(nats_url: str, tmp_path: Path, sim: SimServer) -> None:
+async def test_syscall_waits_for_a_worker_until_its_deadline(
+    nats_url: str, tmp_path: Path, sim: SimServer
+) -> None:
     models = {MODEL: [{"name": "sim", "base_url": sim.base_url, "slots": 4}]}
     async with running_kernel(nats_url, tmp_path, models, services=("scheduler",)) as k, k.connect() as aios:
         with pytest.raises(DeadlineExceeded):

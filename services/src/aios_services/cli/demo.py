@@ -30,7 +30,9 @@ async def agents(home: Home) -> None:
         t0 = time.perf_counter()
         r = await aios.llm.chat(LOCAL_MODEL, [{"role": "user", "content": q}], max_tokens=48, temperature=0)
         console.print(f"[bold]Q:[/bold] {q}\n[bold]A:[/bold] {r.content}")
-        console.print(f"   {time.perf_counter() - t0:.2f}s, usage {r.usage.model_dump()}, backend {r.backend}")
+        console.print(
+            f"   {time.perf_counter() - t0:.2f}s, usage {r.usage.model_dump()}, backend {r.backend}"
+        )
 
         console.rule("2. Streaming tokens as they are generated")
         async with aios.llm.stream(
@@ -79,7 +81,9 @@ async def agents(home: Home) -> None:
         async with AIOS.connect(home=home.root, agent=f"agent-{i:02d}") as a:
             t = time.perf_counter()
             for step in range(3):
-                await a.llm.chat(SIM_MODEL, [{"role": "user", "content": f"agent {i} step {step} [sim:tokens=24]"}])
+                await a.llm.chat(
+                    SIM_MODEL, [{"role": "user", "content": f"agent {i} step {step} [sim:tokens=24]"}]
+                )
             return a.agent, time.perf_counter() - t
 
     t0 = time.perf_counter()
