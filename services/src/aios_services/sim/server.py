@@ -165,7 +165,13 @@ class SimApp:
             handle.cancel()
 
     def _envelope(self, req: ChatRequest, rid: str, kind: str) -> JSONObject:
-        return {"id": rid, "object": kind, "created": int(time.time()), "model": req.model}
+        return {
+            "id": rid,
+            "object": kind,
+            "created": int(time.time()),
+            "model": req.model,
+            "system_fingerprint": "aios-simulator",
+        }
 
     def _usage(self, plan: textgen.Plan, handle: SeqHandle) -> JSONObject:
         prompt = len(plan.prompt_tokens)
@@ -211,14 +217,13 @@ class SimApp:
         envelope = self._envelope(req, f"chatcmpl-sim-{next(self._ids)}", "chat.completion.chunk")
         include_usage = bool((req.stream_options or {}).get("include_usage"))
 
+        # The envelope is the same for every chunk: encode it once, splice in each delta.
+        head = b"data: " + json.dumps(envelope).encode()[:-1] + b', "choices": [{"index": 0, "delta": '
+        usage_null = b', "usage": null' if include_usage else b""
+
         def chunk(delta: JSONObject, finish: str | None = None) -> bytes:
-            data: JSONObject = {
-                **envelope,
-                "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
-            }
-            if include_usage:
-                data["usage"] = None
-            return b"data: " + json.dumps(data).encode() + b"\n\n"
+            tail = b', "logprobs": null, "finish_reason": ' + json.dumps(finish).encode() + b"}]"
+            return head + json.dumps(delta).encode() + tail + usage_null + b"}\n\n"
 
         sent = 0
         while True:
