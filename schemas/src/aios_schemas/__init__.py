@@ -1,10 +1,14 @@
 """AIOS protocol: every message model, subject name and error code. No I/O."""
 
+from .catalog import BackendEntry, ModelEntry, model_key
 from .envelope import (
+    CancelReply,
+    CancelRequest,
+    ControlRequest,
+    ExecReply,
     ExecRequest,
     Health,
     HealthQuery,
-    ResourceLimits,
     ResultPayload,
     ResultQuery,
     Syscall,
@@ -20,12 +24,15 @@ from .ids import new_id
 from .llm import (
     ChatMessage,
     ChatReply,
+    ContextSnapshot,
+    EmbedReply,
     FunctionCall,
     FunctionDef,
     JsonObjectFormat,
     JsonSchemaFormat,
     JsonSchemaSpec,
     LlmChat,
+    LlmEmbed,
     NamedToolChoice,
     StreamChunk,
     TextFormat,
@@ -33,7 +40,7 @@ from .llm import (
     ToolDef,
     Usage,
 )
-from .subjects import DEFAULT, Namespace, resource_key
+from .subjects import DEFAULT, Namespace
 from .wire import ERROR_HEADER, decode, decode_reply, encode, error_headers
 
 __all__ = [
@@ -42,11 +49,18 @@ __all__ = [
     "ERROR_CODES",
     "ERROR_HEADER",
     "AiosError",
+    "BackendEntry",
+    "CancelReply",
+    "CancelRequest",
     "ChatMessage",
     "ChatReply",
     "Connection",
+    "ContextSnapshot",
+    "ControlRequest",
+    "EmbedReply",
     "ErrorCode",
     "ErrorReply",
+    "ExecReply",
     "ExecRequest",
     "FunctionCall",
     "FunctionDef",
@@ -56,9 +70,10 @@ __all__ = [
     "JsonSchemaFormat",
     "JsonSchemaSpec",
     "LlmChat",
+    "LlmEmbed",
+    "ModelEntry",
     "NamedToolChoice",
     "Namespace",
-    "ResourceLimits",
     "ResultPayload",
     "ResultQuery",
     "StreamChunk",
@@ -76,6 +91,6 @@ __all__ = [
     "decode_reply",
     "encode",
     "error_headers",
+    "model_key",
     "new_id",
-    "resource_key",
 ]

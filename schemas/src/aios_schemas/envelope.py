@@ -8,16 +8,16 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
 from .errors import ErrorReply
-from .llm import ChatReply, LlmChat
+from .llm import ChatReply, EmbedReply, LlmChat, LlmEmbed, Usage
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{7,63}$"
 
 # Every syscall payload, tagged by `kind`. New kinds are added here (an additive change).
-SyscallPayload = Annotated[LlmChat, Field(discriminator="kind")]
-SyscallKind = Literal["llm.chat"]
+SyscallPayload = Annotated[LlmChat | LlmEmbed, Field(discriminator="kind")]
+SyscallKind = Literal["llm.chat", "llm.embed"]
 # Every ok-result, tagged by the `kind` it answers.
-ResultPayload = Annotated[ChatReply, Field(discriminator="kind")]
+ResultPayload = Annotated[ChatReply | EmbedReply, Field(discriminator="kind")]
 
 SyscallState = Literal[
     "accepted", "queued", "dispatched", "suspended", "resumed", "done", "failed", "cancelled"
@@ -62,7 +62,7 @@ class SyscallResult(BaseModel):
     service_ms: float = Field(0.0, ge=0, description="Time spent executing.")
 
     @classmethod
-    def ok(cls, id: str, result: ChatReply, **timing: float) -> SyscallResult:
+    def ok(cls, id: str, result: ChatReply | EmbedReply, **timing: float) -> SyscallResult:
         return cls(id=id, status="ok", result=result, **timing)
 
     @classmethod
@@ -79,6 +79,46 @@ class ExecRequest(BaseModel):
     resource: str = Field(description="Resource the scheduler charged for the call.")
     deadline: float = Field(description="Unix time by which the worker must answer.")
     priority: int = Field(0, description="Effective priority computed by the scheduler (lower first).")
+    backend: str | None = Field(None, description="Backend chosen by the scheduler (llm.*).")
+    resume: bool = Field(False, description="Continue from the context snapshot of this syscall.")
+    preemptible: bool = Field(False, description="The scheduler may ask to suspend this run.")
+
+
+class ExecReply(BaseModel):
+    """Worker -> scheduler: the run finished (`done`, with the result) or was `suspended`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    outcome: Literal["done", "suspended"] = Field(description="What happened to the run.")
+    result: SyscallResult | None = Field(None, description="Set when outcome is done.")
+    usage: Usage = Field(default_factory=Usage, description="Tokens this run consumed (also if suspended).")
+
+
+class ControlRequest(BaseModel):
+    """Scheduler -> workers (broadcast): suspend or cancel the run of a syscall, wherever it runs."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(pattern=ID_PATTERN, description="Syscall id.")
+    action: Literal["suspend", "cancel"] = Field(description="What to do with the run.")
+
+
+class CancelRequest(BaseModel):
+    """Agent -> scheduler: cancel my syscall, queued or running."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(pattern=ID_PATTERN, description="Syscall id.")
+    agent: str = Field(pattern=NAME_PATTERN, description="Agent that made the call.")
+    token: str = Field(min_length=1, max_length=512, repr=False, description="The agent's token.")
+
+
+class CancelReply(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    id: str = Field(description="Syscall id.")
+    state: Literal["cancelled", "finished"] = Field(
+        description="cancelled: stopped now; finished: it had already completed."
+    )
 
 
 class SyscallEvent(BaseModel):
@@ -122,13 +162,3 @@ class Health(BaseModel):
     pid: int = Field(description="OS process id.")
     started: float = Field(description="Unix start time.")
     details: dict[str, JsonValue] = Field(default_factory=dict, description="Service-specific state.")
-
-
-class ResourceLimits(BaseModel):
-    """A resource's capacity and rates, published in KV `AIOS_LIMITS` by the service that owns it."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    capacity: int = Field(ge=1, description="Concurrent calls the resource serves.")
-    rpm: int | None = Field(None, ge=1, description="Requests per minute.")
-    tpm: int | None = Field(None, ge=1, description="Tokens per minute.")

@@ -143,3 +143,34 @@ class StreamChunk(BaseModel):
     delta: str = Field("", description="New text.")
     done: bool = Field(False, description="True on the last chunk.")
     finish_reason: FinishReason | None = Field(None, description="Set on the last chunk.")
+
+
+class LlmEmbed(BaseModel):
+    """Payload of an `llm.embed` syscall (OpenAI /v1/embeddings)."""
+
+    model_config = _STRICT
+    kind: Literal["llm.embed"] = Field("llm.embed", description="Syscall kind.")
+    model: str = Field(min_length=1, max_length=200, description="Embedding model name in the kernel.")
+    input: list[str] = Field(min_length=1, max_length=2048, description="Texts to embed.")
+    dimensions: int | None = Field(None, ge=1, le=65536, description="Output dimension, if supported.")
+
+
+class EmbedReply(BaseModel):
+    model_config = _STRICT
+    kind: Literal["llm.embed"] = Field("llm.embed", description="Syscall kind this answers.")
+    model: str = Field(description="Model that served the call.")
+    backend: str = Field("", description="Backend that served the call.")
+    vectors: list[list[float]] = Field(description="One vector per input, in order.")
+    usage: Usage = Field(default_factory=Usage, description="Token usage (prompt tokens).")
+
+
+class ContextSnapshot(BaseModel):
+    """A suspended generation (KV `AIOS_CONTEXTS`, key = syscall id): what was produced so far."""
+
+    model_config = _STRICT
+    id: str = Field(description="Syscall id.")
+    backend: str = Field(description="Backend that produced the partial output.")
+    partial: str = Field(description="Assistant text generated before suspension.")
+    chunks: int = Field(0, ge=0, description="Stream chunks already published (next seq).")
+    usage: Usage = Field(default_factory=Usage, description="Tokens consumed so far, over all runs.")
+    suspensions: int = Field(0, ge=0, description="How many times the generation was suspended.")

@@ -82,12 +82,3 @@ class Namespace:
 
 
 DEFAULT = Namespace()
-
-
-_KEY_UNSAFE = re.compile(r"[^-/_=.a-zA-Z0-9]")
-
-
-def resource_key(resource: str) -> str:
-    """KV key (bucket AIOS_LIMITS) of a resource's published limits. Model names may hold
-    characters NATS keys cannot (e.g. `llama3:8b`), so those become `_`."""
-    return "resource." + _KEY_UNSAFE.sub("_", resource)

@@ -1,0 +1,32 @@
+"""What the scheduler needs to know about resources, published by the services that own them in KV
+`AIOS_LIMITS`: each model's backends with their slots, rate limits and capabilities."""
+
+from __future__ import annotations
+
+import re
+
+from pydantic import BaseModel, ConfigDict, Field
+
+_KEY_UNSAFE = re.compile(r"[^-/_=.a-zA-Z0-9]")
+
+
+class BackendEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str = Field(description="Unique backend name.")
+    slots: int = Field(ge=1, description="Concurrent requests it serves (the scheduler never exceeds it).")
+    rpm: int | None = Field(None, ge=1, description="Requests per minute.")
+    tpm: int | None = Field(None, ge=1, description="Tokens per minute (input + max output).")
+    continue_partial: bool = Field(False, description="Can resume a suspended generation.")
+    priority: bool = Field(False, description="Accepts a per-request priority.")
+
+
+class ModelEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str = Field(description="Model name agents use.")
+    kind: str = Field("chat", description="chat | embedding")
+    backends: list[BackendEntry] = Field(min_length=1, description="Backends that serve it.")
+
+
+def model_key(model: str) -> str:
+    """KV key of a model's entry. Model names may hold characters NATS keys cannot (`llama3:8b`)."""
+    return "model." + _KEY_UNSAFE.sub("_", model)
