@@ -146,6 +146,7 @@ class Engine:
         self._ids = itertools.count()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._closed = False
         self.vtime = 0.0  # engine time at which the current step ends
         self.stats = EngineStats()
 
@@ -156,6 +157,8 @@ class Engine:
             self._task = asyncio.get_running_loop().create_task(self._run(), name="aios-sim-engine")
 
     async def stop(self) -> None:
+        """End the step loop and every request in flight; later submits fail."""
+        self._closed = True
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -185,6 +188,8 @@ class Engine:
         self, *, prompt_len: int, max_new: int, block_hashes: Seq[int] = (), priority: int = 0
     ) -> SeqHandle:
         """Queue a request that generates exactly `max_new` (>= 1) tokens after a `prompt_len` prompt."""
+        if self._closed:
+            raise RuntimeError("engine stopped")
         if max_new < 1 or prompt_len < 1:
             raise ValueError("prompt_len and max_new must be >= 1")
         if prompt_len + max_new > self.max_request_tokens():

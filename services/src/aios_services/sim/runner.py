@@ -14,6 +14,8 @@ from aios_services.sim.engine import Engine
 from aios_services.sim.profiles import EngineProfile, get_profile
 from aios_services.sim.server import SimApp
 
+_SHUTDOWN_S = 2.0
+
 
 @dataclass
 class SimServer:
@@ -59,7 +61,9 @@ async def serve(profile: EngineProfile, host: str = "127.0.0.1", port: int = 0) 
     engine = Engine(profile)
     sim_app = SimApp(profile, engine)
     # handler_cancellation: a client that disconnects cancels its handler, which frees the slot now.
-    runner = web.AppRunner(sim_app.build(), handler_cancellation=True, access_log=None)
+    runner = web.AppRunner(
+        sim_app.build(), handler_cancellation=True, access_log=None, shutdown_timeout=_SHUTDOWN_S
+    )
     await runner.setup()
     engine.start()
     try:
@@ -68,8 +72,10 @@ async def serve(profile: EngineProfile, host: str = "127.0.0.1", port: int = 0) 
         bound = runner.addresses[0][1]
         yield SimServer(host=host, port=int(bound), app=sim_app)
     finally:
-        await runner.cleanup()
+        # Engine first: it ends every request in flight, so open streams finish instead of holding
+        # the HTTP shutdown for its whole timeout.
         await engine.stop()
+        await runner.cleanup()
 
 
 @asynccontextmanager
