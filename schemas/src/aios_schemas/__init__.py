@@ -40,6 +40,7 @@ from .llm import (
     ToolDef,
     Usage,
 )
+from .stats import AgentStats, BackendStats, ResourceStats, SchedulerStats, StatsQuery
 from .subjects import DEFAULT, Namespace
 from .wire import ERROR_HEADER, decode, decode_reply, encode, error_headers
 
@@ -48,8 +49,10 @@ __all__ = [
     "DEFAULT",
     "ERROR_CODES",
     "ERROR_HEADER",
+    "AgentStats",
     "AiosError",
     "BackendEntry",
+    "BackendStats",
     "CancelReply",
     "CancelRequest",
     "ChatMessage",
@@ -74,8 +77,11 @@ __all__ = [
     "ModelEntry",
     "NamedToolChoice",
     "Namespace",
+    "ResourceStats",
     "ResultPayload",
     "ResultQuery",
+    "SchedulerStats",
+    "StatsQuery",
     "StreamChunk",
     "Syscall",
     "SyscallEvent",

@@ -1,20 +1,23 @@
-"""Admission, policy queues and dispatch: the scheduler's state machine.
+"""Admission, policy queues, dispatch, context switches and completion: the scheduler's state machine.
 
 A syscall is *accepted* when JetStream acks the client's publish. The scheduler holds the JetStream
 message (unacked, heartbeated) while the syscall is queued or running, stores the result in KV
 `AIOS_RESULTS`, tells the caller, and only then acks: a crash at any point leads to redelivery,
 and a redelivered syscall whose result exists is answered from KV instead of being re-run.
+
+Clocks: deadlines are unix time (they cross processes); the policies run on `time.monotonic()`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fnmatch
 import json
 import logging
 import re
 import time
-from dataclasses import dataclass, field
+from collections import defaultdict
 
 import nats
 from nats.aio.msg import Msg
@@ -23,27 +26,41 @@ from nats.js.kv import KeyValue
 from pydantic import BaseModel, ConfigDict, JsonValue, ValidationError
 
 from aios_schemas import (
+    AgentStats,
     AiosError,
+    BackendEntry,
+    BackendStats,
+    CancelReply,
+    CancelRequest,
+    ControlRequest,
+    ExecReply,
     ExecRequest,
-    ResourceLimits,
+    LlmChat,
+    ModelEntry,
+    ResourceStats,
     ResultQuery,
+    SchedulerStats,
+    StatsQuery,
     Syscall,
     SyscallEvent,
     SyscallResult,
     SyscallState,
     encode,
-    resource_key,
 )
 from aios_schemas.envelope import ID_PATTERN
 from aios_schemas.wire import validation_error
 
 from ..runtime import Bus
 from ..runtime.tokens import TokenStore
+from .groups import BackendState, Group, Held
 from .policies import Job, Policy, make_policy
-from .settings import SchedulerSettings
+from .ratelimit import RateLimiter
+from .settings import Quota, SchedulerSettings
 
 log = logging.getLogger(__name__)
 _ID = re.compile(ID_PATTERN)
+FALLBACK_CODES = frozenset({"backend_unavailable", "rate_limited"})
+PREEMPTING_POLICIES = frozenset({"rr", "priority"})
 
 
 class StoredResult(BaseModel):
@@ -54,36 +71,31 @@ class StoredResult(BaseModel):
     result: SyscallResult
 
 
-@dataclass
-class Held:
-    """An accepted syscall the scheduler holds until its result is stored."""
+class Usage(BaseModel):
+    """An agent's lifetime usage, in KV `AIOS_LIMITS` under `usage.<agent>` (quota enforcement)."""
 
-    call: Syscall
-    msg: Msg | None
-    resource: str
-    service: str
-    accepted: float
-    deadline: float
-    job: Job
-    dispatched: float | None = None
-    task: asyncio.Task[None] | None = None
+    model_config = ConfigDict(extra="forbid")
+    calls: int = 0
+    tokens: int = 0
 
 
-@dataclass
-class Resource:
-    name: str
-    capacity: int
-    policy: Policy
-    running: dict[str, Held] = field(default_factory=dict)
-
-    @property
-    def free(self) -> int:
-        return self.capacity - len(self.running)
+def _estimate_tokens(call: Syscall) -> int:
+    """Tokens a call may use, for tokens/min budgets: ~4 characters a token, plus the output cap."""
+    p = call.payload
+    if isinstance(p, LlmChat):
+        chars = sum(len(m.content or "") for m in p.messages)
+        return chars // 4 + (p.max_tokens or 256)
+    return sum(len(t) for t in p.input) // 4
 
 
 class Scheduler:
     def __init__(
-        self, bus: Bus, results: KeyValue, limits: KeyValue, tokens: TokenStore, settings: SchedulerSettings
+        self,
+        bus: Bus,
+        results: KeyValue,
+        limits: KeyValue,
+        tokens: TokenStore,
+        settings: SchedulerSettings,
     ) -> None:
         self.bus = bus
         self.ns = bus.ns
@@ -92,10 +104,81 @@ class Scheduler:
         self.tokens = tokens
         self.settings = settings
         self.held: dict[str, Held] = {}
-        self.resources: dict[str, Resource] = {}
-        self.counters = {"accepted": 0, "done": 0, "failed": 0, "redelivered_answered": 0}
+        self.groups: dict[str, Group] = {}
+        self.catalog: dict[str, ModelEntry] = {}
+        self.parked: dict[str, Held] = {}  # waiting for their model to appear in the catalogue
+        self.loops: dict[str, asyncio.Task[None]] = {}
+        self.counters: dict[str, int] = defaultdict(int)
+        self.accounts: dict[tuple[str, str | None], AgentStats] = {}
 
-    # --- admission ---------------------------------------------------------------------------
+    # --- catalogue -----------------------------------------------------------------------------
+    async def watch_catalog(self) -> None:
+        """Follow the models the llm service publishes (KV `model.*`)."""
+        watcher = await self.limits.watch("model.>")
+        async for entry in watcher:
+            if entry is None or not entry.value:
+                continue
+            try:
+                model = ModelEntry.model_validate_json(entry.value)
+            except ValidationError:
+                log.warning("ignoring malformed catalogue entry %s", entry.key)
+                continue
+            self.catalog[model.name] = model
+            self._apply_model(model)
+            for held in [h for h in self.parked.values() if self._model(h.call) == model.name]:
+                del self.parked[held.call.id]
+                self._enqueue(held)
+
+    def _apply_model(self, model: ModelEntry) -> None:
+        group = self.groups.get(f"llm.{model.name}")
+        if group is None:
+            return
+        for b in model.backends:
+            state = group.backends.get(b.name)
+            if state is None:
+                group.backends[b.name] = self._backend_state(b)
+            else:
+                state.entry = b
+                state.limiter = RateLimiter(self.limits, b) if (b.rpm or b.tpm) else None
+        group.wake.set()
+
+    def _backend_state(self, entry: BackendEntry) -> BackendState:
+        st = BackendState(
+            entry=entry, limiter=RateLimiter(self.limits, entry) if (entry.rpm or entry.tpm) else None
+        )
+        st.breaker.threshold = self.settings.breaker_threshold
+        st.breaker.cooldown_s = self.settings.breaker_cooldown_s
+        return st
+
+    @staticmethod
+    def _model(call: Syscall) -> str:
+        return call.payload.model
+
+    def _policy_for(self, resource: str) -> Policy:
+        override = dict(self.settings.resource_policies.get(resource, {}))
+        if override:
+            name = str(override.pop("name", self.settings.policy))
+            return make_policy(name, **override)
+        return make_policy(self.settings.policy, **self.settings.policy_params)
+
+    def _group(self, held: Held) -> Group | None:
+        model = self._model(held.call)
+        name = f"llm.{model}"
+        group = self.groups.get(name)
+        if group is None:
+            entry = self.catalog.get(model)
+            if entry is None:
+                return None
+            group = Group(
+                name=name,
+                policy=self._policy_for(name),
+                backends={b.name: self._backend_state(b) for b in entry.backends},
+            )
+            self.groups[name] = group
+            self.loops[name] = asyncio.create_task(self._dispatch_loop(group))
+        return group
+
+    # --- admission -----------------------------------------------------------------------------
     async def admit(self, msg: Msg) -> None:
         """Take one syscall off the stream: validate, authenticate, enqueue (or answer at once)."""
         try:
@@ -119,32 +202,94 @@ class Scheduler:
                 raise AiosError("invalid_request", f"{call.kind} published on {msg.subject}")
             if deadline <= now:
                 raise AiosError("deadline_exceeded", "deadline passed before admission")
+            await self._check_quota(call.agent)
         except AiosError as exc:
             await self._finish_early(call, msg, exc)
             return
-        service = call.kind.split(".", 1)[0]
-        resource = await self._resource(call)
         held = Held(
             call=call,
             msg=msg,
-            resource=resource.name,
-            service=service,
+            group=f"llm.{self._model(call)}",
+            service=call.kind.split(".", 1)[0],
             accepted=now,
             deadline=deadline,
             job=Job(
                 id=call.id,
                 agent=call.agent,
                 program=call.session or call.agent,
-                arrival=now,
+                arrival=time.monotonic(),
                 priority=call.priority,
             ),
         )
         self.held[call.id] = held
         self.counters["accepted"] += 1
         self._event(held, "accepted")
-        resource.policy.push(held.job, now)
+        if self._model(call) not in self.catalog:
+            if self.catalog:  # the llm service is up and does not serve this model
+                await self._complete(
+                    held, None, SyscallResult.fail(call.id, self._unknown_model(call).to_reply())
+                )
+            else:  # nothing published yet (llm service starting): wait for it, until the deadline
+                self.parked[call.id] = held
+            return
+        self._enqueue(held)
+
+    def _unknown_model(self, call: Syscall) -> AiosError:
+        models: list[JsonValue] = [m for m in sorted(self.catalog)]
+        return AiosError("not_found", f"unknown model {self._model(call)!r}", details={"models": models})
+
+    def _enqueue(self, held: Held) -> None:
+        group = self._group(held)
+        if group is None:
+            self.parked[held.call.id] = held
+            return
+        group.policy.push(held.job, time.monotonic())
         self._event(held, "queued")
-        self.dispatch(resource)
+        group.wake.set()
+
+    async def _check_quota(self, agent: str) -> None:
+        quota = self._quota(agent)
+        if quota is None:
+            return
+        usage = await self._usage(agent)
+        if quota.calls is not None and usage.calls >= quota.calls:
+            raise AiosError("quota_exceeded", f"agent {agent!r} used its {quota.calls} calls")
+        if quota.tokens is not None and usage.tokens >= quota.tokens:
+            raise AiosError("quota_exceeded", f"agent {agent!r} used its {quota.tokens} tokens")
+
+    def _quota(self, agent: str) -> Quota | None:
+        for pattern, quota in self.settings.quotas.items():
+            if fnmatch.fnmatchcase(agent, pattern):
+                return quota
+        return None
+
+    async def _usage(self, agent: str) -> Usage:
+        try:
+            entry = await self.limits.get(f"usage.{agent}")
+        except KeyNotFoundError:
+            return Usage()
+        return Usage.model_validate_json(entry.value or b"{}")
+
+    async def _charge(self, agent: str, tokens: int) -> None:
+        if self._quota(agent) is None:
+            return
+        key = f"usage.{agent}"
+        for _ in range(20):  # compare-and-set: replicas may charge the same agent concurrently
+            try:
+                entry = await self.limits.get(key)
+                usage, rev = Usage.model_validate_json(entry.value or b"{}"), entry.revision
+            except KeyNotFoundError:
+                usage, rev = Usage(), None
+            usage.calls += 1
+            usage.tokens += tokens
+            try:
+                if rev is None:
+                    await self.limits.create(key, usage.model_dump_json().encode())
+                else:
+                    await self.limits.update(key, usage.model_dump_json().encode(), last=rev)
+                return
+            except Exception:  # lost the race: read again
+                continue
 
     async def _reject_malformed(self, msg: Msg, err: AiosError) -> None:
         # Answer the caller if the message at least names a valid id; either way, drop it for good.
@@ -165,40 +310,96 @@ class Scheduler:
         await self._store(call, res)
         await self._deliver(res, msg)
         self.counters["failed"] += 1
-        self.bus.spawn(self._publish_event(call, "failed", None, {"code": exc.code}))
+        self._publish(
+            SyscallEvent(
+                id=call.id,
+                state="failed",
+                agent=call.agent,
+                session=call.session,
+                kind=call.kind,
+                details={"code": exc.code},
+            )
+        )
 
-    async def _resource(self, call: Syscall) -> Resource:
-        # One resource per model for now; the LLM-core issue splits it per backend.
-        name = f"llm.{call.payload.model}"
-        res = self.resources.get(name)
-        if res is None:
-            capacity = self.settings.llm_slots
-            with contextlib.suppress(KeyNotFoundError):
-                entry = await self.limits.get(resource_key(name))
-                if entry.value:
-                    capacity = ResourceLimits.model_validate_json(entry.value).capacity
-            res = Resource(name=name, capacity=capacity, policy=make_policy(self.settings.policy))
-            self.resources[name] = res
-        return res
+    # --- dispatch ------------------------------------------------------------------------------
+    async def _dispatch_loop(self, group: Group) -> None:
+        while True:
+            try:
+                timeout = await self._dispatch(group)
+            except Exception:
+                log.exception("dispatch of %s failed", group.name)
+                timeout = 0.5
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(group.wake.wait(), timeout=timeout)
+            group.wake.clear()
 
-    # --- dispatch ----------------------------------------------------------------------------
-    def dispatch(self, resource: Resource) -> None:
-        """Start as many queued syscalls as the resource has free slots."""
-        now = time.time()
-        while resource.free > 0:
-            job = resource.policy.pop(now)
+    async def _dispatch(self, group: Group) -> float | None:
+        """Start what fits, ask for the suspensions the policy wants; seconds until a timer is due."""
+        now = time.monotonic()
+        while True:
+            job = group.policy.peek(now)
             if job is None:
-                return
-            held = self.held[job.id]
-            held.dispatched = now
-            resource.running[job.id] = held
-            self._event(held, "dispatched")
-            held.task = self.bus.spawn(self._run(held, resource))
+                break
+            held = self.held.get(job.id)
+            if held is None:  # finished meanwhile (cancelled): drop the stale entry
+                group.policy.remove(job.id)
+                continue
+            backend = group.choose(held, now)
+            if backend is None:
+                break
+            if backend.limiter is not None:
+                wait = await backend.limiter.try_acquire(_estimate_tokens(held.call))
+                if wait > 0:
+                    backend.rate_wait_until = time.monotonic() + wait
+                    continue
+                now = time.monotonic()
+            popped = group.policy.pop(now)
+            if popped is None or popped.id != job.id:  # the order moved while we waited on KV
+                if popped is not None:
+                    group.policy.push(popped, now)
+                continue
+            self._start(group, backend, held, now)
+        for job_id in group.policy.preempt(group.running_jobs(), now, free_slots=group.free_slots()):
+            held = self.held.get(job_id)
+            if held is not None and not held.suspending:
+                held.suspending = True
+                await self.bus.publish(
+                    self.ns.ctl("llm", "control"), ControlRequest(id=job_id, action="suspend")
+                )
+        timers = [t - now for t in self._timers(group, now) if t is not None]
+        return max(0.001, min(timers)) if timers else None
 
-    async def _run(self, held: Held, resource: Resource) -> None:
+    def _timers(self, group: Group, now: float) -> list[float | None]:
+        out: list[float | None] = [group.policy.next_preemption(group.running_jobs(), now)]
+        if len(group.policy):
+            out += [b.rate_wait_until for b in group.backends.values() if b.rate_wait_until > now]
+            out += [b.breaker.reopens_at() for b in group.backends.values()]
+        return out
+
+    def _start(self, group: Group, backend: BackendState, held: Held, now: float) -> None:
+        held.dispatched = now
+        held.wait_s += now - (held.job.queued_at or now)
+        held.backend = backend.entry.name
+        held.runs += 1
+        held.job.preemptible = backend.entry.continue_partial
+        backend.running[held.call.id] = held
+        backend.max_running_seen = max(backend.max_running_seen, len(backend.running))
+        backend.breaker.on_dispatch(now)
+        group.remember(held.job.program, backend.entry.name)
+        details: dict[str, JsonValue] = {"backend": backend.entry.name, "run": held.runs}
+        self._event(held, "resumed" if held.resume else "dispatched", details)
+        held.task = self.bus.spawn(self._run(group, backend, held))
+
+    async def _run(self, group: Group, backend: BackendState, held: Held) -> None:
         call = held.call
         req = ExecRequest(
-            syscall=call, resource=resource.name, deadline=held.deadline, priority=call.priority
+            syscall=call,
+            resource=group.name,
+            deadline=held.deadline,
+            priority=group.policy.backend_priority(held.job, time.monotonic()),
+            backend=backend.entry.name,
+            resume=held.resume,
+            preemptible=held.job.preemptible and group.policy.name in PREEMPTING_POLICIES,
         )
         backoff = 0.05
         try:
@@ -207,8 +408,8 @@ class Scheduler:
                 if remaining <= 0:
                     raise AiosError("deadline_exceeded", "deadline passed while running")
                 try:
-                    res = await self.bus.request(
-                        self.ns.exec(held.service), req, SyscallResult, timeout=remaining
+                    reply = await self.bus.request(
+                        self.ns.exec(held.service), req, ExecReply, timeout=remaining
                     )
                     break
                 except nats.errors.NoRespondersError:
@@ -219,39 +420,107 @@ class Scheduler:
                 except nats.errors.TimeoutError as exc:
                     raise AiosError("deadline_exceeded", "no answer before the deadline") from exc
         except AiosError as exc:
-            res = SyscallResult.fail(call.id, exc.to_reply())
-        except asyncio.CancelledError:
-            raise
+            if exc.code == "deadline_exceeded":  # stop the backend work nobody waits for any more
+                await self.bus.publish(
+                    self.ns.ctl("llm", "control"), ControlRequest(id=call.id, action="cancel")
+                )
+            reply = ExecReply(outcome="done", result=SyscallResult.fail(call.id, exc.to_reply()))
         except Exception as exc:
             log.exception("dispatch of %s failed", call.id)
-            res = SyscallResult.fail(call.id, AiosError("internal", str(exc)).to_reply())
-        await self._complete(held, resource, res)
+            reply = ExecReply(
+                outcome="done", result=SyscallResult.fail(call.id, AiosError("internal", str(exc)).to_reply())
+            )
+        await self._after_run(group, backend, held, reply)
 
-    async def _complete(self, held: Held, resource: Resource, res: SyscallResult) -> None:
-        now = time.time()
-        dispatched = held.dispatched or now
+    async def _after_run(self, group: Group, backend: BackendState, held: Held, reply: ExecReply) -> None:
+        now = time.monotonic()
+        ran = now - (held.dispatched or now)
+        held.service_s += ran
+        held.tokens += reply.usage.total_tokens
+        backend.running.pop(held.call.id, None)
+        group.wake.set()
+        if held.call.id not in self.held:  # cancelled while running: already answered
+            return
+        if reply.outcome == "suspended":
+            held.suspending, held.resume, held.dispatched = False, True, None
+            group.policy.on_suspended(held.job, ran, now)
+            self._account(held, suspended=True)
+            self._event(held, "suspended", {"backend": backend.entry.name, "ran_s": ran})
+            group.policy.push(held.job, now)
+            self._event(held, "queued")
+            return
+        res = reply.result
+        assert res is not None
+        err = res.error
+        if err is None:
+            backend.breaker.on_success()
+        elif err.code in FALLBACK_CODES:
+            backend.breaker.on_failure(now, hard=err.code == "backend_unavailable")
+            if err.code == "rate_limited":
+                retry = err.details.get("retry_after")
+                with contextlib.suppress(TypeError, ValueError):
+                    backend.rate_wait_until = now + float(retry)  # type: ignore[arg-type]
+            held.failed_backends.add(backend.entry.name)
+            if held.runs < self.settings.max_attempts and held.deadline > time.time():
+                # Fall back: the call goes back to the head of the line for another backend.
+                held.dispatched = None
+                group.policy.on_suspended(held.job, ran, now)
+                group.policy.push(held.job, now)
+                self._event(held, "queued", {"fallback_from": backend.entry.name, "code": err.code})
+                return
+        group.policy.on_finished(held.job, ran, now)
+        await self._complete(held, group, res)
+
+    async def _complete(self, held: Held, group: Group | None, res: SyscallResult) -> None:
+        dispatched_wall = held.accepted + held.wait_s
         res = res.model_copy(
-            update={
-                "queued_ms": (dispatched - held.accepted) * 1000.0,
-                "service_ms": (now - dispatched) * 1000.0,
-            }
+            update={"queued_ms": held.wait_s * 1000.0, "service_ms": held.service_s * 1000.0}
         )
-        resource.running.pop(held.call.id, None)
-        resource.policy.on_finished(held.job, now - dispatched, now)
+        del dispatched_wall
+        self.held.pop(held.call.id, None)
+        self.parked.pop(held.call.id, None)
         try:
             await self._store(held.call, res)
-            await self._deliver(res, held.msg)
+            await self._deliver(res, held.msg)  # type: ignore[arg-type]
         finally:
-            self.held.pop(held.call.id, None)
-            self.dispatch(resource)
-        ok = res.status == "ok"
-        self.counters["done" if ok else "failed"] += 1
-        details: dict[str, JsonValue] = {"queued_ms": res.queued_ms, "service_ms": res.service_ms}
-        if res.error is not None:
-            details["code"] = res.error.code
-        self._event(held, "done" if ok else "failed", details)
+            if group is not None:
+                group.wake.set()
+        code = res.error.code if res.error else None
+        state: SyscallState = "done" if code is None else ("cancelled" if code == "cancelled" else "failed")
+        self.counters[state] += 1
+        if res.result is not None:
+            held.tokens = max(held.tokens, res.result.usage.total_tokens)
+        self._account(held)
+        await self._charge(held.call.agent, held.tokens)
+        details: dict[str, JsonValue] = {
+            "queued_ms": res.queued_ms,
+            "service_ms": res.service_ms,
+            "tokens": held.tokens,
+            "runs": held.runs,
+        }
+        if held.backend:
+            details["backend"] = held.backend
+        if code:
+            details["code"] = code
+        self._event(held, state, details)
 
-    # --- results -----------------------------------------------------------------------------
+    def _account(self, held: Held, *, suspended: bool = False) -> None:
+        for key in ((held.call.agent, None), (held.call.agent, held.job.program)):
+            acc = self.accounts.get(key) or AgentStats(agent=key[0], program=key[1])
+            if suspended:
+                acc = acc.model_copy(update={"suspensions": acc.suspensions + 1})
+            else:
+                acc = acc.model_copy(
+                    update={
+                        "calls": acc.calls + 1,
+                        "tokens": acc.tokens + held.tokens,
+                        "wait_s": acc.wait_s + held.wait_s,
+                        "service_s": acc.service_s + held.service_s,
+                    }
+                )
+            self.accounts[key] = acc
+
+    # --- results ---------------------------------------------------------------------------------
     async def _stored(self, syscall_id: str) -> StoredResult | None:
         try:
             entry = await self.results.get(syscall_id)
@@ -268,71 +537,149 @@ class Scheduler:
             with contextlib.suppress(nats.errors.Error):
                 await msg.ack()
 
+    # --- control-plane handlers -----------------------------------------------------------------
     async def query(self, q: ResultQuery) -> SyscallResult:
-        """Handler of `ctl.scheduler.result`: an agent fetches its own stored result."""
+        """`ctl.scheduler.result`: an agent fetches its own stored result."""
         self.tokens.authenticate(q.token, q.agent)
         stored = await self._stored(q.id)
         if stored is None or stored.agent != q.agent:  # someone else's result does not exist for you
-            state = "pending" if q.id in self.held and self.held[q.id].call.agent == q.agent else "unknown"
+            held = self.held.get(q.id)
+            state = "pending" if held is not None and held.call.agent == q.agent else "unknown"
             raise AiosError("not_found", f"no result for {q.id}", details={"state": state})
         return stored.result
 
-    # --- housekeeping ------------------------------------------------------------------------
+    async def cancel(self, req: CancelRequest) -> CancelReply:
+        """`ctl.scheduler.cancel`: stop a syscall wherever it is (queued or running), free its slot."""
+        self.tokens.authenticate(req.token, req.agent)
+        held = self.held.get(req.id)
+        if held is None or held.call.agent != req.agent:
+            stored = await self._stored(req.id)
+            if stored is not None and stored.agent == req.agent:
+                return CancelReply(id=req.id, state="finished")
+            raise AiosError("not_found", f"no syscall {req.id} of agent {req.agent!r}")
+        group = self.groups.get(held.group)
+        err = AiosError("cancelled", "cancelled by the agent").to_reply()
+        if held.dispatched is None:
+            if group is not None:
+                group.policy.remove(held.call.id)
+        else:
+            await self.bus.publish(
+                self.ns.ctl("llm", "control"), ControlRequest(id=held.call.id, action="cancel")
+            )
+            if held.task is not None:
+                held.task.cancel()
+            if group is not None:
+                now = time.monotonic()
+                for b in group.backends.values():
+                    b.running.pop(held.call.id, None)
+                held.service_s += now - held.dispatched
+                group.policy.on_finished(held.job, now - held.dispatched, now)
+        await self._complete(held, group, SyscallResult.fail(held.call.id, err))
+        return CancelReply(id=req.id, state="cancelled")
+
+    async def stats(self, q: StatsQuery) -> SchedulerStats:
+        now = time.monotonic()
+        resources = []
+        for g in self.groups.values():
+            by_agent: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+            for h in g.running():
+                by_agent[h.call.agent][0] += 1
+            for j in g.policy.jobs(now):
+                by_agent[j.agent][1] += 1
+            resources.append(
+                ResourceStats(
+                    name=g.name,
+                    policy=g.policy.name,
+                    capacity=g.capacity,
+                    running=len(g.running()),
+                    queued=len(g.policy),
+                    by_agent=dict(by_agent),
+                    backends=[
+                        BackendStats(
+                            name=b.entry.name,
+                            slots=b.entry.slots,
+                            running=len(b.running),
+                            max_running_seen=b.max_running_seen,
+                            breaker=b.breaker.state(now),
+                        )
+                        for b in g.backends.values()
+                    ],
+                )
+            )
+        return SchedulerStats(
+            instance=self.settings.instance,
+            held=len(self.held),
+            counters=dict(self.counters),
+            resources=resources,
+            agents=list(self.accounts.values()) if q.agents else [],
+        )
+
+    # --- housekeeping ----------------------------------------------------------------------------
     async def heartbeat_forever(self) -> None:
-        """Keep held syscalls from being redelivered while we work on them; expire queued ones."""
+        """Keep held syscalls from being redelivered while we work on them; expire waiting ones."""
         interval = max(0.2, self.settings.ack_wait_s / 3)
+        last_beat = 0.0
         while True:
-            await asyncio.sleep(min(interval, 0.5))
+            await asyncio.sleep(min(interval, 0.25))
             now = time.time()
             for held in list(self.held.values()):
                 if held.dispatched is None and held.deadline <= now:
-                    await self._expire_queued(held)
-            if now - getattr(self, "_last_beat", 0.0) >= interval:
-                self._last_beat = now
+                    await self._expire_waiting(held)
+            if now - last_beat >= interval:
+                last_beat = now
                 for held in list(self.held.values()):
                     if held.msg is not None:
                         with contextlib.suppress(nats.errors.Error):
-                            await held.msg.in_progress()
+                            await held.msg.in_progress()  # type: ignore[attr-defined]
 
-    async def _expire_queued(self, held: Held) -> None:
-        resource = self.resources[held.resource]
-        if resource.policy.remove(held.call.id) is None:
+    async def _expire_waiting(self, held: Held) -> None:
+        group = self.groups.get(held.group)
+        if held.call.id in self.parked:
+            code, why = "deadline_exceeded", "deadline passed waiting for the llm service"
+        elif group is not None and group.policy.remove(held.call.id) is not None:
+            code, why = "deadline_exceeded", "deadline passed while queued"
+            if held.failed_backends:  # it was waiting for a working backend
+                code, why = (
+                    "backend_unavailable",
+                    f"no backend could serve it ({sorted(held.failed_backends)})",
+                )
+        else:
             return
-        err = AiosError("deadline_exceeded", "deadline passed while queued")
-        await self._complete(held, resource, SyscallResult.fail(held.call.id, err.to_reply()))
+        await self._complete(held, group, SyscallResult.fail(held.call.id, AiosError(code, why).to_reply()))  # type: ignore[arg-type]
 
     async def release_queued(self) -> None:
-        """On graceful shutdown: hand queued (not running) syscalls back to JetStream at once, so
-        another replica picks them up without waiting for the ack timeout."""
+        """On graceful shutdown: hand waiting syscalls back to JetStream at once, so another replica
+        picks them up without waiting for the ack timeout."""
+        for task in self.loops.values():
+            task.cancel()
         for held in list(self.held.values()):
             if held.dispatched is None and held.msg is not None:
                 with contextlib.suppress(nats.errors.Error):
-                    await held.msg.nak()
+                    await held.msg.nak()  # type: ignore[attr-defined]
 
+    # --- events ----------------------------------------------------------------------------------
     def _event(self, held: Held, state: SyscallState, details: dict[str, JsonValue] | None = None) -> None:
-        self.bus.spawn(self._publish_event(held.call, state, held.resource, details))
-
-    async def _publish_event(
-        self, call: Syscall, state: SyscallState, resource: str | None, details: dict[str, JsonValue] | None
-    ) -> None:
-        evt = SyscallEvent(
-            id=call.id,
-            state=state,
-            agent=call.agent,
-            session=call.session,
-            kind=call.kind,
-            resource=resource,
-            details=details or {},
+        c = held.call
+        self._publish(
+            SyscallEvent(
+                id=c.id,
+                state=state,
+                agent=c.agent,
+                session=c.session,
+                kind=c.kind,
+                resource=held.group,
+                details=details or {},
+            )
         )
-        with contextlib.suppress(nats.errors.Error):
-            await self.bus.nc.publish(self.ns.event(state), encode(evt))
+
+    def _publish(self, evt: SyscallEvent) -> None:
+        async def send() -> None:
+            with contextlib.suppress(nats.errors.Error):
+                await self.bus.nc.publish(self.ns.event(evt.state), encode(evt))
+
+        self.bus.spawn(send())
 
     def snapshot(self) -> dict[str, JsonValue]:
-        return {
-            "held": len(self.held),
-            "counters": dict(self.counters),
-            "resources": {
-                r.name: {"capacity": r.capacity, "running": len(r.running), "queued": len(r.policy)}
-                for r in self.resources.values()
-            },
-        }
+        groups: list[JsonValue] = [g for g in sorted(self.groups)]
+        counters: dict[str, JsonValue] = dict(self.counters)
+        return {"held": len(self.held), "counters": counters, "groups": groups}

@@ -10,7 +10,7 @@ from contextlib import AsyncExitStack
 import nats
 from nats.js.errors import BadRequestError
 
-from aios_schemas import ResultQuery
+from aios_schemas import CancelRequest, ResultQuery, StatsQuery
 
 from ..runtime import Bus, HealthDetails, main_for
 from ..runtime.tokens import TokenStore
@@ -60,12 +60,18 @@ async def start(bus: Bus, stack: AsyncExitStack, settings: SchedulerSettings) ->
                 except Exception:
                     log.exception("admission of %s failed", msg.subject)
 
-    await bus.serve(ns.ctl("scheduler", "result"), ResultQuery, sched.query)
-    puller = asyncio.create_task(pull_forever())
-    beater = asyncio.create_task(sched.heartbeat_forever())
+    await bus.serve(ns.ctl("scheduler", "result"), ResultQuery, sched.query, queue="scheduler")
+    await bus.serve(ns.ctl("scheduler", "stats"), StatsQuery, sched.stats, queue="scheduler")
+    # Cancel is broadcast: only the replica holding the syscall can stop it.
+    await bus.serve(ns.ctl("scheduler", "cancel"), CancelRequest, sched.cancel)
+    tasks = [
+        asyncio.create_task(sched.watch_catalog()),
+        asyncio.create_task(pull_forever()),
+        asyncio.create_task(sched.heartbeat_forever()),
+    ]
     stack.push_async_callback(sched.release_queued)  # runs last: after the loops stop
-    stack.push_async_callback(_cancel, puller)
-    stack.push_async_callback(_cancel, beater)
+    for task in tasks:
+        stack.push_async_callback(_cancel, task)
     return sched.snapshot
 
 

@@ -1,23 +1,39 @@
-"""Scheduler settings (env prefix AIOS_SCHEDULER_ ... falls back to AIOS_ for the shared ones)."""
+"""Scheduler settings (env prefix AIOS_)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from ..runtime import ServiceSettings
 
 
+class Quota(BaseModel):
+    """Lifetime budget of the agents matching a pattern (counted by the scheduler in KV)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    calls: int | None = Field(None, ge=0, description="Syscalls an agent may make.")
+    tokens: int | None = Field(None, ge=0, description="LLM tokens (prompt + completion) an agent may use.")
+
+
 class SchedulerSettings(ServiceSettings):
     tokens_file: Path | None = Field(None, description="Hashed agent tokens (tokens.json in the home).")
-    policy: str = Field("fifo", description="Default policy for every resource.")
+    policy: str = Field("las", description="Default policy of every resource: fifo | rr | priority | las.")
+    policy_params: dict[str, float] = Field(default_factory=dict, description="Parameters of that policy.")
+    resource_policies: dict[str, dict[str, float | str]] = Field(
+        default_factory=dict,
+        description='Per-resource override, e.g. {"llm.big-model": {"name": "rr", "quantum": 1}}.',
+    )
+    quotas: dict[str, Quota] = Field(
+        default_factory=dict, description="Agent name pattern (fnmatch) -> quota; first match wins."
+    )
     default_deadline_s: float = Field(600.0, gt=0, description="Deadline of a syscall that sets none.")
     ack_wait_s: float = Field(30.0, gt=0, description="JetStream ack wait; held syscalls are heartbeated.")
     max_deliver: int = Field(20, ge=1, description="Deliveries before JetStream gives a syscall up.")
     max_inflight: int = Field(20_000, ge=1, description="Accepted, unfinished syscalls held at once.")
     results_ttl_s: float = Field(24 * 3600.0, gt=0, description="How long results stay fetchable.")
-    llm_slots: int = Field(
-        8, ge=1, description="Capacity of an LLM resource until the llm service publishes its own."
-    )
     fetch_batch: int = Field(256, ge=1, description="Syscalls pulled from the stream per fetch.")
+    breaker_threshold: int = Field(3, ge=1, description="Consecutive failures that open a breaker.")
+    breaker_cooldown_s: float = Field(2.0, gt=0, description="First time a failing backend stays out.")
+    max_attempts: int = Field(4, ge=1, description="Backends tried for one call before its error stands.")

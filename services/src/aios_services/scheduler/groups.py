@@ -1,0 +1,112 @@
+"""Resource groups: one policy queue per model, slots counted per backend.
+
+Agents compete for a *model* (its queue orders them by the policy); the calls then run on the
+model's *backends*, each with its own slots, rate limits and circuit breaker. The scheduler picks
+the backend: the program's last backend when it has room (prefix-cache reuse), else the least
+loaded one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+from aios_schemas import BackendEntry, Syscall
+
+from .breaker import CircuitBreaker
+from .policies import Job, Policy, RunningJob
+from .ratelimit import RateLimiter
+
+AFFINITY_SIZE = 10_000
+
+
+@dataclass
+class Held:
+    """An accepted syscall the scheduler holds until its result is stored (its PCB)."""
+
+    call: Syscall
+    msg: object  # nats Msg (typed loosely: tests build Held without one)
+    group: str
+    service: str
+    accepted: float
+    deadline: float
+    job: Job
+    backend: str | None = None
+    dispatched: float | None = None
+    runs: int = 0
+    resume: bool = False
+    suspending: bool = False
+    failed_backends: set[str] = field(default_factory=set)
+    task: asyncio.Task[None] | None = None
+    wait_s: float = 0.0
+    service_s: float = 0.0
+    tokens: int = 0
+
+
+@dataclass
+class BackendState:
+    entry: BackendEntry
+    limiter: RateLimiter | None
+    breaker: CircuitBreaker = field(default_factory=CircuitBreaker)
+    running: dict[str, Held] = field(default_factory=dict)
+    rate_wait_until: float = 0.0
+    max_running_seen: int = 0
+
+    @property
+    def free(self) -> int:
+        return self.entry.slots - len(self.running)
+
+
+@dataclass
+class Group:
+    """The policy queue of one resource (e.g. `llm.<model>`) and the backends that serve it."""
+
+    name: str
+    policy: Policy
+    backends: dict[str, BackendState]
+    affinity: OrderedDict[str, str] = field(default_factory=OrderedDict)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def capacity(self) -> int:
+        return sum(b.entry.slots for b in self.backends.values())
+
+    def running(self) -> list[Held]:
+        return [h for b in self.backends.values() for h in b.running.values()]
+
+    def running_jobs(self) -> list[RunningJob]:
+        return [RunningJob(h.job, h.dispatched or 0.0) for h in self.running()]
+
+    def free_slots(self) -> int:
+        return sum(max(0, b.free) for b in self.backends.values())
+
+    def choose(self, held: Held, now: float) -> BackendState | None:
+        """A backend for `held` with a free slot that is healthy and not rate-limited, or None."""
+        ok = [
+            b
+            for b in self.backends.values()
+            if b.free > 0
+            and b.breaker.allows(now)
+            and b.rate_wait_until <= now
+            and (not held.resume or b.entry.continue_partial)
+        ]
+        fresh = [b for b in ok if b.entry.name not in held.failed_backends]
+        candidates = fresh or ok
+        if not candidates:
+            return None
+        if held.resume and held.backend:  # continue where the partial output was made
+            for b in candidates:
+                if b.entry.name == held.backend:
+                    return b
+        preferred = self.affinity.get(held.job.program)
+        for b in candidates:
+            if b.entry.name == preferred:
+                return b
+        return min(candidates, key=lambda b: (len(b.running) / b.entry.slots, len(b.running)))
+
+    def remember(self, program: str, backend: str) -> None:
+        self.affinity[program] = backend
+        self.affinity.move_to_end(program)
+        while len(self.affinity) > AFFINITY_SIZE:
+            self.affinity.popitem(last=False)
