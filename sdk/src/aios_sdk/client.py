@@ -18,10 +18,14 @@ from pydantic import BaseModel, ValidationError
 
 from aios_schemas import (
     AiosError,
+    CancelReply,
+    CancelRequest,
     ChatMessage,
     ChatReply,
     Connection,
+    EmbedReply,
     LlmChat,
+    LlmEmbed,
     Namespace,
     ResultPayload,
     ResultQuery,
@@ -142,6 +146,7 @@ class LlmApi:
         timeout: float | None = None,
         priority: int = 0,
         session: str | None = None,
+        id: str | None = None,
     ) -> ChatReply:
         """One chat completion through the kernel. Raises the typed error of the failure code."""
         payload = self._payload(
@@ -159,8 +164,28 @@ class LlmApi:
                 "seed": seed,
             },
         )
-        result = await self._c.syscall(payload, timeout=timeout, priority=priority, session=session)
+        result = await self._c.syscall(payload, timeout=timeout, priority=priority, session=session, id=id)
         assert isinstance(result, ChatReply)
+        return result
+
+    async def embed(
+        self,
+        model: str,
+        input: Sequence[str],
+        *,
+        dimensions: int | None = None,
+        timeout: float | None = None,
+        priority: int = 0,
+        session: str | None = None,
+    ) -> EmbedReply:
+        """Embeddings of `input` (one vector per text, in order)."""
+        body: dict[str, object] = {"model": model, "input": list(input)}
+        if dimensions is not None:
+            body["dimensions"] = dimensions
+        payload = _model(LlmEmbed, body, "llm.embed payload")
+        assert isinstance(payload, LlmEmbed)
+        result = await self._c.syscall(payload, timeout=timeout, priority=priority, session=session)
+        assert isinstance(result, EmbedReply)
         return result
 
     @asynccontextmanager
@@ -322,6 +347,18 @@ class AIOS:
                 raise error_from_reply(res.error)
             assert res.result is not None
             return res.result
+
+    async def cancel(self, syscall_id: str, *, timeout: float = 5.0) -> CancelReply:
+        """Cancel one of this agent's syscalls, queued or running; its caller gets `Cancelled`."""
+        req = CancelRequest(id=syscall_id, agent=self.agent, token=self.conn.token)
+        try:
+            msg = await self._nc.request(self.ns.ctl("scheduler", "cancel"), encode(req), timeout=timeout)
+        except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as exc:
+            raise BackendUnavailable(f"scheduler unreachable: {exc}") from exc
+        try:
+            return decode_reply(msg.data, msg.headers, CancelReply)
+        except AiosError as exc:
+            raise typed(exc) from exc
 
     async def result(self, syscall_id: str, *, timeout: float = 5.0) -> SyscallResult | None:
         """The stored result of an earlier syscall of this agent (e.g. after a reconnect), or None."""
