@@ -56,6 +56,14 @@ def test_up_chat_status_down(tmp_path: Path) -> None:
                     await client.llm.chat("nope", [{"role": "user", "content": "x"}], timeout=10)
 
         asyncio.run(chat())
+
+        top = aios(home, "top", "--once", "--json")
+        assert top.returncode == 0, top.stdout + top.stderr
+        stats = json.loads(top.stdout)
+        res = {r["name"]: r for r in stats["resources"]}
+        assert res["llm.sim-llama-8b"]["policy"] == "las"
+        assert stats["counters"]["done"] >= 5 and stats["counters"]["failed"] >= 1
+        assert {a["agent"] for a in stats["agents"]} == {"local"}
     finally:
         down = aios(home, "down")
     assert down.returncode == 0, down.stdout + down.stderr

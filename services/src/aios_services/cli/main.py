@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import subprocess
 import sys
@@ -34,7 +35,7 @@ def up(
     ] = False,
     sim: Annotated[bool, typer.Option("--sim/--no-sim", help="Start the engine simulator backend.")] = True,
     sim_profile: Annotated[str, typer.Option(help="Simulator profile.")] = "fixed",
-    policy: Annotated[str, typer.Option(help="Scheduling policy.")] = "fifo",
+    policy: Annotated[str, typer.Option(help="Scheduling policy: las | fifo | rr | priority.")] = "las",
     timeout: Annotated[float, typer.Option(help="Seconds to wait for readiness with --detach.")] = 180.0,
 ) -> None:
     """Start the embedded stack: nats-server, weed mini, backends and the kernel services."""
@@ -81,7 +82,7 @@ def supervise(
     local_model: Annotated[bool, typer.Option("--local-model")] = False,
     sim: Annotated[bool, typer.Option("--sim/--no-sim")] = True,
     sim_profile: Annotated[str, typer.Option()] = "fixed",
-    policy: Annotated[str, typer.Option()] = "fifo",
+    policy: Annotated[str, typer.Option()] = "las",
 ) -> None:
     """Run the supervisor in the foreground (what `aios up --detach` starts)."""
     opts = UpOptions(sim=sim, sim_profile=sim_profile, local_model=local_model, policy=policy)
@@ -142,6 +143,34 @@ def _print_status(h: Home) -> int:
     console.print(table)
     console.print(f"SDK: AIOS_HOME={st.home}  (AIOS.connect() reads {st.home}/connection.json)")
     return 0
+
+
+@app.command()
+def top(
+    home: HomeOpt = None,
+    once: Annotated[bool, typer.Option("--once", help="Print one snapshot and exit.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable snapshot (with --once).")] = False,
+) -> None:
+    """Live view of the scheduler: each resource's capacity, running and queued calls, by agent."""
+    from aios_schemas import Namespace
+
+    from .top import fetch_stats, live, render
+
+    h = Home.resolve(home)
+    state = h.read_state()
+    if state is None or not pid_alive(state.supervisor_pid):
+        console.print(f"AIOS is not running in {h.root}.")
+        raise typer.Exit(3)
+    ns = Namespace(os.environ.get("AIOS_NAMESPACE", ""))
+    if once:
+        st = asyncio.run(fetch_stats(state.nats_url, ns))
+        if as_json:
+            print(st.model_dump_json(indent=2))
+        else:
+            console.print(render(st))
+        return
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(live(state.nats_url, ns))
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})

@@ -43,7 +43,7 @@ class UpOptions:
     local_model: bool = False
     namespace: str = ""
     nats_port: int | None = None
-    policy: str = "fifo"
+    policy: str = "las"
 
 
 @dataclass
