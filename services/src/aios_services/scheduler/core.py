@@ -33,6 +33,7 @@ from aios_schemas import (
     CancelReply,
     CancelRequest,
     ControlRequest,
+    ErrorCode,
     ExecReply,
     ExecRequest,
     LlmChat,
@@ -634,18 +635,22 @@ class Scheduler:
 
     async def _expire_waiting(self, held: Held) -> None:
         group = self.groups.get(held.group)
+        code: ErrorCode
         if held.call.id in self.parked:
             code, why = "deadline_exceeded", "deadline passed waiting for the llm service"
         elif group is not None and group.policy.remove(held.call.id) is not None:
             code, why = "deadline_exceeded", "deadline passed while queued"
-            if held.failed_backends:  # it was waiting for a working backend
+            mono = time.monotonic()
+            if any(b.rate_wait_until > mono for b in group.backends.values()):
+                code, why = "rate_limited", "the backends' rate limits left no room before the deadline"
+            elif held.failed_backends:  # it was waiting for a working backend
                 code, why = (
                     "backend_unavailable",
                     f"no backend could serve it ({sorted(held.failed_backends)})",
                 )
         else:
             return
-        await self._complete(held, group, SyscallResult.fail(held.call.id, AiosError(code, why).to_reply()))  # type: ignore[arg-type]
+        await self._complete(held, group, SyscallResult.fail(held.call.id, AiosError(code, why).to_reply()))
 
     async def release_queued(self) -> None:
         """On graceful shutdown: hand waiting syscalls back to JetStream at once, so another replica
