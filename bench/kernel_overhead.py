@@ -15,10 +15,10 @@ import time
 from pathlib import Path
 
 from openai import AsyncOpenAI
-from tests.kernel import running_kernel
-from tests.servers import nats_server, running
 
 from aios_services.sim.runner import run_sim
+from tests.kernel import running_kernel
+from tests.servers import nats_server, running
 
 MODEL = "sim-llama-8b"
 

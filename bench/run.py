@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from bench import kernel_overhead
+from bench import kernel_overhead, scheduling
 
 
 def main() -> None:
     kernel_overhead.main()
+    scheduling.main()
 
 
 if __name__ == "__main__":
