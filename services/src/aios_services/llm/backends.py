@@ -1,50 +1,94 @@
-"""One OpenAI-compatible backend: the `openai` client, and its failures as AIOS error codes."""
+"""One OpenAI-compatible backend (the `openai` client), and its failures as AIOS error codes."""
 
 from __future__ import annotations
 
-import os
+import email.utils
+import time
 
+import httpx2
 import openai
 from openai import AsyncOpenAI
 from pydantic import JsonValue
 
 from aios_schemas import AiosError
 
-from .config import BackendConfig
+from .config import BackendConfig, ModelKind
 
 
 class Backend:
-    def __init__(self, model: str, cfg: BackendConfig) -> None:
+    """A backend of one model: its config and a client. `http_client` lets tests inject a transport."""
+
+    def __init__(
+        self,
+        model: str,
+        kind: ModelKind,
+        cfg: BackendConfig,
+        *,
+        api_key: str | None = None,
+        http_client: httpx2.AsyncClient | None = None,
+    ) -> None:
         self.model = model
+        self.kind = kind
         self.cfg = cfg
         self.name = cfg.name
         self.remote_model = cfg.model or model
-        key = os.environ.get(cfg.api_key_env, "") if cfg.api_key_env else ""
-        # Retries are the kernel's job (fallback across backends, rate limits), not the client's.
+        # Retries and fallbacks are the scheduler's job (it knows capacity and rate limits); a client
+        # that retried on its own would hold a slot the scheduler believes free.
         self.client = AsyncOpenAI(
-            base_url=cfg.base_url, api_key=key or "not-needed", max_retries=0, timeout=cfg.timeout_s
+            base_url=cfg.base_url,
+            api_key=api_key or "not-needed",
+            max_retries=0,
+            timeout=cfg.timeout_s,
+            http_client=http_client,
         )
 
     async def close(self) -> None:
         await self.client.close()
 
 
-def translate(exc: Exception, backend: str) -> AiosError:
-    """Map an `openai` client failure to an AIOS error; `retryable` means another backend may serve."""
+def translate(exc: BaseException, backend: str) -> AiosError:
+    """Map a backend failure to an AIOS error; `details.backend` tells the scheduler whom to avoid."""
     details: dict[str, JsonValue] = {"backend": backend}
-    if isinstance(exc, openai.APIConnectionError):  # also APITimeoutError
+    if isinstance(exc, openai.APITimeoutError):
+        return AiosError("backend_unavailable", f"{backend}: timed out", details=details)
+    if isinstance(exc, openai.APIConnectionError | httpx2.TransportError):
+        # Transport (httpx2) errors surface unwrapped when a stream breaks mid-response.
         return AiosError("backend_unavailable", f"{backend}: {type(exc).__name__}: {exc}", details=details)
     if isinstance(exc, openai.APIStatusError):
-        details["status"] = exc.status_code
-        text = f"{backend}: HTTP {exc.status_code}: {exc.message}"
-        if exc.status_code == 429:
-            retry_after = exc.response.headers.get("retry-after")
-            if retry_after:
-                details["retry_after"] = retry_after
+        status = exc.status_code
+        details["status"] = status
+        text = f"{backend}: HTTP {status}: {exc.message}"
+        if status == 429:
+            after = retry_after_s(exc.response.headers)
+            if after is not None:
+                details["retry_after_s"] = after
             return AiosError("rate_limited", text, details=details)
-        if exc.status_code >= 500 or exc.status_code == 408:
+        if status >= 500 or status == 408:
             return AiosError("backend_unavailable", text, details=details)
-        if exc.status_code in (400, 422):
+        if status in (400, 413, 422):
             return AiosError("invalid_request", text, details=details)
+        # 401/403 (bad key), 404 (backend does not serve that model): the operator's config is wrong.
         return AiosError("backend_error", text, details=details)
     return AiosError("backend_error", f"{backend}: {type(exc).__name__}: {exc}", details=details)
+
+
+def retry_after_s(headers: httpx2.Headers) -> float | None:
+    """Seconds to wait from `retry-after-ms` (OpenAI) or `retry-after` (seconds or an HTTP date)."""
+    ms = headers.get("retry-after-ms")
+    if ms is not None:
+        try:
+            return max(0.0, float(ms) / 1000)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())

@@ -1,18 +1,35 @@
-"""The LLM catalogue: models, their backends, capacities and capabilities (a TOML file in the home).
+"""The LLM catalogue: models, their kind, backends, capacities and capabilities (a TOML file).
 
-A bad file is a clear error at start that names the offending key.
+Where the file is: `AIOS_LLM_CONFIG` (the service settings; `aios up` writes `$AIOS_HOME/llm.toml`).
+Secrets never live in the file: a backend names the environment variable that holds its API key
+(`api_key_env = "OPENAI_API_KEY"`), resolved once at start. A bad file, or a named variable that is
+not set, is a `ConfigError` at start whose message names the offending key.
+
+```toml
+[models."sim-llama-8b"]                 # kind = "chat" (default) or "embedding"
+backends = [
+  { name = "vllm-a", base_url = "http://10.0.0.5:8000/v1", slots = 64,
+    capabilities = { continue_partial = true, priority = true } },
+  { name = "openai", base_url = "https://api.openai.com/v1", model = "gpt-4o-mini",
+    api_key_env = "OPENAI_API_KEY", rpm = 500, tpm = 200000 },
+]
+```
 """
 
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+ModelKind = Literal["chat", "embedding"]
+
 
 class Capabilities(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
     streaming: bool = Field(True, description="Backend can stream tokens.")
     tools: bool = Field(True, description="Backend accepts OpenAI tools/tool_choice.")
     json_output: bool = Field(True, alias="json", description="Backend accepts response_format.")
@@ -25,9 +42,13 @@ class Capabilities(BaseModel):
 class BackendConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="Unique backend name.")
-    base_url: str = Field(description="OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1.")
+    base_url: str = Field(
+        pattern=r"^https?://", description="OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1."
+    )
     model: str | None = Field(None, description="Model name at the backend (default: the model key).")
-    api_key_env: str | None = Field(None, description="Environment variable holding the API key.")
+    api_key_env: str | None = Field(
+        None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="Environment variable holding the API key."
+    )
     slots: int = Field(8, ge=1, le=100_000, description="Concurrent requests the backend serves well.")
     rpm: int | None = Field(None, ge=1, description="Requests per minute limit.")
     tpm: int | None = Field(None, ge=1, description="Tokens per minute limit.")
@@ -37,7 +58,10 @@ class BackendConfig(BaseModel):
 
 class ModelConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-    backends: list[BackendConfig] = Field(min_length=1, description="Tried in order on failure.")
+    kind: ModelKind = Field("chat", description="chat (llm.chat) or embedding (llm.embed).")
+    backends: list[BackendConfig] = Field(
+        min_length=1, description="Backends that serve the model; the scheduler picks one per call."
+    )
 
 
 class LlmConfig(BaseModel):
@@ -46,6 +70,7 @@ class LlmConfig(BaseModel):
 
     @model_validator(mode="after")
     def _unique_backend_names(self) -> LlmConfig:
+        # Backend names key the scheduler's per-backend resources, so they are global.
         seen: set[str] = set()
         for model in self.models.values():
             for b in model.backends:
@@ -59,14 +84,39 @@ class ConfigError(Exception):
     """The LLM config file is wrong; the message names the key."""
 
 
-def load_config(path: Path) -> LlmConfig:
+def parse_config(text: str, source: str = "<llm config>") -> LlmConfig:
     try:
-        raw = tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"{path}: {exc}") from exc
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source}: {exc}") from exc
     try:
         return LlmConfig.model_validate(raw)
     except ValidationError as exc:
         first = exc.errors()[0]
-        key = ".".join(str(p) for p in first["loc"])
-        raise ConfigError(f"{path}: {key}: {first['msg']}") from exc
+        key = ".".join(str(p) for p in first["loc"]) or "(top level)"
+        raise ConfigError(f"{source}: {key}: {first['msg']}") from exc
+
+
+def load_config(path: Path) -> LlmConfig:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the LLM config: {exc.strerror or exc}") from exc
+    return parse_config(text, str(path))
+
+
+def api_keys(cfg: LlmConfig, env: Mapping[str, str]) -> dict[str, str]:
+    """Backend name -> API key, read from the variables the config names; a missing one is an error."""
+    keys: dict[str, str] = {}
+    for model_name, model in cfg.models.items():
+        for i, b in enumerate(model.backends):
+            if b.api_key_env is None:
+                continue
+            value = env.get(b.api_key_env)
+            if not value:
+                raise ConfigError(
+                    f"models.{model_name}.backends.{i}.api_key_env: "
+                    f"environment variable {b.api_key_env} is not set"
+                )
+            keys[b.name] = value
+    return keys

@@ -1,156 +1,369 @@
-"""`exec.llm` handler: run one admitted llm syscall on a backend, with fallback."""
+"""`exec.llm`: run one admitted llm syscall on the backend the scheduler chose; report what happened.
+
+The scheduler owns routing, fallback and preemption. This handler runs one call on one backend and
+reports it precisely: `done` with a result or a typed error (`details.backend` names the backend, so
+the scheduler can fall back), or `suspended` after storing a context snapshot it can resume.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
-from typing import cast, get_args
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar, cast
 
 from openai import AsyncStream
+from openai.types import CreateEmbeddingResponse
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
+from pydantic import JsonValue
 
 from aios_schemas import (
     AiosError,
     ChatReply,
+    ContextSnapshot,
+    EmbedReply,
+    ExecReply,
     ExecRequest,
-    FunctionCall,
+    JsonObjectFormat,
+    JsonSchemaFormat,
     LlmChat,
+    LlmEmbed,
     StreamChunk,
     SyscallResult,
-    ToolCall,
     Usage,
 )
 from aios_schemas.llm import FinishReason
 
 from ..runtime import Bus
 from .backends import Backend, translate
+from .config import ModelKind
+from .contexts import ContextStore
+from .control import Action, Run, Runs
+from .generation import Generation, add_usage, finish_reason
+from .output import check_schema, mismatch
+from .requests import Body, chat_body, check_capabilities, embed_body, prompt_chars
 
 log = logging.getLogger(__name__)
-
-# Errors after which the next backend of the model is tried.
-FALLBACK_CODES = frozenset({"backend_unavailable", "rate_limited"})
+T = TypeVar("T")
 
 
-def request_body(p: LlmChat, backend: Backend) -> dict[str, object]:
-    """The OpenAI request for `p`: every parameter the agent set, none it did not."""
-    body: dict[str, object] = {
-        "model": backend.remote_model,
-        "messages": [m.model_dump(exclude_none=True) for m in p.messages],
-    }
-    for name in ("temperature", "top_p", "max_tokens", "stop", "seed"):
-        value = getattr(p, name)
-        if value is not None:
-            body[name] = value
-    if p.tools is not None:
-        body["tools"] = [t.model_dump(exclude_none=True) for t in p.tools]
-    if p.tool_choice is not None:
-        body["tool_choice"] = p.tool_choice if isinstance(p.tool_choice, str) else p.tool_choice.model_dump()
-    if p.response_format is not None:
-        body["response_format"] = p.response_format.model_dump(by_alias=True, exclude_none=True)
-    return body
+@dataclass(frozen=True)
+class Model:
+    name: str
+    kind: ModelKind
+    backends: list[Backend]
+
+
+@dataclass(frozen=True)
+class Deps:
+    bus: Bus
+    models: Mapping[str, Model]
+    contexts: ContextStore
+    runs: Runs
+
+
+@dataclass
+class _Spent:
+    """Tokens this exec consumed, over every backend call it made (also those stopped early)."""
+
+    usage: Usage = field(default_factory=Usage)
+
+    def add(self, u: Usage) -> None:
+        self.usage = add_usage(self.usage, u)
+
+
+class _Publisher:
+    """Stream chunks to the agent on `aios.v1.stream.<id>`, numbering them from `seq`."""
+
+    def __init__(self, bus: Bus, syscall_id: str, seq: int, *, enabled: bool) -> None:
+        self.bus, self.id, self.seq, self.enabled = bus, syscall_id, seq, enabled
+        self.subject = bus.ns.stream(syscall_id)
+
+    async def send(self, delta: str = "", *, done: bool = False, finish: FinishReason | None = None) -> None:
+        if not self.enabled:
+            return
+        chunk = StreamChunk(id=self.id, seq=self.seq, delta=delta, done=done, finish_reason=finish)
+        # Count before the await: nats-py queues the message before it first yields, so a run
+        # stopped during this call has published exactly `seq` chunks.
+        self.seq += 1
+        await self.bus.publish(self.subject, chunk)
+
+
+@dataclass
+class _Call:
+    """One backend call of a chat run: what it produced and how it ended."""
+
+    gen: Generation
+    seq: int
+    usage: Usage
+    stopped: Action | None = None
+    error: AiosError | None = None
 
 
 class LlmHandlers:
-    def __init__(self, bus: Bus, models: Mapping[str, list[Backend]]) -> None:
-        self.bus = bus
-        self.models = models
+    def __init__(self, deps: Deps) -> None:
+        self.deps = deps
+        self.bus = deps.bus
 
-    async def exec(self, req: ExecRequest) -> SyscallResult:
-        p = req.syscall.payload
-        backends = self.models.get(p.model)
-        if backends is None:
-            raise AiosError(
-                "not_found", f"unknown model {p.model!r}", details={"models": list(sorted(self.models))}
-            )
-        last: AiosError | None = None
-        for backend in backends:
+    # --- entry point ---------------------------------------------------------------------------
+    async def exec(self, req: ExecRequest) -> ExecReply:
+        sid = req.syscall.id
+        started = time.monotonic()
+        spent = _Spent()
+        payload = req.syscall.payload
+        try:
             remaining = req.deadline - time.time()
             if remaining <= 0:
-                raise AiosError("deadline_exceeded", "deadline passed before the backend answered")
-            try:
-                if p.stream:
-                    reply = await self._stream(req, p, backend, remaining)
-                else:
-                    reply = await self._complete(p, backend, remaining)
-                return SyscallResult.ok(req.syscall.id, reply)
-            except AiosError as exc:
-                last = exc
-                if exc.code not in FALLBACK_CODES:
-                    raise
-                log.warning("backend %s failed for %s: %s", backend.name, req.syscall.id, exc.message)
-        assert last is not None
-        raise last
-
-    async def _complete(self, p: LlmChat, backend: Backend, timeout: float) -> ChatReply:
-        try:
-            resp = await _create(backend)(**request_body(p, backend), timeout=timeout)
-        except Exception as exc:
-            raise translate(exc, backend.name) from exc
-        if not resp.choices:
-            raise AiosError("backend_error", f"{backend.name}: empty choices")
-        choice = resp.choices[0]
-        calls = [
-            ToolCall(id=c.id, function=FunctionCall(name=c.function.name, arguments=c.function.arguments))
-            for c in (choice.message.tool_calls or [])
-            if c.type == "function"
-        ]
-        u = resp.usage
-        return ChatReply(
-            model=p.model,
-            backend=backend.name,
-            content=choice.message.content,
-            tool_calls=calls or None,
-            finish_reason=_finish(choice.finish_reason),
-            usage=Usage(
-                prompt_tokens=u.prompt_tokens if u else 0,
-                completion_tokens=u.completion_tokens if u else 0,
-                total_tokens=u.total_tokens if u else 0,
-            ),
-        )
-
-    async def _stream(self, req: ExecRequest, p: LlmChat, backend: Backend, timeout: float) -> ChatReply:
-        subject = self.bus.ns.stream(req.syscall.id)
-        text: list[str] = []
-        finish: str | None = None
-        usage = Usage()
-        seq = 0
-        try:
-            stream = await _create_stream(backend)(
-                **request_body(p, backend),
-                stream=True,
-                stream_options={"include_usage": True},
-                timeout=timeout,
+                raise TimeoutError
+            preemptible = req.preemptible and isinstance(payload, LlmChat)
+            async with asyncio.timeout(remaining):
+                with self.deps.runs.open(sid, preemptible=preemptible) as run:
+                    if isinstance(payload, LlmChat):
+                        reply: ChatReply | EmbedReply | None = await self._chat(req, payload, run, spent)
+                    else:
+                        reply = await self._embed(req, payload, run, spent)
+        except (TimeoutError, AiosError) as exc:
+            err = exc if isinstance(exc, AiosError) else _deadline(req)
+            if req.resume and not err.details.get("resumable"):
+                await self.deps.contexts.delete(sid)
+            ms = (time.monotonic() - started) * 1000
+            return ExecReply(
+                outcome="done",
+                result=SyscallResult.fail(sid, err.to_reply(), service_ms=ms),
+                usage=spent.usage,
             )
-            async for chunk in stream:
-                if chunk.usage is not None:
-                    usage = Usage(
-                        prompt_tokens=chunk.usage.prompt_tokens,
-                        completion_tokens=chunk.usage.completion_tokens,
-                        total_tokens=chunk.usage.total_tokens,
-                    )
-                if not chunk.choices:
-                    continue
-                choice = chunk.choices[0]
-                delta = choice.delta.content or ""
-                if choice.finish_reason:
-                    finish = choice.finish_reason
-                if delta:
-                    text.append(delta)
-                    await self.bus.publish(subject, StreamChunk(id=req.syscall.id, seq=seq, delta=delta))
-                    seq += 1
+        if reply is None:
+            return ExecReply(outcome="suspended", usage=spent.usage)
+        if req.resume:
+            await self.deps.contexts.delete(sid)
+        ms = (time.monotonic() - started) * 1000
+        return ExecReply(
+            outcome="done", result=SyscallResult.ok(sid, reply, service_ms=ms), usage=spent.usage
+        )
+
+    # --- chat ----------------------------------------------------------------------------------
+    async def _chat(self, req: ExecRequest, p: LlmChat, run: Run, spent: _Spent) -> ChatReply | None:
+        """The reply, or None once suspended (the snapshot is stored)."""
+        backend = self._backend(p.model, "chat", req.backend)
+        check_capabilities(p, backend)
+        check_schema(p.response_format)
+        prior = await self._prior(req, backend)
+        base = prior or ContextSnapshot(id=req.syscall.id, backend=backend.name, partial="")
+        # A reply that breaks the asked format is retried once, fresh. Not when the agent streams:
+        # the chunks it already received cannot be taken back.
+        json_out = isinstance(p.response_format, JsonObjectFormat | JsonSchemaFormat)
+        attempts = 2 if json_out and not p.stream else 1
+        for attempt in range(1, attempts + 1):
+            call = await self._generate(req, p, backend, run, base, spent)
+            total = add_usage(base.usage, call.usage)
+            progressed = ContextSnapshot(
+                id=base.id,
+                backend=backend.name,
+                partial=base.partial + call.gen.content,
+                chunks=call.seq,
+                usage=total,
+                suspensions=base.suspensions,
+            )
+            if call.error is not None:
+                await self._keep_progress(call.error, base, progressed)
+                raise call.error
+            if call.stopped == "cancel":
+                raise AiosError("cancelled", "cancelled while running", retryable=False)
+            if call.stopped == "suspend":
+                snap = progressed.model_copy(update={"suspensions": base.suspensions + 1})
+                await self.deps.contexts.put(snap)
+                return None
+            calls = call.gen.tool_calls()
+            content = progressed.partial
+            reply = ChatReply(
+                model=p.model,
+                backend=backend.name,
+                content=None if calls and not content else content,
+                tool_calls=calls,
+                finish_reason=finish_reason(call.gen.finish),
+                usage=total,
+            )
+            why = mismatch(p.response_format, reply.content)
+            if why is None:
+                pub = _Publisher(self.bus, req.syscall.id, call.seq, enabled=p.stream)
+                await pub.send(done=True, finish=reply.finish_reason)
+                return reply
+            log.warning("%s: reply of %s %s (attempt %d)", backend.name, req.syscall.id, why, attempt)
+            if attempt == attempts:
+                raise AiosError(
+                    "backend_error",
+                    f"{backend.name}: the reply {why}",
+                    details={"backend": backend.name, "attempts": attempts},
+                )
+            # Retry from scratch; what the failed attempt cost stays counted.
+            base = ContextSnapshot(id=base.id, backend=backend.name, partial="", chunks=call.seq, usage=total)
+        raise AssertionError("unreachable")
+
+    async def _generate(
+        self, req: ExecRequest, p: LlmChat, backend: Backend, run: Run, base: ContextSnapshot, spent: _Spent
+    ) -> _Call:
+        """One backend call continuing `base`, until it ends, fails, or a control message stops it."""
+        gen = Generation()
+        # Streaming internally whenever the run may be preempted: only a stream can be stopped
+        # with its partial output kept.
+        streaming = backend.cfg.capabilities.streaming and (p.stream or run.preemptible)
+        pub = _Publisher(self.bus, req.syscall.id, base.chunks, enabled=p.stream)
+        done_tokens = base.usage.completion_tokens if base.partial else 0
+        if p.max_tokens is not None and base.partial and done_tokens >= p.max_tokens:
+            gen.finish = "length"  # suspended right at the limit: nothing is left to generate
+            return _Call(gen, pub.seq, Usage())
+        body = chat_body(
+            p, backend, priority=req.priority, stream=streaming, partial=base.partial, done_tokens=done_tokens
+        )
+        result = _Call(gen, pub.seq, Usage())
+        try:
+            stopped = await _race(self._call(backend, body, gen, pub, streaming), run)
+            result.stopped = stopped
+        except AiosError as exc:
+            result.error = exc
+        finally:
+            result.seq = pub.seq
+            result.usage = gen.usage(prompt_chars(body))
+            spent.add(result.usage)
+        if not streaming and p.stream and result.error is None and result.stopped is None:
+            # The backend cannot stream: the agent still gets its text, as one chunk.
+            await pub.send(gen.content)
+            result.seq = pub.seq
+        return result
+
+    async def _call(
+        self, backend: Backend, body: Body, gen: Generation, pub: _Publisher, streaming: bool
+    ) -> None:
+        try:
+            if not streaming:
+                gen.set_completion(await _create(backend)(**body))
+                return
+            stream = await _create_stream(backend)(**body)
+            try:
+                async for chunk in stream:
+                    delta = gen.add_chunk(chunk)
+                    if delta:
+                        await pub.send(delta)
+            finally:
+                # Closing the response is what frees the slot at the backend, also when stopped.
+                await stream.close()
         except Exception as exc:
             raise translate(exc, backend.name) from exc
-        fr = _finish(finish)
-        await self.bus.publish(subject, StreamChunk(id=req.syscall.id, seq=seq, done=True, finish_reason=fr))
-        return ChatReply(
-            model=p.model, backend=backend.name, content="".join(text), finish_reason=fr, usage=usage
+
+    async def _prior(self, req: ExecRequest, backend: Backend) -> ContextSnapshot | None:
+        if not req.resume:
+            return None
+        snap = await self.deps.contexts.get(req.syscall.id)
+        if snap is None:
+            raise AiosError(
+                "not_found", f"no context snapshot for {req.syscall.id} (never stored, or expired)"
+            )
+        if snap.partial and not backend.cfg.capabilities.continue_partial:
+            raise AiosError(
+                "invalid_request",
+                f"backend {backend.name} cannot continue a partial answer (capability continue_partial)",
+                details={"backend": backend.name},
+            )
+        return snap
+
+    async def _keep_progress(
+        self, err: AiosError, base: ContextSnapshot, progressed: ContextSnapshot
+    ) -> None:
+        """A retryable failure after output was produced (and maybe streamed to the agent): store
+        it like a suspension, so that a fallback dispatched with `resume` continues it instead of
+        sending the agent the same text twice."""
+        unchanged = progressed.partial == base.partial and progressed.chunks == base.chunks
+        if err.retryable and not unchanged:
+            await self.deps.contexts.put(progressed)
+            err.details["resumable"] = True
+
+    # --- embeddings ----------------------------------------------------------------------------
+    async def _embed(self, req: ExecRequest, p: LlmEmbed, run: Run, spent: _Spent) -> EmbedReply:
+        backend = self._backend(p.model, "embedding", req.backend)
+        body = embed_body(p, backend)
+        box: list[CreateEmbeddingResponse] = []
+
+        async def call() -> None:
+            try:
+                box.append(await _create_embedding(backend)(**body))
+            except Exception as exc:
+                raise translate(exc, backend.name) from exc
+
+        if await _race(call(), run) == "cancel":
+            raise AiosError("cancelled", "cancelled while running", retryable=False)
+        resp = box[0]
+        u = resp.usage
+        usage = Usage(prompt_tokens=u.prompt_tokens, total_tokens=u.total_tokens)
+        spent.add(usage)
+        vectors = [d.embedding for d in sorted(resp.data, key=lambda d: d.index)]
+        if len(vectors) != len(p.input):
+            raise AiosError(
+                "backend_error",
+                f"{backend.name}: {len(vectors)} vectors for {len(p.input)} inputs",
+                details={"backend": backend.name},
+            )
+        return EmbedReply(model=p.model, backend=backend.name, vectors=vectors, usage=usage)
+
+    # --- helpers -------------------------------------------------------------------------------
+    def _backend(self, model: str, kind: ModelKind, name: str | None) -> Backend:
+        m = self.deps.models.get(model)
+        if m is None:
+            raise AiosError(
+                "not_found",
+                f"unknown model {model!r}",
+                details={"models": list[JsonValue](sorted(self.deps.models))},
+            )
+        if m.kind != kind:
+            use = "llm.embed" if m.kind == "embedding" else "llm.chat"
+            raise AiosError("invalid_request", f"model {model!r} is a {m.kind} model: use {use}")
+        if name is None:
+            return m.backends[0]
+        for b in m.backends:
+            if b.name == name:
+                return b
+        # Replicas with different configs (a rolling update): another replica or backend may serve.
+        raise AiosError(
+            "backend_unavailable",
+            f"this llm replica has no backend {name!r} for model {model!r}",
+            details={"backend": name},
         )
 
 
+async def _race(work: Coroutine[Any, Any, None], run: Run) -> Action | None:
+    """Run `work` until it ends (None) or a control action stops it first (the action).
+
+    `work` runs in its own task so that stopping it (or the exec's deadline) cancels it at once,
+    which closes the HTTP request to the backend.
+    """
+    task = asyncio.ensure_future(work)
+    try:
+        waits: set[asyncio.Future[Any]] = {task, run.stopped}
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    if not task.cancelled():
+        task.result()  # re-raise the call's error
+        return None
+    return run.stopped.result()
+
+
+def _deadline(req: ExecRequest) -> AiosError:
+    return AiosError(
+        "deadline_exceeded",
+        "the deadline passed before the backend finished",
+        details={"backend": req.backend} if req.backend else {},
+    )
+
+
+# The client's overloads are typed for OpenAI's model names and literal flags; the bodies are built
+# from the syscall, so they are called through plain callable types.
 def _create(backend: Backend) -> Callable[..., Awaitable[ChatCompletion]]:
-    # The client's overloads are typed for OpenAI's own model names and literal flags; the body is
-    # built dynamically from the syscall, so call it through a plain callable type.
     return cast(Callable[..., Awaitable[ChatCompletion]], backend.client.chat.completions.create)
 
 
@@ -160,8 +373,5 @@ def _create_stream(backend: Backend) -> Callable[..., Awaitable[AsyncStream[Chat
     )
 
 
-_FINISH: dict[str, FinishReason] = {r: r for r in get_args(FinishReason)}
-
-
-def _finish(reason: str | None) -> FinishReason | None:
-    return _FINISH.get(reason or "")
+def _create_embedding(backend: Backend) -> Callable[..., Awaitable[CreateEmbeddingResponse]]:
+    return cast(Callable[..., Awaitable[CreateEmbeddingResponse]], backend.client.embeddings.create)

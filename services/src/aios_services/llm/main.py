@@ -1,41 +1,103 @@
-"""`python -m aios_services.llm`: load the model catalogue, publish capacities, serve `exec.llm`."""
+"""`python -m aios_services.llm`: load the catalogue, publish it, serve `exec.llm` and control."""
 
 from __future__ import annotations
 
+import logging
+import os
 import sys
+from collections.abc import Mapping
 from contextlib import AsyncExitStack
 
-from aios_schemas import ExecRequest, ResourceLimits, encode, resource_key
+from nats.aio.msg import Msg
+
+from aios_schemas import (
+    AiosError,
+    BackendEntry,
+    ControlRequest,
+    ExecRequest,
+    ModelEntry,
+    decode,
+    encode,
+    model_key,
+)
 
 from ..runtime import Bus, HealthDetails, main_for
 from .backends import Backend
-from .config import ConfigError, load_config
-from .handlers import LlmHandlers
+from .config import ConfigError, LlmConfig, api_keys, load_config
+from .contexts import CONTEXT_TTL_S, ContextStore
+from .control import Runs
+from .handlers import Deps, LlmHandlers, Model
 from .settings import LlmSettings
 
+log = logging.getLogger(__name__)
 
-async def start(bus: Bus, stack: AsyncExitStack, settings: LlmSettings) -> HealthDetails:
+
+def build_models(cfg: LlmConfig, env: Mapping[str, str]) -> dict[str, Model]:
+    keys = api_keys(cfg, env)
+    return {
+        name: Model(name, m.kind, [Backend(name, m.kind, b, api_key=keys.get(b.name)) for b in m.backends])
+        for name, m in cfg.models.items()
+    }
+
+
+def catalogue(cfg: LlmConfig) -> list[ModelEntry]:
+    """What the scheduler needs to route: each model's backends with their slots and limits."""
+    return [
+        ModelEntry(
+            name=name,
+            kind=m.kind,
+            backends=[
+                BackendEntry(
+                    name=b.name,
+                    slots=b.slots,
+                    rpm=b.rpm,
+                    tpm=b.tpm,
+                    continue_partial=b.capabilities.continue_partial,
+                    priority=b.capabilities.priority,
+                )
+                for b in m.backends
+            ],
+        )
+        for name, m in cfg.models.items()
+    ]
+
+
+async def start(
+    bus: Bus, stack: AsyncExitStack, settings: LlmSettings, env: Mapping[str, str] | None = None
+) -> HealthDetails:
     cfg = load_config(settings.llm_config)
-    models = {name: [Backend(name, b) for b in m.backends] for name, m in cfg.models.items()}
-    for backends in models.values():
-        for b in backends:
+    models = build_models(cfg, os.environ if env is None else env)
+    for m in models.values():
+        for b in m.backends:
             stack.push_async_callback(b.close)
-    # Tell the scheduler how much each model can take (sum of its backends' slots).
     limits = await bus.ensure_kv(bus.ns.limits_bucket)
-    for name, m in cfg.models.items():
-        cap = ResourceLimits(capacity=sum(b.slots for b in m.backends))
-        await limits.put(resource_key(f"llm.{name}"), encode(cap))
-    handlers = LlmHandlers(bus, models)
+    for entry in catalogue(cfg):
+        await limits.put(model_key(entry.name), encode(entry))
+    contexts = ContextStore(await bus.ensure_kv(bus.ns.contexts_bucket, ttl_s=CONTEXT_TTL_S))
+    runs = Runs()
+    handlers = LlmHandlers(Deps(bus=bus, models=models, contexts=contexts, runs=runs))
+
+    async def on_control(msg: Msg) -> None:
+        try:
+            runs.control(decode(msg.data, ControlRequest))
+        except AiosError as exc:
+            log.warning("bad control message: %s", exc.message)
+
+    # No queue group: every replica hears every control message; the one running the syscall acts.
+    await bus.nc.subscribe(bus.ns.ctl("llm", "control"), cb=on_control)
     await bus.serve(
         bus.ns.exec("llm"), ExecRequest, handlers.exec, queue="llm", max_concurrency=settings.max_concurrency
     )
-    return lambda: {"models": {n: [b.name for b in bs] for n, bs in models.items()}}
+    return lambda: {
+        "models": {n: [b.name for b in m.backends] for n, m in models.items()},
+        "running": len(runs),
+    }
 
 
 def main() -> None:
     settings = LlmSettings()
     try:
-        load_config(settings.llm_config)
+        build_models(load_config(settings.llm_config), os.environ)
     except ConfigError as exc:
         sys.exit(f"aios llm: bad config: {exc}")
     main_for("llm", settings, lambda bus, stack: start(bus, stack, settings))
