@@ -103,7 +103,8 @@ class Group:
         for b in candidates:
             if b.entry.name == preferred:
                 return b
-        return min(candidates, key=lambda b: (len(b.running) / b.entry.slots, len(b.running)))
+        # Least loaded by share of slots in use; on a tie, the one with more room.
+        return min(candidates, key=lambda b: (len(b.running) / b.entry.slots, -b.free))
 
     def remember(self, program: str, backend: str) -> None:
         self.affinity[program] = backend
