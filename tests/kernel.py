@@ -39,13 +39,19 @@ class Kernel:
         )
 
 
+def toml_value(v: object) -> str:
+    if isinstance(v, dict):
+        return "{ " + ", ".join(f"{k} = {toml_value(x)}" for k, x in v.items()) + " }"
+    return json.dumps(v)  # strings, numbers, booleans: JSON and TOML spell them alike
+
+
 def write_llm_config(path: Path, models: Mapping[str, Sequence[Mapping[str, object]]]) -> None:
     lines: list[str] = []
     for model, backends in models.items():
         lines.append(f"[models.{json.dumps(model)}]")
         lines.append("backends = [")
         for b in backends:
-            fields = ", ".join(f"{k} = {json.dumps(v)}" for k, v in b.items())
+            fields = ", ".join(f"{k} = {toml_value(v)}" for k, v in b.items())
             lines.append(f"  {{ {fields} }},")
         lines.append("]")
     path.write_text("\n".join(lines) + "\n")

@@ -439,6 +439,7 @@ class Scheduler:
         held.service_s += ran
         held.tokens += reply.usage.total_tokens
         backend.running.pop(held.call.id, None)
+        held.released = time.time()
         group.wake.set()
         if held.call.id not in self.held:  # cancelled while running: already answered
             return
@@ -499,11 +500,13 @@ class Scheduler:
             "tokens": held.tokens,
             "runs": held.runs,
         }
-        if held.backend:
+        ran_to_end = held.dispatched is not None  # it held a slot until now (not queued)
+        if held.backend and ran_to_end:
             details["backend"] = held.backend
         if code:
             details["code"] = code
-        self._event(held, state, details)
+        # Stamped when the slot was freed, so events alone show capacity was never exceeded.
+        self._event(held, state, details, ts=held.released if ran_to_end else None)
 
     def _account(self, held: Held, *, suspended: bool = False) -> None:
         for key in ((held.call.agent, None), (held.call.agent, held.job.program)):
@@ -573,6 +576,7 @@ class Scheduler:
                 now = time.monotonic()
                 for b in group.backends.values():
                     b.running.pop(held.call.id, None)
+                held.released = time.time()
                 held.service_s += now - held.dispatched
                 group.policy.on_finished(held.job, now - held.dispatched, now)
         await self._complete(held, group, SyscallResult.fail(held.call.id, err))
@@ -663,10 +667,17 @@ class Scheduler:
                     await held.msg.nak()  # type: ignore[attr-defined]
 
     # --- events ----------------------------------------------------------------------------------
-    def _event(self, held: Held, state: SyscallState, details: dict[str, JsonValue] | None = None) -> None:
+    def _event(
+        self,
+        held: Held,
+        state: SyscallState,
+        details: dict[str, JsonValue] | None = None,
+        ts: float | None = None,
+    ) -> None:
         c = held.call
         self._publish(
             SyscallEvent(
+                ts=ts or time.time(),
                 id=c.id,
                 state=state,
                 agent=c.agent,

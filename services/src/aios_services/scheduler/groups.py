@@ -34,6 +34,7 @@ class Held:
     job: Job
     backend: str | None = None
     dispatched: float | None = None
+    released: float | None = None  # unix time its last run gave its slot back (event timestamps)
     runs: int = 0
     resume: bool = False
     suspending: bool = False
