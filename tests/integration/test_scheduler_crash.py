@@ -92,6 +92,8 @@ async def test_sigkill_under_load_loses_nothing_and_reruns_nothing_completed(
         if e.state == "dispatched":
             dispatched[e.id] = dispatched.get(e.id, 0) + 1
     assert 0 < len(completed_before_kill) < N
+    redispatched = sum(1 for n in dispatched.values() if n > 1)
+    print(f"completed before kill: {len(completed_before_kill)}, dispatched again after: {redispatched}")
     rerun = [i for i in completed_before_kill if dispatched.get(i, 0) != 1]
     assert not rerun, f"{len(rerun)} completed syscalls were run again"
     assert set(dispatched) == set(ids)

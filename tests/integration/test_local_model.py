@@ -1,0 +1,131 @@
+"""Contract test against the REAL local model (SmolLM2-135M via llama.cpp's OpenAI server), through
+the llm service: chat, streaming, a forced tool call, and JSON mode."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from aios_schemas import ChatReply, ExecReply
+from aios_services.cli.procs import free_port, local_model_path
+from tests.integration.test_llm_harness import (
+    LlmService,
+    backend_toml,
+    chat,
+    llm_service,
+    model_toml,
+    wait_for,
+)
+
+pytestmark = pytest.mark.localmodel
+
+MODEL = "smollm2-135m"
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Get the weather in a city.",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def local_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    try:
+        gguf = local_model_path()
+    except FileNotFoundError as exc:
+        pytest.skip(str(exc))
+    port = free_port()
+    log = tmp_path_factory.mktemp("llamacpp") / "server.log"
+    argv = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--model_alias", MODEL]
+    argv += ["--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048", "--verbose", "false"]
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(argv, stdout=out, stderr=out, stdin=subprocess.DEVNULL)
+    try:
+        url = f"http://127.0.0.1:{port}/v1"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{url}/models", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"llama.cpp server did not start: {log.read_text()[-2000:]}")
+            time.sleep(0.05)  # polling interval of the readiness probe
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture
+async def llm(nats_url: str, tmp_path: Path, local_url: str) -> AsyncIterator[LlmService]:
+    config = model_toml(MODEL, backend_toml("llamacpp", local_url, slots=1, timeout_s=60.0))
+    async with llm_service(nats_url, tmp_path, config) as svc:
+        yield svc
+
+
+def ok(reply: ExecReply) -> ChatReply:
+    assert reply.outcome == "done" and reply.result is not None, reply
+    assert reply.result.status == "ok", reply.result.error
+    assert isinstance(reply.result.result, ChatReply)
+    return reply.result.result
+
+
+def ask(content: str, **params: object) -> object:
+    return chat(content, **params).model_copy(update={"model": MODEL})
+
+
+async def test_chat(llm: LlmService) -> None:
+    r = ok(await llm.exec(ask("What is the capital of France?", max_tokens=24, temperature=0)))  # type: ignore[arg-type]
+    assert r.content and r.backend == "llamacpp"
+    assert r.usage.prompt_tokens > 0 and 0 < r.usage.completion_tokens <= 24
+    assert r.finish_reason in ("stop", "length")
+
+
+async def test_streaming(llm: LlmService) -> None:
+    req = llm.request(ask("Count from one to five.", max_tokens=24, temperature=0, stream=True))  # type: ignore[arg-type]
+    chunks = await llm.chunks(req.syscall.id)
+    r = ok(await llm.send(req))
+    await wait_for(lambda: chunks.done, what="the done chunk")
+    assert len(chunks.items) > 2 and [c.seq for c in chunks.items] == list(range(len(chunks.items)))
+    assert chunks.text == r.content and r.content
+    assert r.usage.completion_tokens > 0
+
+
+async def test_forced_tool_call(llm: LlmService) -> None:
+    p = ask(
+        "What is the weather in Paris?",
+        tools=[WEATHER],
+        tool_choice={"type": "function", "function": {"name": "get_weather"}},
+        max_tokens=64,
+        temperature=0,
+    )
+    r = ok(await llm.exec(p))  # type: ignore[arg-type]
+    assert r.tool_calls and r.tool_calls[0].function.name == "get_weather"
+    args = json.loads(r.tool_calls[0].function.arguments)
+    assert isinstance(args, dict) and isinstance(args.get("city"), str)
+
+
+async def test_json_mode(llm: LlmService) -> None:
+    p = ask(
+        "Give a JSON object with a key 'name' for a cat.",
+        response_format={"type": "json_object"},
+        max_tokens=64,
+        temperature=0,
+    )
+    r = ok(await llm.exec(p))  # type: ignore[arg-type]
+    assert isinstance(json.loads(r.content or ""), dict)
