@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from aios_schemas import ChatReply, ExecReply
+from aios_schemas import ChatReply, ExecReply, LlmChat
 from aios_services.cli.procs import free_port, local_model_path
 from tests.integration.test_llm_harness import (
     LlmService,
@@ -85,19 +85,19 @@ def ok(reply: ExecReply) -> ChatReply:
     return reply.result.result
 
 
-def ask(content: str, **params: object) -> object:
+def ask(content: str, **params: object) -> LlmChat:
     return chat(content, **params).model_copy(update={"model": MODEL})
 
 
 async def test_chat(llm: LlmService) -> None:
-    r = ok(await llm.exec(ask("What is the capital of France?", max_tokens=24, temperature=0)))  # type: ignore[arg-type]
+    r = ok(await llm.exec(ask("What is the capital of France?", max_tokens=24, temperature=0)))
     assert r.content and r.backend == "llamacpp"
     assert r.usage.prompt_tokens > 0 and 0 < r.usage.completion_tokens <= 24
     assert r.finish_reason in ("stop", "length")
 
 
 async def test_streaming(llm: LlmService) -> None:
-    req = llm.request(ask("Count from one to five.", max_tokens=24, temperature=0, stream=True))  # type: ignore[arg-type]
+    req = llm.request(ask("Count from one to five.", max_tokens=24, temperature=0, stream=True))
     chunks = await llm.chunks(req.syscall.id)
     r = ok(await llm.send(req))
     await wait_for(lambda: chunks.done, what="the done chunk")
@@ -114,7 +114,7 @@ async def test_forced_tool_call(llm: LlmService) -> None:
         max_tokens=64,
         temperature=0,
     )
-    r = ok(await llm.exec(p))  # type: ignore[arg-type]
+    r = ok(await llm.exec(p))
     assert r.tool_calls and r.tool_calls[0].function.name == "get_weather"
     args = json.loads(r.tool_calls[0].function.arguments)
     assert isinstance(args, dict) and isinstance(args.get("city"), str)
@@ -127,5 +127,5 @@ async def test_json_mode(llm: LlmService) -> None:
         max_tokens=64,
         temperature=0,
     )
-    r = ok(await llm.exec(p))  # type: ignore[arg-type]
+    r = ok(await llm.exec(p))
     assert isinstance(json.loads(r.content or ""), dict)
