@@ -101,11 +101,11 @@ async def test_suspended_and_resumed_equals_uninterrupted(
         await wait_for(lambda: chunks.done, what="the done chunk")
         assert [c.seq for c in chunks.items] == list(range(len(chunks.items)))
         assert chunks.text == final.content
-    body = sim.stats()["recent_requests"][-1]  # type: ignore[index]
-    assert body["continue_final_message"] is True and body["add_generation_prompt"] is False  # type: ignore[index]
-    assert body["messages"][-1] == {"role": "assistant", "content": partials[-1]}  # type: ignore[index]
+    body = sim.stats()["recent_requests"][-1]
+    assert body["continue_final_message"] is True and body["add_generation_prompt"] is False
+    assert body["messages"][-1] == {"role": "assistant", "content": partials[-1]}
     if max_tokens:
-        assert body["max_tokens"] < max_tokens  # type: ignore[index,operator]
+        assert body["max_tokens"] < max_tokens
 
 
 async def test_preemptible_run_streams_internally_but_not_to_the_agent(
@@ -115,7 +115,7 @@ async def test_preemptible_run_streams_internally_but_not_to_the_agent(
     chunks = await llm.chunks(req.syscall.id)
     reply = done(await llm.send(req))
     assert reply.content and reply.usage.completion_tokens > 0
-    assert sim.stats()["recent_requests"][-1]["stream"] is True  # type: ignore[index]
+    assert sim.stats()["recent_requests"][-1]["stream"] is True
     assert chunks.items == []
 
 

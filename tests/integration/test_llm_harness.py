@@ -150,7 +150,7 @@ async def llm_service(nats_url: str, tmp_path: Path, config: str) -> AsyncIterat
     ns = Namespace("t" + uuid.uuid4().hex[:12])
     path = tmp_path / f"llm-{ns.name}.toml"
     path.write_text(config)
-    settings = LlmSettings(nats_url=nats_url, namespace=ns.name, llm_config=path, drain_timeout_s=2.0)  # type: ignore[call-arg]
+    settings = LlmSettings(nats_url=nats_url, namespace=ns.name, llm_config=path, drain_timeout_s=2.0)
     stop = asyncio.Event()
     task = asyncio.create_task(
         run_service("llm", settings, lambda bus, st: llm_main.start(bus, st, settings), stop=stop)

@@ -88,10 +88,8 @@ async def test_chat_equals_a_direct_call_and_sends_exactly_the_agents_parameters
 ) -> None:
     params = {"temperature": 0.3, "top_p": 0.9, "max_tokens": 40, "stop": ["zzz"], "seed": 7}
     reply = await llm.exec(chat("Say hello.", **params), backend="sim-plain")
-    direct = await AsyncOpenAI(base_url=sim.base_url, api_key="x").chat.completions.create(
-        model=SIM_MODEL,
-        messages=[{"role": "user", "content": "Say hello."}],
-        **params,  # type: ignore[arg-type]
+    direct = await AsyncOpenAI(base_url=sim.base_url, api_key="x").chat.completions.create(  # type: ignore[call-overload]
+        model=SIM_MODEL, messages=[{"role": "user", "content": "Say hello."}], **params
     )
     r = ok(reply)
     assert r.content == direct.choices[0].message.content and r.backend == "sim-plain"

@@ -6,13 +6,20 @@ Secrets never live in the file: a backend names the environment variable that ho
 not set, is a `ConfigError` at start whose message names the offending key.
 
 ```toml
-[models."sim-llama-8b"]                 # kind = "chat" (default) or "embedding"
-backends = [
-  { name = "vllm-a", base_url = "http://10.0.0.5:8000/v1", slots = 64,
-    capabilities = { continue_partial = true, priority = true } },
-  { name = "openai", base_url = "https://api.openai.com/v1", model = "gpt-4o-mini",
-    api_key_env = "OPENAI_API_KEY", rpm = 500, tpm = 200000 },
-]
+[models."llama3:8b"]                    # kind = "chat" (default) or "embedding"
+[[models."llama3:8b".backends]]
+name = "vllm-a"
+base_url = "http://10.0.0.5:8000/v1"
+slots = 64
+capabilities = { continue_partial = true, priority = true }
+
+[[models."llama3:8b".backends]]
+name = "openai"
+base_url = "https://api.openai.com/v1"
+model = "gpt-4o-mini"                   # the name at the backend
+api_key_env = "OPENAI_API_KEY"
+rpm = 500
+tpm = 200000
 ```
 """
 
