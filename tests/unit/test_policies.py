@@ -306,9 +306,11 @@ def test_las_orders_sequential_programs_by_attained_service() -> None:
     # Three sequential programs on one slot; "big" has run the most when the queue forms.
     calls = [*seq("big", [3.0, 1.0]), *seq("mid", [1.0, 1.0], 0.5), *seq("new", [1.0], 3.5)]
     result = simulate(make_policy("las", base_quantum=1.0, growth=2.0), calls)
-    # At 3: big#1 (attained 3: level 2) and mid#0 (0: level 0) wait: mid#0. At 4: mid#1 (level 1),
-    # new#0 (level 0), big#1 (level 2) in that order.
-    assert result.dispatches == ["big#0", "mid#0", "new#0", "mid#1", "big#1"]
+    # Multi-level preemption (thresholds 1, 2, 4 s): at 1 big#0 passes 1 s (level 1) while mid#0
+    # (level 0) waits: suspended. At 3 big#0, resumed at 2, passes 2 s (level 2): mid#1 (level 1)
+    # takes the slot; at 3.5 new#0 (level 0) suspends mid#1. Then mid#1, then big's calls.
+    assert result.dispatches == ["big#0", "mid#0", "big#0", "mid#1", "new#0", "mid#1", "big#0", "big#1"]
+    assert result.completion == {"mid#0": 2.0, "new#0": 4.5, "mid#1": 5.0, "big#0": 6.0, "big#1": 7.0}
 
 
 def test_las_promotes_a_job_that_waited_beta_times_its_program_service() -> None:
@@ -322,7 +324,13 @@ def test_las_promotes_a_job_that_waited_beta_times_its_program_service() -> None
     assert [j.id for j in policy.jobs(29.9)] == ["fresh", "old-2"]
     assert [j.id for j in policy.jobs(30.0)] == ["old-2", "fresh"]  # waited 20 = 2 * 10: promoted
     assert policy.backend_priority(policy.jobs(30.0)[0], 30.0) == 0
-    assert policy.preempt([RunningJob(job("r", program="old"), 0.0)], 30.0) == []
+    # A running call of "old" (level 2) yields to the waiting level-0 jobs when no slot is free...
+    assert policy.preempt([RunningJob(job("r", program="old"), 0.0)], 30.0) == ["r"]
+    assert policy.preempt([RunningJob(job("r", program="old"), 0.0)], 30.0, free_slots=1) == []
+    # ...but a call dispatched through promotion keeps its rank while it runs (no thrashing).
+    promoted = policy.pop(30.0)
+    assert promoted is not None and promoted.id == "old-2"
+    assert policy.preempt([RunningJob(promoted, 30.0)], 30.5) == []
 
 
 def test_las_forgets_idle_programs() -> None:

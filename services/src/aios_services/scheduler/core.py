@@ -61,7 +61,7 @@ from .settings import Quota, SchedulerSettings
 log = logging.getLogger(__name__)
 _ID = re.compile(ID_PATTERN)
 FALLBACK_CODES = frozenset({"backend_unavailable", "rate_limited"})
-PREEMPTING_POLICIES = frozenset({"rr", "priority"})
+PREEMPTING_POLICIES = frozenset({"rr", "priority", "las"})
 
 
 class StoredResult(BaseModel):

@@ -8,12 +8,13 @@ completion time when program lengths are unknown and skewed, which agent workloa
 from __future__ import annotations
 
 import bisect
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 from pydantic import Field
 
-from .base import Job, Policy, PolicyConfigBase
+from .base import Job, Policy, PolicyConfigBase, RunningJob
 
 
 class LasConfig(PolicyConfigBase):
@@ -77,8 +78,12 @@ class LasPolicy(Policy):
     (a call in flight counts when it ends). Levels move with program accounting and promotions
     with time, so `pop` scans the waiting jobs: O(n) per dispatch, for the n waiting on one resource
     of one replica (thousands at most), cheaper than keeping time-dependent indexes consistent.
-    Never preempts: LLM calls are short next to programs, and a non-preemptive LAS already keeps
-    short programs from queueing behind long ones.
+
+    Preemption, as in Autellix's multi-level queues: when every slot is busy, a running call whose
+    program (counting the call's own run so far) has passed into a strictly lower queue than a
+    waiting job is suspended for it. Without this, short programs that arrive together with long
+    ones wait behind the long ones' first calls (LAS knows nothing of a program before it ran).
+    Calls in the same queue never preempt each other, so long programs do not thrash.
     """
 
     name = "las"
@@ -89,6 +94,9 @@ class LasPolicy(Policy):
         self._waiting: dict[str, Job] = {}
         self._programs: dict[str, _Program] = {}
         self._next_prune = -float("inf")
+        # Jobs dispatched through anti-starvation promotion keep top-queue rank while they run:
+        # otherwise the promoted call would be preempted at once by any fresh program.
+        self._promoted: set[str] = set()
 
     # -- accounting ----------------------------------------------------------------------------------
 
@@ -130,6 +138,7 @@ class LasPolicy(Policy):
         return (self.level(job, now), queued, job.arrival, job.id)
 
     def _account(self, job: Job, service: float, now: float) -> None:
+        self._promoted.discard(job.id)
         program = self._program(job.program, now)
         program.attained += service
         program.running = max(0, program.running - 1)
@@ -153,6 +162,9 @@ class LasPolicy(Policy):
     def pop(self, now: float) -> Job | None:
         job = self.peek(now)
         if job is not None:
+            attained = self.program_attained(job.program)
+            if self.level(job, now) < bisect.bisect_right(self._thresholds, attained):
+                self._promoted.add(job.id)
             del self._waiting[job.id]
             program = self._program(job.program, now)
             program.waiting -= 1
@@ -183,3 +195,39 @@ class LasPolicy(Policy):
 
     def backend_priority(self, job: Job, now: float) -> int:
         return self.level(job, now)
+
+    # -- preemption ----------------------------------------------------------------------------------
+
+    def _running_attained(self, r: RunningJob, now: float) -> float:
+        return self.program_attained(r.job.program) + r.ran(now)
+
+    def preempt(self, running: Sequence[RunningJob], now: float, *, free_slots: int = 0) -> list[str]:
+        if free_slots > 0 or not self._waiting:
+            return []
+        wanted = sorted(self.level(j, now) for j in self._waiting.values())
+        victims = sorted(
+            (r for r in running if r.job.preemptible and r.job.id not in self._promoted),
+            key=lambda r: -self._running_attained(r, now),
+        )
+        out: list[str] = []
+        for level, victim in zip(wanted, victims, strict=False):
+            if bisect.bisect_right(self._thresholds, self._running_attained(victim, now)) <= level:
+                break  # the most-served running call is no worse than the best waiting job
+            out.append(victim.job.id)
+        return out
+
+    def next_preemption(self, running: Sequence[RunningJob], now: float) -> float | None:
+        if not self._waiting:
+            return None
+        best = min(self.level(j, now) for j in self._waiting.values())
+        if best >= len(self._thresholds):
+            return None  # the best waiting job is in the last queue: nothing can be worse
+        crossing = self._thresholds[best]  # a running call past this is in a worse queue
+        times = [
+            now + (crossing - att)
+            for r in running
+            if r.job.preemptible
+            and r.job.id not in self._promoted
+            and (att := self._running_attained(r, now)) < crossing
+        ]
+        return min(times) if times else None
