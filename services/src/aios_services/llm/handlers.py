@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar, cast
+from typing import Any, cast
 
 from openai import AsyncStream
 from openai.types import CreateEmbeddingResponse
@@ -47,7 +47,6 @@ from .output import check_schema, mismatch
 from .requests import Body, chat_body, check_capabilities, embed_body, prompt_chars
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)

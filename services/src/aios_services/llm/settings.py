@@ -1,4 +1,9 @@
-"""LLM service settings."""
+"""LLM service settings (environment, prefix `AIOS_`).
+
+- `AIOS_LLM_CONFIG`: path of the TOML catalogue (see config.py; `aios up` writes `$AIOS_HOME/llm.toml`).
+- API keys: each backend names its variable (`api_key_env`); it must be set when the service starts.
+- `AIOS_MAX_CONCURRENCY`: exec requests one replica runs at once.
+"""
 
 from __future__ import annotations
 
