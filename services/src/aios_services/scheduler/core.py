@@ -458,10 +458,11 @@ class Scheduler:
             backend.breaker.on_success()
         elif err.code in FALLBACK_CODES:
             backend.breaker.on_failure(now, hard=err.code == "backend_unavailable")
-            if err.code == "rate_limited":
-                retry = err.details.get("retry_after")
-                with contextlib.suppress(TypeError, ValueError):
-                    backend.rate_wait_until = now + float(retry)  # type: ignore[arg-type]
+            retry = err.details.get("retry_after_s")
+            if err.code == "rate_limited" and isinstance(retry, int | float):
+                backend.rate_wait_until = now + float(retry)
+            if err.details.get("resumable"):  # output was produced (and maybe streamed): continue it
+                held.resume = True
             held.failed_backends.add(backend.entry.name)
             if held.runs < self.settings.max_attempts and held.deadline > time.time():
                 # Fall back: the call goes back to the head of the line for another backend.
