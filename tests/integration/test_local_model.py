@@ -23,6 +23,7 @@ from tests.integration.test_llm_harness import (
     model_toml,
     wait_for,
 )
+from tests.kernel import running_kernel
 
 pytestmark = pytest.mark.localmodel
 
@@ -129,3 +130,32 @@ async def test_json_mode(llm: LlmService) -> None:
     )
     r = ok(await llm.exec(p))
     assert isinstance(json.loads(r.content or ""), dict)
+
+
+async def test_contract_through_the_kernel(nats_url: str, tmp_path: Path, local_url: str) -> None:
+    """The same four operations, end to end: SDK -> JetStream -> scheduler -> llm -> llama.cpp."""
+    backends = [{"name": "llamacpp", "base_url": local_url, "slots": 1, "timeout_s": 60.0}]
+    async with running_kernel(nats_url, tmp_path, {MODEL: backends}) as k, k.connect() as aios:
+        msgs = [{"role": "user", "content": "What is the capital of France?"}]
+        r = await aios.llm.chat(MODEL, msgs, max_tokens=24, temperature=0)
+        assert r.content and 0 < r.usage.completion_tokens <= 24
+        async with aios.llm.stream(MODEL, msgs, max_tokens=24, temperature=0) as stream:
+            deltas = [d async for d in stream]
+        assert len(deltas) > 2 and stream.reply is not None and "".join(deltas) == stream.reply.content
+        t = await aios.llm.chat(
+            MODEL,
+            [{"role": "user", "content": "What is the weather in Paris?"}],
+            tools=[WEATHER],
+            tool_choice={"type": "function", "function": {"name": "get_weather"}},
+            max_tokens=64,
+            temperature=0,
+        )
+        assert t.tool_calls and isinstance(json.loads(t.tool_calls[0].function.arguments).get("city"), str)
+        j = await aios.llm.chat(
+            MODEL,
+            [{"role": "user", "content": "Give a JSON object with a key 'name' for a cat."}],
+            response_format={"type": "json_object"},
+            max_tokens=64,
+            temperature=0,
+        )
+        assert isinstance(json.loads(j.content or ""), dict)
