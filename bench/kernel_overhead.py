@@ -50,16 +50,63 @@ async def measure(nats_url: str, root: Path, n: int) -> dict[str, list[float]]:
             return out
 
 
+async def measure_stack(home: Path, n: int) -> dict[str, list[float]]:
+    """The same comparison against a real `aios up` stack: every service its own process."""
+    from aios_sdk import AIOS
+    from aios_services.cli.home import Home
+
+    state = Home(home).read_state()
+    assert state is not None
+    sim_url = next(p.address for p in state.processes if p.name == "sim")
+    assert sim_url
+    direct = AsyncOpenAI(base_url=sim_url, api_key="x", max_retries=0)
+    msgs = [{"role": "user", "content": "ping [sim:tokens=8]"}]
+    out: dict[str, list[float]] = {"direct": [], "kernel": []}
+    async with AIOS.connect(home=home) as aios:
+        for _ in range(20):
+            await direct.chat.completions.create(model=MODEL, messages=msgs)  # type: ignore[arg-type]
+            await aios.llm.chat(MODEL, msgs)
+        for _ in range(n):
+            t = time.perf_counter()
+            await direct.chat.completions.create(model=MODEL, messages=msgs)  # type: ignore[arg-type]
+            out["direct"].append((time.perf_counter() - t) * 1000)
+            t = time.perf_counter()
+            await aios.llm.chat(MODEL, msgs)
+            out["kernel"].append((time.perf_counter() - t) * 1000)
+    await direct.close()
+    return out
+
+
+def report(title: str, res: dict[str, list[float]]) -> None:
+    print(title)
+    print(f"{'path':<8} {'p50 ms':>8} {'p99 ms':>8} {'mean ms':>8}")
+    for name, xs in res.items():
+        print(f"{name:<8} {statistics.median(xs):8.2f} {pct(xs, 99):8.2f} {statistics.fmean(xs):8.2f}")
+
+
 def main() -> None:
+    import subprocess
+    import sys
+
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=200)
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as d, running(nats_server(Path(d)), Path(d) / "nats.log") as srv:
         res = asyncio.run(measure(srv.address, Path(d), args.n))
-    print(f"chat syscall latency, n={args.n} sequential, simulator backend with zero model time")
-    print(f"{'path':<8} {'p50 ms':>8} {'p99 ms':>8} {'mean ms':>8}")
-    for name, xs in res.items():
-        print(f"{name:<8} {statistics.median(xs):8.2f} {pct(xs, 99):8.2f} {statistics.fmean(xs):8.2f}")
+    report(
+        f"chat syscall latency, n={args.n} sequential, in-process services, simulator with zero model time",
+        res,
+    )
+    kernel, direct = statistics.median(res["kernel"]), statistics.median(res["direct"])
+    print(f"kernel adds {kernel - direct:.2f} ms at p50 ({kernel / direct:.2f}x direct)")
+    with tempfile.TemporaryDirectory() as d:
+        aios = [sys.executable, "-m", "aios_services.cli.main"]
+        subprocess.run([*aios, "up", "--detach", "--home", d], check=True, capture_output=True)
+        try:
+            res = asyncio.run(measure_stack(Path(d), args.n))
+        finally:
+            subprocess.run([*aios, "down", "--home", d], check=True, capture_output=True)
+    report("same, through `aios up` (each service its own process; sim profile fixed, 8 tokens)", res)
     kernel, direct = statistics.median(res["kernel"]), statistics.median(res["direct"])
     print(f"kernel adds {kernel - direct:.2f} ms at p50 ({kernel / direct:.2f}x direct)")
 

@@ -1,11 +1,11 @@
 """Agent completion time under each scheduling policy, with the engine simulator (simulator figures).
 
-50 agents of mixed length share one model whose backend has 8 slots: 40 short agents (3 calls of
-16-64 output tokens) and 10 long ones (3 calls of 256-512 tokens), all arriving at once. Each
-policy runs the same seeded workload through the kernel on a fresh simulator (profile
-h100-llama8b, time_scale 0.25 to keep the run short; the ratios do not depend on it). A baseline
-without the kernel (agents call the simulator directly, the engine batching all of them) is
-measured in the same run.
+50 agents of mixed length share one model served by an engine with 8 slots (max_num_seqs=8, the
+same engine for every mode): 40 short agents (3 calls of 16-64 output tokens) and 10 long ones
+(3 calls of 256-512 tokens), all arriving at once. The baseline calls the engine directly (it
+queues what does not fit, first come first served, like vLLM); each policy runs the same seeded
+workload through the kernel (backend slots = 8) on a fresh simulator, profile h100-llama8b at
+real speed (time_scale 1).
 
 Run: `.venv/bin/python -m bench.scheduling` (part of `make bench`).
 """
@@ -91,14 +91,14 @@ async def run_kernel(
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--time-scale", type=float, default=0.25)
+    ap.add_argument("--time-scale", type=float, default=1.0)
     args = ap.parse_args()
     agents = workload(args.seed)
-    sim_kw = {"models": (MODEL,), "time_scale": args.time_scale, "max_num_seqs": 256}
+    sim_kw = {"models": (MODEL,), "time_scale": args.time_scale, "max_num_seqs": SLOTS}
     rows: list[tuple[str, float, float, float]] = []
     with tempfile.TemporaryDirectory() as d, running(nats_server(Path(d)), Path(d) / "nats.log") as srv:
         direct = asyncio.run(run_direct(agents, **sim_kw))
-        rows.append(("direct (no kernel, engine batches all)", *summary(direct), max(direct)))
+        rows.append(("direct (no kernel, engine queue FCFS)", *summary(direct), max(direct)))
         for i, policy in enumerate(("fifo", "rr", "las")):
             root = Path(d) / f"k{i}"
             root.mkdir()

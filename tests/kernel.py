@@ -46,13 +46,18 @@ def toml_value(v: object) -> str:
 
 
 def write_llm_config(path: Path, models: Mapping[str, Sequence[Mapping[str, object]]]) -> None:
+    """`models`: name -> backends; a leading {"kind": ...} entry sets the model's kind."""
     lines: list[str] = []
     for model, backends in models.items():
         lines.append(f"[models.{json.dumps(model)}]")
+        for b in backends:
+            if set(b) == {"kind"}:
+                lines.append(f"kind = {json.dumps(b['kind'])}")
         lines.append("backends = [")
         for b in backends:
-            fields = ", ".join(f"{k} = {toml_value(v)}" for k, v in b.items())
-            lines.append(f"  {{ {fields} }},")
+            if set(b) != {"kind"}:
+                fields = ", ".join(f"{k} = {toml_value(v)}" for k, v in b.items())
+                lines.append(f"  {{ {fields} }},")
         lines.append("]")
     path.write_text("\n".join(lines) + "\n")
 

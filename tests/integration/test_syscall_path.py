@@ -33,6 +33,7 @@ async def kernel(nats_url: str, tmp_path: Path, sim: SimServer) -> AsyncIterator
     models = {
         MODEL: [{"name": "sim", "base_url": sim.base_url, "slots": 16}],
         "dead-model": [{"name": "dead", "base_url": dead, "slots": 2, "timeout_s": 5.0}],
+        "sim-embed": [{"kind": "embedding"}, {"name": "sim-e", "base_url": sim.base_url, "slots": 4}],
     }
     async with running_kernel(nats_url, tmp_path, models) as k:
         yield k
@@ -163,3 +164,12 @@ async def test_syscall_waits_for_a_worker_until_its_deadline(
     async with running_kernel(nats_url, tmp_path, models, services=("scheduler",)) as k, k.connect() as aios:
         with pytest.raises(DeadlineExceeded):
             await aios.llm.chat(MODEL, HELLO, timeout=1.0)
+
+
+async def test_embeddings_through_the_kernel(kernel: Kernel) -> None:
+    async with kernel.connect() as aios:
+        reply = await aios.llm.embed("sim-embed", ["a cat", "a dog", "a cat"])
+        with pytest.raises(InvalidRequest):  # a chat model does not embed
+            await aios.llm.embed(MODEL, ["x"], timeout=10)
+    assert len(reply.vectors) == 3 and reply.vectors[0] == reply.vectors[2] != reply.vectors[1]
+    assert reply.usage.prompt_tokens > 0

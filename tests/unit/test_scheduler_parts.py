@@ -86,3 +86,14 @@ def test_choice_respects_breakers_failures_and_resume_capability() -> None:
     assert pick is not None and pick.entry.name == "b"
     g.backends["b"].running["x"] = r
     assert g.choose(held(resume=True), 0.0) is None  # only b can continue a partial message
+
+
+def test_fallback_only_when_another_backend_could_serve() -> None:
+    g = group(BackendEntry(name="a", slots=1), BackendEntry(name="b", slots=1))
+    h = held()
+    h.failed_backends.add("a")
+    assert g.can_fall_back(h, 0.0)  # b is untried (busy or not, it can take it later)
+    g.backends["b"].breaker.on_failure(0.0, hard=True)
+    assert not g.can_fall_back(h, 0.1)  # b is out: fail now instead of waiting for its cooldown
+    solo = group(BackendEntry(name="a", slots=1))
+    assert not solo.can_fall_back(h, 0.0)

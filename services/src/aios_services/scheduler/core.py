@@ -464,7 +464,11 @@ class Scheduler:
             if err.details.get("resumable"):  # output was produced (and maybe streamed): continue it
                 held.resume = True
             held.failed_backends.add(backend.entry.name)
-            if held.runs < self.settings.max_attempts and held.deadline > time.time():
+            if (
+                held.runs < self.settings.max_attempts
+                and held.deadline > time.time()
+                and group.can_fall_back(held, now)
+            ):
                 # Fall back: the call goes back to the head of the line for another backend.
                 held.dispatched = None
                 group.policy.on_suspended(held.job, ran, now)

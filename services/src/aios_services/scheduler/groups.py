@@ -107,6 +107,17 @@ class Group:
         # Least loaded by share of slots in use; on a tie, the one with more room.
         return min(candidates, key=lambda b: (len(b.running) / b.entry.slots, -b.free))
 
+    def can_fall_back(self, held: Held, now: float) -> bool:
+        """Whether another backend could take `held` now or once it has a free slot: one it has not
+        failed on, whose breaker is not open. If none, waiting for breaker cooldowns would only
+        delay the error the caller will get anyway."""
+        return any(
+            b.entry.name not in held.failed_backends
+            and b.breaker.state(now) != "open"
+            and (not held.resume or b.entry.continue_partial)
+            for b in self.backends.values()
+        )
+
     def remember(self, program: str, backend: str) -> None:
         self.affinity[program] = backend
         self.affinity.move_to_end(program)
