@@ -270,3 +270,49 @@ async def test_an_agent_cannot_cancel_or_read_another_agents_syscall(nats_url: s
                 await b.cancel(sid)
             assert (await task).content
             assert await b.result(sid) is None
+
+
+async def test_two_scheduler_replicas_share_the_slots(
+    nats_url: str, tmp_path: Path, events: tuple[Events, nats.NATS]
+) -> None:
+    from aios_services.runtime import run_service
+    from aios_services.scheduler import main as sched_main
+    from aios_services.scheduler.settings import SchedulerSettings
+
+    ev, nc = events
+    async with run_sim("fixed", models=(MODEL,), decode_ms=2.0) as sim:
+        backends = [{"name": "a", "base_url": sim.base_url, "slots": 3}]
+        async with running_kernel(nats_url, tmp_path, {MODEL: backends}, policy="fifo", instance="s-1") as k:
+            await subscribe(ev, nc, k)
+            settings = SchedulerSettings(  # type: ignore[call-arg]
+                nats_url=nats_url,
+                namespace=k.ns.name,
+                tokens_file=k.root / "tokens.json",
+                policy="fifo",
+                instance="s-2",
+            )
+            stop = asyncio.Event()
+            second = asyncio.create_task(
+                run_service("scheduler", settings, lambda b, st: sched_main.start(b, st, settings), stop=stop)
+            )
+            try:
+                seen: dict[str, tuple[list[str], bool]] = {}
+                for _ in range(500):  # poll, bounded: both replicas know each other and share slots
+                    st = await stats(nc, k)
+                    seen[st.instance] = (st.replicas, st.sharing)
+                    if all(seen.get(i) == (["s-1", "s-2"], True) for i in ("s-1", "s-2")):
+                        break
+                    await asyncio.sleep(0.02)
+                assert all(seen.get(i) == (["s-1", "s-2"], True) for i in ("s-1", "s-2")), seen
+                async with k.connect() as aios:
+                    replies = await asyncio.gather(
+                        *(aios.llm.chat(MODEL, ask(f"q{i}", 20)) for i in range(60))
+                    )
+                assert all(r.content for r in replies)
+                await ev.wait_for(lambda: sum(e.state == "done" for e in ev.items) == 60)
+            finally:
+                stop.set()
+                await asyncio.wait_for(second, 20)
+    # Together the replicas used all 3 slots at once (one alone may use only its share: 2 or 1)
+    # and never more (the simulator counts what really ran).
+    assert sim.stats()["max_running_seen"] == 3

@@ -49,6 +49,8 @@ class SchedulerStats(BaseModel):
     model_config = _M
     instance: str = Field(description="Scheduler replica.")
     held: int = Field(description="Accepted syscalls not yet finished.")
+    replicas: list[str] = Field(default_factory=list, description="Live scheduler replicas it knows.")
+    sharing: bool = Field(True, description="False during a new replica's start-up grace period.")
     counters: dict[str, int] = Field(default_factory=dict, description="accepted, done, failed, ...")
     resources: list[ResourceStats] = Field(default_factory=list)
     agents: list[AgentStats] = Field(default_factory=list)

@@ -45,6 +45,10 @@ class Namespace:
         return self._bucket("AIOS_CONTEXTS")
 
     @property
+    def replicas_bucket(self) -> str:
+        return self._bucket("AIOS_REPLICAS")
+
+    @property
     def limits_bucket(self) -> str:
         return self._bucket("AIOS_LIMITS")
 

@@ -56,6 +56,7 @@ from ..runtime.tokens import TokenStore
 from .groups import BackendState, Group, Held
 from .policies import Job, Policy, make_policy
 from .ratelimit import RateLimiter
+from .replicas import Replicas
 from .settings import Quota, SchedulerSettings
 
 log = logging.getLogger(__name__)
@@ -110,6 +111,7 @@ class Scheduler:
         self.parked: dict[str, Held] = {}  # waiting for their model to appear in the catalogue
         self.loops: dict[str, asyncio.Task[None]] = {}
         self.counters: dict[str, int] = defaultdict(int)
+        self.replicas: Replicas | None = None  # set by main(): how slots are split between replicas
         self.accounts: dict[tuple[str, str | None], AgentStats] = {}
 
     # --- catalogue -----------------------------------------------------------------------------
@@ -140,13 +142,25 @@ class Scheduler:
                 group.backends[b.name] = self._backend_state(b)
             else:
                 state.entry = b
+                state.capacity = self.share(b.slots)
                 state.limiter = RateLimiter(self.limits, b) if (b.rpm or b.tpm) else None
         group.wake.set()
+
+    def share(self, slots: int) -> int:
+        return self.replicas.share(slots) if self.replicas else slots
+
+    def resize(self) -> None:
+        """The set of replicas changed: recompute this replica's share of every backend."""
+        for group in self.groups.values():
+            for b in group.backends.values():
+                b.capacity = self.share(b.entry.slots)
+            group.wake.set()
 
     def _backend_state(self, entry: BackendEntry) -> BackendState:
         st = BackendState(
             entry=entry, limiter=RateLimiter(self.limits, entry) if (entry.rpm or entry.tpm) else None
         )
+        st.capacity = self.share(entry.slots)
         st.breaker.threshold = self.settings.breaker_threshold
         st.breaker.cooldown_s = self.settings.breaker_cooldown_s
         return st
@@ -607,7 +621,7 @@ class Scheduler:
                     backends=[
                         BackendStats(
                             name=b.entry.name,
-                            slots=b.entry.slots,
+                            slots=b.slots,
                             running=len(b.running),
                             max_running_seen=b.max_running_seen,
                             breaker=b.breaker.state(now),
@@ -619,6 +633,8 @@ class Scheduler:
         return SchedulerStats(
             instance=self.settings.instance,
             held=len(self.held),
+            replicas=list(self.replicas.live) if self.replicas else [self.settings.instance],
+            sharing=not self.replicas.in_grace if self.replicas else True,
             counters=dict(self.counters),
             resources=resources,
             agents=list(self.accounts.values()) if q.agents else [],

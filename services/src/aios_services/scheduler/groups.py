@@ -53,10 +53,15 @@ class BackendState:
     running: dict[str, Held] = field(default_factory=dict)
     rate_wait_until: float = 0.0
     max_running_seen: int = 0
+    capacity: int = -1  # this replica's share of the slots (see replicas.py); -1: all of them
+
+    @property
+    def slots(self) -> int:
+        return self.entry.slots if self.capacity < 0 else self.capacity
 
     @property
     def free(self) -> int:
-        return self.entry.slots - len(self.running)
+        return self.slots - len(self.running)
 
 
 @dataclass
@@ -71,7 +76,7 @@ class Group:
 
     @property
     def capacity(self) -> int:
-        return sum(b.entry.slots for b in self.backends.values())
+        return sum(b.slots for b in self.backends.values())
 
     def running(self) -> list[Held]:
         return [h for b in self.backends.values() for h in b.running.values()]
@@ -105,7 +110,7 @@ class Group:
             if b.entry.name == preferred:
                 return b
         # Least loaded by share of slots in use; on a tie, the one with more room.
-        return min(candidates, key=lambda b: (len(b.running) / b.entry.slots, -b.free))
+        return min(candidates, key=lambda b: (len(b.running) / max(1, b.slots), -b.free))
 
     def can_fall_back(self, held: Held, now: float) -> bool:
         """Whether another backend could take `held` now or once it has a free slot: one it has not

@@ -16,6 +16,7 @@ from ..runtime import Bus, HealthDetails, main_for
 from ..runtime.tokens import TokenStore
 from . import streams
 from .core import Scheduler
+from .replicas import Replicas
 from .settings import SchedulerSettings
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,10 @@ async def start(bus: Bus, stack: AsyncExitStack, settings: SchedulerSettings) ->
     limits = await bus.ensure_kv(ns.limits_bucket)
     tokens = TokenStore.load(settings.tokens_file) if settings.tokens_file else TokenStore([])
     sched = Scheduler(bus, results, limits, tokens, settings)
+    replicas_kv = await bus.ensure_kv(ns.replicas_bucket, ttl_s=settings.replica_ttl_s * 4)
+    replicas = Replicas(replicas_kv, settings.instance, settings.replica_ttl_s, sched.resize)
+    sched.replicas = replicas
+    await replicas.beat()  # know the other replicas before taking any syscall
 
     try:
         psub = await bus.js.pull_subscribe(
@@ -65,10 +70,13 @@ async def start(bus: Bus, stack: AsyncExitStack, settings: SchedulerSettings) ->
     # Cancel is broadcast: only the replica holding the syscall can stop it.
     await bus.serve(ns.ctl("scheduler", "cancel"), CancelRequest, sched.cancel)
     tasks = [
+        asyncio.create_task(replicas.run_forever()),
+        asyncio.create_task(replicas.watch_forever()),
         asyncio.create_task(sched.watch_catalog()),
         asyncio.create_task(pull_forever()),
         asyncio.create_task(sched.heartbeat_forever()),
     ]
+    stack.push_async_callback(replicas.leave)
     stack.push_async_callback(sched.release_queued)  # runs last: after the loops stop
     for task in tasks:
         stack.push_async_callback(_cancel, task)

@@ -36,4 +36,7 @@ class SchedulerSettings(ServiceSettings):
     fetch_batch: int = Field(256, ge=1, description="Syscalls pulled from the stream per fetch.")
     breaker_threshold: int = Field(3, ge=1, description="Consecutive failures that open a breaker.")
     breaker_cooldown_s: float = Field(2.0, gt=0, description="First time a failing backend stays out.")
+    replica_ttl_s: float = Field(
+        6.0, gt=0, description="A scheduler replica not heard from for this long no longer holds slots."
+    )
     max_attempts: int = Field(4, ge=1, description="Backends tried for one call before its error stands.")
