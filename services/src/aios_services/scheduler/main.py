@@ -24,7 +24,9 @@ log = logging.getLogger(__name__)
 
 async def _cancel(task: asyncio.Task[None]) -> None:
     task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
+    # A cancel that lands inside nats-py's own wait_for can surface as its TimeoutError: shutdown
+    # must go on either way.
+    with contextlib.suppress(asyncio.CancelledError, TimeoutError, nats.errors.Error):
         await task
 
 
