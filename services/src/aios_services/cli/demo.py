@@ -11,10 +11,12 @@ import time
 from rich.console import Console
 from rich.table import Table
 
+from aios_schemas import Namespace
 from aios_sdk import AIOS, InvalidRequest, NotFound
 
 from .home import Home
 from .supervisor import LOCAL_MODEL, SIM_MODEL
+from .top import fetch_stats, render
 
 console = Console()
 
@@ -75,7 +77,7 @@ async def agents(home: Home) -> None:
         except InvalidRequest as exc:
             console.print(f"   temperature=5  -> {type(exc).__name__} ({exc.code}) {exc.message}")
 
-    console.rule(f"5. 32 agents share one engine ({SIM_MODEL}: the engine SIMULATOR, not a real GPU)")
+    console.rule(f"5. 32 agents share one engine with 8 slots ({SIM_MODEL}: the SIMULATOR, not a GPU)")
 
     async def agent(i: int) -> tuple[str, float]:
         async with AIOS.connect(home=home.root, agent=f"agent-{i:02d}") as a:
@@ -93,6 +95,11 @@ async def agents(home: Home) -> None:
     times = [t for _, t in results]
     table.add_row("32", "96", f"{wall:.2f}", f"{sum(times) / len(times):.2f}", f"{max(times):.2f}")
     console.print(table)
+
+    console.rule("6. What the scheduler saw (`aios top --once`)")
+    state = home.read_state()
+    assert state is not None
+    console.print(render(await fetch_stats(state.nats_url, Namespace())))
 
 
 def main() -> None:

@@ -80,7 +80,7 @@ class Supervisor:
             lines += [
                 f'[models."{SIM_MODEL}"]',
                 "backends = [",
-                f'  {{ name = "sim", base_url = "{sim_url}", slots = 64, '
+                f'  {{ name = "sim", base_url = "{sim_url}", slots = 8, '
                 "capabilities = { continue_partial = true, priority = true } },",
                 "]",
                 "",
