@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fnmatch
 import json
 import logging
 import re
@@ -26,7 +25,6 @@ from nats.js.kv import KeyValue
 from pydantic import BaseModel, ConfigDict, JsonValue, ValidationError
 
 from aios_schemas import (
-    AgentStats,
     AiosError,
     BackendEntry,
     BackendStats,
@@ -53,11 +51,12 @@ from aios_schemas.wire import validation_error
 
 from ..runtime import Bus
 from ..runtime.tokens import TokenStore
+from .accounting import Accounts, Quotas
 from .groups import BackendState, Group, Held
 from .policies import Job, Policy, make_policy
 from .ratelimit import RateLimiter
 from .replicas import Replicas
-from .settings import Quota, SchedulerSettings
+from .settings import SchedulerSettings
 
 log = logging.getLogger(__name__)
 _ID = re.compile(ID_PATTERN)
@@ -71,14 +70,6 @@ class StoredResult(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     agent: str
     result: SyscallResult
-
-
-class Usage(BaseModel):
-    """An agent's lifetime usage, in KV `AIOS_LIMITS` under `usage.<agent>` (quota enforcement)."""
-
-    model_config = ConfigDict(extra="forbid")
-    calls: int = 0
-    tokens: int = 0
 
 
 def _estimate_tokens(call: Syscall) -> int:
@@ -112,7 +103,8 @@ class Scheduler:
         self.loops: dict[str, asyncio.Task[None]] = {}
         self.counters: dict[str, int] = defaultdict(int)
         self.replicas: Replicas | None = None  # set by main(): how slots are split between replicas
-        self.accounts: dict[tuple[str, str | None], AgentStats] = {}
+        self.accounts = Accounts()
+        self.quotas = Quotas(limits, settings.quotas)
 
     # --- catalogue -----------------------------------------------------------------------------
     async def watch_catalog(self) -> None:
@@ -217,7 +209,7 @@ class Scheduler:
                 raise AiosError("invalid_request", f"{call.kind} published on {msg.subject}")
             if deadline <= now:
                 raise AiosError("deadline_exceeded", "deadline passed before admission")
-            await self._check_quota(call.agent)
+            await self.quotas.check(call.agent)
         except AiosError as exc:
             await self._finish_early(call, msg, exc)
             return
@@ -261,50 +253,6 @@ class Scheduler:
         group.policy.push(held.job, time.monotonic())
         self._event(held, "queued")
         group.wake.set()
-
-    async def _check_quota(self, agent: str) -> None:
-        quota = self._quota(agent)
-        if quota is None:
-            return
-        usage = await self._usage(agent)
-        if quota.calls is not None and usage.calls >= quota.calls:
-            raise AiosError("quota_exceeded", f"agent {agent!r} used its {quota.calls} calls")
-        if quota.tokens is not None and usage.tokens >= quota.tokens:
-            raise AiosError("quota_exceeded", f"agent {agent!r} used its {quota.tokens} tokens")
-
-    def _quota(self, agent: str) -> Quota | None:
-        for pattern, quota in self.settings.quotas.items():
-            if fnmatch.fnmatchcase(agent, pattern):
-                return quota
-        return None
-
-    async def _usage(self, agent: str) -> Usage:
-        try:
-            entry = await self.limits.get(f"usage.{agent}")
-        except KeyNotFoundError:
-            return Usage()
-        return Usage.model_validate_json(entry.value or b"{}")
-
-    async def _charge(self, agent: str, tokens: int) -> None:
-        if self._quota(agent) is None:
-            return
-        key = f"usage.{agent}"
-        for _ in range(20):  # compare-and-set: replicas may charge the same agent concurrently
-            try:
-                entry = await self.limits.get(key)
-                usage, rev = Usage.model_validate_json(entry.value or b"{}"), entry.revision
-            except KeyNotFoundError:
-                usage, rev = Usage(), None
-            usage.calls += 1
-            usage.tokens += tokens
-            try:
-                if rev is None:
-                    await self.limits.create(key, usage.model_dump_json().encode())
-                else:
-                    await self.limits.update(key, usage.model_dump_json().encode(), last=rev)
-                return
-            except Exception:  # lost the race: read again
-                continue
 
     async def _reject_malformed(self, msg: Msg, err: AiosError) -> None:
         # Answer the caller if the message at least names a valid id; either way, drop it for good.
@@ -460,7 +408,7 @@ class Scheduler:
         if reply.outcome == "suspended":
             held.suspending, held.resume, held.dispatched = False, True, None
             group.policy.on_suspended(held.job, ran, now)
-            self._account(held, suspended=True)
+            self.accounts.record(held, suspended=True)
             self._event(held, "suspended", {"backend": backend.entry.name, "ran_s": ran})
             group.policy.push(held.job, now)
             self._event(held, "queued")
@@ -511,8 +459,8 @@ class Scheduler:
         self.counters[state] += 1
         if res.result is not None:
             held.tokens = max(held.tokens, res.result.usage.total_tokens)
-        self._account(held)
-        await self._charge(held.call.agent, held.tokens)
+        self.accounts.record(held)
+        await self.quotas.charge(held.call.agent, held.tokens)
         details: dict[str, JsonValue] = {
             "queued_ms": res.queued_ms,
             "service_ms": res.service_ms,
@@ -526,22 +474,6 @@ class Scheduler:
             details["code"] = code
         # Stamped when the slot was freed, so events alone show capacity was never exceeded.
         self._event(held, state, details, ts=held.released if ran_to_end else None)
-
-    def _account(self, held: Held, *, suspended: bool = False) -> None:
-        for key in ((held.call.agent, None), (held.call.agent, held.job.program)):
-            acc = self.accounts.get(key) or AgentStats(agent=key[0], program=key[1])
-            if suspended:
-                acc = acc.model_copy(update={"suspensions": acc.suspensions + 1})
-            else:
-                acc = acc.model_copy(
-                    update={
-                        "calls": acc.calls + 1,
-                        "tokens": acc.tokens + held.tokens,
-                        "wait_s": acc.wait_s + held.wait_s,
-                        "service_s": acc.service_s + held.service_s,
-                    }
-                )
-            self.accounts[key] = acc
 
     # --- results ---------------------------------------------------------------------------------
     async def _stored(self, syscall_id: str) -> StoredResult | None:
@@ -637,7 +569,7 @@ class Scheduler:
             sharing=not self.replicas.in_grace if self.replicas else True,
             counters=dict(self.counters),
             resources=resources,
-            agents=list(self.accounts.values()) if q.agents else [],
+            agents=list(self.accounts.items.values()) if q.agents else [],
         )
 
     # --- housekeeping ----------------------------------------------------------------------------

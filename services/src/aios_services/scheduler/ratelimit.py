@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import time
 
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 from pydantic import BaseModel, ConfigDict
 
 from aios_schemas import BackendEntry
 from aios_schemas.catalog import model_key
+
+from ..runtime.kvcas import CasContention, cas_update
 
 
 class Bucket(BaseModel):
@@ -46,37 +47,29 @@ class RateLimiter:
             return 0.0
         if tpm:
             tokens = min(tokens, tpm)  # a request larger than the whole budget waits for a full one
-        for _ in range(20):  # CAS retries under contention from other replicas
+        wait = 0.0
+
+        def spend(current: bytes | None) -> bytes | None:
+            nonlocal wait
             now = time.time()
-            try:
-                entry = await self.kv.get(self.key)
-                assert entry.value is not None
-                bucket, revision = Bucket.model_validate_json(entry.value), entry.revision
-            except KeyNotFoundError:
-                bucket, revision = Bucket(requests=float(rpm or 0), tokens=float(tpm or 0), ts=now), None
-            bucket = self._refill(bucket, now)
+            full = Bucket(requests=float(rpm or 0), tokens=float(tpm or 0), ts=now)
+            bucket = self._refill(Bucket.model_validate_json(current) if current else full, now)
             wait = 0.0
             if rpm and bucket.requests < 1.0:
                 wait = max(wait, (1.0 - bucket.requests) * 60.0 / rpm)
             if tpm and bucket.tokens < tokens:
                 wait = max(wait, (tokens - bucket.tokens) * 60.0 / tpm)
             if wait > 0:
-                return wait
+                return None
             spent = Bucket(
                 requests=bucket.requests - (1.0 if rpm else 0.0),
                 tokens=bucket.tokens - (tokens if tpm else 0.0),
                 ts=now,
             )
-            try:
-                if revision is None:
-                    await self.kv.create(self.key, spent.model_dump_json().encode())
-                else:
-                    await self.kv.update(self.key, spent.model_dump_json().encode(), last=revision)
-                return 0.0
-            except KeyWrongLastSequenceError:
-                continue
-            except Exception as exc:  # create() on an existing key raises a generic API error
-                if "wrong last sequence" in str(exc).lower() or "exists" in str(exc).lower():
-                    continue
-                raise
-        return 0.05
+            return spent.model_dump_json().encode()
+
+        try:
+            await cas_update(self.kv, self.key, spend)
+        except CasContention:
+            return 0.05  # heavy contention: try again shortly
+        return wait
