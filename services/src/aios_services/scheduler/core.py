@@ -22,6 +22,7 @@ import nats
 from nats.aio.msg import Msg
 from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
+from opentelemetry import trace
 from pydantic import BaseModel, ConfigDict, JsonValue, ValidationError
 
 from aios_schemas import (
@@ -49,7 +50,7 @@ from aios_schemas import (
 from aios_schemas.envelope import ID_PATTERN
 from aios_schemas.wire import validation_error
 
-from ..runtime import Bus
+from ..runtime import Bus, extract
 from ..runtime.tokens import TokenStore
 from .accounting import Accounts, Quotas
 from .groups import BackendState, Group, Held
@@ -59,6 +60,7 @@ from .replicas import Replicas
 from .settings import SchedulerSettings
 
 log = logging.getLogger(__name__)
+tracer = trace.get_tracer(__name__)
 _ID = re.compile(ID_PATTERN)
 FALLBACK_CODES = frozenset({"backend_unavailable", "rate_limited"})
 PREEMPTING_POLICIES = frozenset({"rr", "priority", "las"})
@@ -216,6 +218,7 @@ class Scheduler:
         held = Held(
             call=call,
             msg=msg,
+            trace=extract(msg.headers),
             group=f"llm.{self._model(call)}",
             service=call.kind.split(".", 1)[0],
             accepted=now,
@@ -354,6 +357,17 @@ class Scheduler:
         held.task = self.bus.spawn(self._run(group, backend, held))
 
     async def _run(self, group: Group, backend: BackendState, held: Held) -> None:
+        # The run continues the agent's trace (traceparent came in the syscall's NATS headers);
+        # bus.request passes it on to the worker.
+        with tracer.start_as_current_span(
+            f"run {held.call.kind}", context=held.trace, kind=trace.SpanKind.INTERNAL
+        ) as span:
+            span.set_attribute("aios.syscall.id", held.call.id)
+            span.set_attribute("aios.backend", backend.entry.name)
+            span.set_attribute("aios.run", held.runs)
+            await self._run_traced(group, backend, held)
+
+    async def _run_traced(self, group: Group, backend: BackendState, held: Held) -> None:
         call = held.call
         req = ExecRequest(
             syscall=call,

@@ -12,6 +12,8 @@ import asyncio
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
+from opentelemetry.context import Context
+
 from aios_schemas import BackendEntry, Syscall
 
 from .breaker import CircuitBreaker
@@ -32,6 +34,7 @@ class Held:
     accepted: float
     deadline: float
     job: Job
+    trace: Context | None = None  # the agent's trace context, from the syscall's headers
     backend: str | None = None
     dispatched: float | None = None
     released: float | None = None  # unix time its last run gave its slot back (event timestamps)
