@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import itertools
@@ -161,6 +162,9 @@ class SimApp:
                 return await self._stream(request, req, plan, handle, decision.headers)
             await handle.wait_done()
             return web.json_response(self._completion(req, plan, handle), headers=decision.headers)
+        except ConnectionResetError:
+            # The client went away mid-stream (a suspended or cancelled generation): not an error.
+            raise asyncio.CancelledError from None
         finally:
             handle.cancel()
 
