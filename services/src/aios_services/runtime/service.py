@@ -73,3 +73,18 @@ def main_for(name: str, settings: ServiceSettings, start: Starter) -> None:
     configure_logging(name)
     setup_tracing(name)
     asyncio.run(run_service(name, settings, start))
+
+
+async def keep_running(name: str, loop: Callable[[], Awaitable[None]], *, backoff_s: float = 0.2) -> None:
+    """Run a service's background loop forever: if it returns or fails (a bus hiccup, a bug), log
+    it and start it again. A loop that silently died would leave a service healthy but deaf."""
+    log = logging.getLogger(name)
+    while True:
+        try:
+            await loop()
+            log.warning("%s ended; restarting it", name)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("%s failed; restarting it", name)
+        await asyncio.sleep(backoff_s)

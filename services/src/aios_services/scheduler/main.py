@@ -12,7 +12,7 @@ from nats.js.errors import BadRequestError
 
 from aios_schemas import CancelRequest, ResultQuery, StatsQuery
 
-from ..runtime import Bus, HealthDetails, main_for
+from ..runtime import Bus, HealthDetails, keep_running, main_for
 from ..runtime.tokens import TokenStore
 from . import streams
 from .core import Scheduler
@@ -55,7 +55,7 @@ async def start(bus: Bus, stack: AsyncExitStack, settings: SchedulerSettings) ->
         while True:
             try:
                 msgs = await psub.fetch(batch=settings.fetch_batch, timeout=1.0)
-            except nats.errors.TimeoutError:
+            except TimeoutError:  # nothing to fetch (nats-py raises its own or asyncio's)
                 continue
             except nats.errors.Error as exc:  # e.g. reconnecting: try again shortly
                 log.warning("fetch failed: %s", exc)
@@ -71,13 +71,14 @@ async def start(bus: Bus, stack: AsyncExitStack, settings: SchedulerSettings) ->
     await bus.serve(ns.ctl("scheduler", "stats"), StatsQuery, sched.stats, queue="scheduler")
     # Cancel is broadcast: only the replica holding the syscall can stop it.
     await bus.serve(ns.ctl("scheduler", "cancel"), CancelRequest, sched.cancel)
-    tasks = [
-        asyncio.create_task(replicas.run_forever()),
-        asyncio.create_task(replicas.watch_forever()),
-        asyncio.create_task(sched.watch_catalog()),
-        asyncio.create_task(pull_forever()),
-        asyncio.create_task(sched.heartbeat_forever()),
-    ]
+    loops = {
+        "replica heartbeat": replicas.run_forever,
+        "replica watch": replicas.watch_forever,
+        "catalogue watch": sched.watch_catalog,
+        "syscall fetch": pull_forever,
+        "ack heartbeat": sched.heartbeat_forever,
+    }
+    tasks = [asyncio.create_task(keep_running(name, loop)) for name, loop in loops.items()]
     stack.push_async_callback(replicas.leave)
     stack.push_async_callback(sched.release_queued)  # runs last: after the loops stop
     for task in tasks:
