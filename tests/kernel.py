@@ -105,4 +105,8 @@ async def running_kernel(
     finally:
         for ev in stops.values():
             ev.set()
-        await asyncio.gather(*tasks.values(), return_exceptions=True)
+        _, stuck = await asyncio.wait(set(tasks.values()), timeout=30)
+        if stuck:  # a service that cannot stop is a bug: show where everything waits
+            for task in asyncio.all_tasks():
+                task.print_stack(limit=8)
+            raise RuntimeError(f"services did not stop: {[n for n, t in tasks.items() if t in stuck]}")

@@ -79,7 +79,8 @@ async def keep_running(name: str, loop: Callable[[], Awaitable[None]], *, backof
     """Run a service's background loop forever: if it returns or fails (a bus hiccup, a bug), log
     it and start it again. A loop that silently died would leave a service healthy but deaf."""
     log = logging.getLogger(name)
-    while True:
+    me = asyncio.current_task()
+    while me is None or not me.cancelling():  # a swallowed cancel (see scheduler main) still stops us
         try:
             await loop()
             log.warning("%s ended; restarting it", name)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from contextlib import AsyncExitStack
 
@@ -23,11 +22,13 @@ log = logging.getLogger(__name__)
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:
-    task.cancel()
-    # A cancel that lands inside nats-py's own wait_for can surface as its TimeoutError: shutdown
-    # must go on either way.
-    with contextlib.suppress(asyncio.CancelledError, TimeoutError, nats.errors.Error):
-        await task
+    # On Python 3.11 a cancel that lands inside nats-py's own `asyncio.wait_for` can be swallowed
+    # (the loop goes on) or surface as its TimeoutError: cancel until the task is really done.
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=0.5)
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("%s ended with %r on shutdown", task.get_name(), task.exception())
 
 
 async def start(bus: Bus, stack: AsyncExitStack, settings: SchedulerSettings) -> HealthDetails:
@@ -78,7 +79,7 @@ async def start(bus: Bus, stack: AsyncExitStack, settings: SchedulerSettings) ->
         "syscall fetch": pull_forever,
         "ack heartbeat": sched.heartbeat_forever,
     }
-    tasks = [asyncio.create_task(keep_running(name, loop)) for name, loop in loops.items()]
+    tasks = [asyncio.create_task(keep_running(name, loop), name=name) for name, loop in loops.items()]
     stack.push_async_callback(replicas.leave)
     stack.push_async_callback(sched.release_queued)  # runs last: after the loops stop
     for task in tasks:
