@@ -8,7 +8,7 @@ import os
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
-from typing import Literal
+from typing import Any, Literal
 
 import nats
 from nats.aio.client import Client as NATS
@@ -232,6 +232,22 @@ class LlmApi:
                 await task
 
 
+class _Reconnects:
+    """A future per connection outage: resolved when the connection is back."""
+
+    def __init__(self) -> None:
+        self._next: asyncio.Future[None] | None = None
+
+    def next(self) -> asyncio.Future[None]:
+        if self._next is None or self._next.done():
+            self._next = asyncio.get_running_loop().create_future()
+        return self._next
+
+    async def fire(self) -> None:
+        if self._next is not None and not self._next.done():
+            self._next.set_result(None)
+
+
 class AIOS:
     """A connection to the AIOS kernel for one agent."""
 
@@ -243,6 +259,7 @@ class AIOS:
         self.agent = conn.agent
         self.session = session
         self.llm = LlmApi(self)
+        self._reconnects = _Reconnects()
 
     @classmethod
     @asynccontextmanager
@@ -259,17 +276,21 @@ class AIOS:
         """Connect using arguments, else AIOS_URL/AIOS_TOKEN/AIOS_AGENT, else the home's file."""
         conn = resolve_connection(home=home, url=url, token=token, agent=agent, namespace=namespace)
         try:
+            reconnects = _Reconnects()
             nc = await nats.connect(
                 servers=conn.nats_url.split(","),
                 name=f"aios-sdk-{conn.agent}",
                 max_reconnect_attempts=-1,
                 reconnect_time_wait=0.25,
                 connect_timeout=5,
+                reconnected_cb=reconnects.fire,
             )
         except (OSError, nats.errors.Error) as exc:
             raise BackendUnavailable(f"cannot reach the AIOS bus at {conn.nats_url}: {exc}") from exc
         try:
-            yield cls(nc, conn, session=session)
+            client = cls(nc, conn, session=session)
+            client._reconnects = reconnects
+            yield client
         finally:
             await nc.drain()
 
@@ -324,15 +345,7 @@ class AIOS:
                     raise BackendUnavailable("the AIOS kernel is not running (no syscall stream)") from exc
                 except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as exc:
                     raise BackendUnavailable(f"the AIOS kernel did not accept the syscall: {exc}") from exc
-                try:
-                    msg = await asyncio.wait_for(done, timeout=timeout + _GRACE_S)
-                except TimeoutError:
-                    late = await self.result(call.id)
-                    if late is None:
-                        raise DeadlineExceeded(f"no result for {call.id} within {timeout:.1f}s") from None
-                    res = late
-                else:
-                    res = decode_reply(msg.data, msg.headers, SyscallResult)
+                res = await self._wait_result(call.id, done, call.deadline or 0.0, timeout)
             except BaseException as exc:
                 if stream is not None:
                     stream._put(exc)
@@ -347,6 +360,28 @@ class AIOS:
                 raise error_from_reply(res.error)
             assert res.result is not None
             return res.result
+
+    async def _wait_result(
+        self, syscall_id: str, done: asyncio.Future[Msg], deadline: float, timeout: float
+    ) -> SyscallResult:
+        """The result from its subject; after a reconnect (it may have been published while we were
+        away) or at the deadline, from the scheduler's store."""
+        until = deadline + _GRACE_S
+        while True:
+            reconnect = self._reconnects.next()
+            waiters: set[asyncio.Future[Any]] = {done, reconnect}
+            await asyncio.wait(
+                waiters, timeout=max(0.0, until - time.time()), return_when=asyncio.FIRST_COMPLETED
+            )
+            if done.done():
+                msg = done.result()
+                return decode_reply(msg.data, msg.headers, SyscallResult)
+            with contextlib.suppress(BackendUnavailable):
+                stored = await self.result(syscall_id)
+                if stored is not None:
+                    return stored
+            if time.time() >= until:
+                raise DeadlineExceeded(f"no result for {syscall_id} within {timeout:.1f}s")
 
     async def cancel(self, syscall_id: str, *, timeout: float = 5.0) -> CancelReply:
         """Cancel one of this agent's syscalls, queued or running; its caller gets `Cancelled`."""

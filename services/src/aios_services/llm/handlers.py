@@ -106,9 +106,22 @@ class LlmHandlers:
     def __init__(self, deps: Deps) -> None:
         self.deps = deps
         self.bus = deps.bus
+        self._inflight: dict[str, asyncio.Future[ExecReply]] = {}
 
     # --- entry point ---------------------------------------------------------------------------
     async def exec(self, req: ExecRequest) -> ExecReply:
+        """Run `req`, or, if this replica is already running that syscall (the scheduler re-sends
+        an exec request whose reply an outage may have lost), answer with that same run."""
+        sid = req.syscall.id
+        run = self._inflight.get(sid)
+        if run is None:
+            run = asyncio.ensure_future(self._exec(req))
+            self._inflight[sid] = run
+            run.add_done_callback(lambda _: self._inflight.pop(sid, None))
+        # shield: a waiter that goes away (drain, a duplicate) must not cancel the run itself.
+        return await asyncio.shield(run)
+
+    async def _exec(self, req: ExecRequest) -> ExecReply:
         sid = req.syscall.id
         started = time.monotonic()
         spent = _Spent()

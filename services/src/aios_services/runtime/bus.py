@@ -32,13 +32,25 @@ Rep = TypeVar("Rep", bound=BaseModel)
 Handler = Callable[[Req], Awaitable[Rep]]
 
 
-async def connect(url: str, name: str, *, connect_timeout: float = 5.0) -> NATS:
+async def connect(
+    url: str,
+    name: str,
+    *,
+    connect_timeout: float = 5.0,
+    on_reconnect: Callable[[], Awaitable[None]] | None = None,
+) -> NATS:
     """Connect with unlimited reconnects: a restarted nats-server must not kill a service."""
 
     async def on_error(exc: Exception) -> None:
         log.warning("nats %s: %s", name, exc)
 
+    async def on_reconnected() -> None:
+        log.info("nats %s: reconnected", name)
+        if on_reconnect is not None:
+            await on_reconnect()
+
     return await nats.connect(
+        reconnected_cb=on_reconnected,
         servers=[u.strip() for u in url.split(",") if u.strip()],
         name=name,
         connect_timeout=connect_timeout,
@@ -58,6 +70,31 @@ class Bus:
         self.ns = ns
         self._tasks: set[asyncio.Task[None]] = set()
         self._subs: list[Subscription] = []
+        self._reconnected: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    @classmethod
+    async def open(cls, url: str, name: str, ns: Namespace) -> Bus:
+        """Connect and wrap: the bus then knows when the connection came back after an outage."""
+        holder: list[Bus] = []
+
+        async def on_reconnect() -> None:
+            if holder:
+                holder[0].reconnected()
+
+        bus = cls(await connect(url, name, on_reconnect=on_reconnect), ns)
+        holder.append(bus)
+        return bus
+
+    def reconnected(self) -> None:
+        """Wake everyone waiting in `next_reconnect()`."""
+        fut, self._reconnected = self._reconnected, asyncio.get_running_loop().create_future()
+        fut.set_result(None)
+
+    def next_reconnect(self) -> asyncio.Future[None]:
+        """Resolves when the connection is re-established after its next outage. Replies addressed
+        to us during an outage are lost (our inbox was not subscribed on the server), so a caller
+        waiting for one re-sends its request then (the receiver must be idempotent)."""
+        return self._reconnected
 
     # --- JetStream resources --------------------------------------------------------------
     async def ensure_stream(self, config: StreamConfig) -> None:

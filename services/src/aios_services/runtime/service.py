@@ -15,7 +15,7 @@ from pydantic import JsonValue
 
 from aios_schemas import Health, HealthQuery
 
-from .bus import Bus, connect
+from .bus import Bus
 from .settings import ServiceSettings
 from .telemetry import setup_tracing
 
@@ -57,8 +57,7 @@ async def run_service(
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
     async with AsyncExitStack() as stack:
-        nc = await connect(settings.nats_url, f"aios-{name}-{settings.instance}")
-        bus = Bus(nc, settings.ns)
+        bus = await Bus.open(settings.nats_url, f"aios-{name}-{settings.instance}", settings.ns)
         details = await start(bus, stack)
         await serve_health(bus, name, settings.instance, details)
         logging.getLogger(name).info("%s ready (namespace %r)", name, settings.namespace)

@@ -17,6 +17,7 @@ import logging
 import re
 import time
 from collections import defaultdict
+from typing import Any
 
 import nats
 from nats.aio.msg import Msg
@@ -385,9 +386,10 @@ class Scheduler:
                 if remaining <= 0:
                     raise AiosError("deadline_exceeded", "deadline passed while running")
                 try:
-                    reply = await self.bus.request(
-                        self.ns.exec(held.service), req, ExecReply, timeout=remaining
-                    )
+                    maybe = await self._request_exec(held.service, req, remaining)
+                    if maybe is None:  # the bus reconnected: our reply may be lost, ask again
+                        continue
+                    reply = maybe
                     break
                 except nats.errors.NoRespondersError:
                     # No worker for this service right now (starting or restarting): the syscall is
@@ -408,6 +410,23 @@ class Scheduler:
                 outcome="done", result=SyscallResult.fail(call.id, AiosError("internal", str(exc)).to_reply())
             )
         await self._after_run(group, backend, held, reply)
+
+    async def _request_exec(self, service: str, req: ExecRequest, timeout: float) -> ExecReply | None:
+        """One exec request; None if the bus reconnected meanwhile (the reply may have been lost).
+        Re-sending is safe: the worker de-duplicates exec requests by syscall id."""
+        reconnect = self.bus.next_reconnect()
+        request = asyncio.ensure_future(
+            self.bus.request(self.ns.exec(service), req, ExecReply, timeout=timeout)
+        )
+        waiters: set[asyncio.Future[Any]] = {request, reconnect}
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        if request.done():
+            return request.result()
+        request.cancel()
+        with contextlib.suppress(asyncio.CancelledError, nats.errors.Error, AiosError):
+            await request
+        log.info("bus reconnected while %s ran: asking its worker again", req.syscall.id)
+        return None
 
     async def _after_run(self, group: Group, backend: BackendState, held: Held, reply: ExecReply) -> None:
         now = time.monotonic()
