@@ -105,6 +105,7 @@ class Scheduler:
         self.parked: dict[str, Held] = {}  # waiting for their model to appear in the catalogue
         self.loops: dict[str, asyncio.Task[None]] = {}
         self.counters: dict[str, int] = defaultdict(int)
+        self._progress = asyncio.Event()
         self.replicas: Replicas | None = None  # set by main(): how slots are split between replicas
         self.accounts = Accounts()
         self.quotas = Quotas(limits, settings.quotas)
@@ -140,6 +141,22 @@ class Scheduler:
                 state.capacity = self.share(b.slots)
                 state.limiter = RateLimiter(self.limits, b) if (b.rpm or b.tpm) else None
         group.wake.set()
+
+    def fetch_room(self, batch: int) -> int:
+        """How many syscalls to pull now. Alone, everything (the policy sees the whole queue).
+        With other replicas, only about twice this replica's share of slots may wait here, so a
+        replica with few slots does not hoard work that another could run now."""
+        if self.replicas is None or len(self.replicas.live) < 2:
+            return batch
+        capacity = sum(b.slots for g in self.groups.values() for b in g.backends.values()) or 4
+        waiting = sum(1 for h in self.held.values() if h.dispatched is None)
+        return max(0, min(batch, 2 * capacity - waiting))
+
+    async def wait_progress(self, timeout: float) -> None:
+        """Until some syscall finishes (or `timeout`)."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._progress.wait(), timeout)
+        self._progress.clear()
 
     def share(self, slots: int) -> int:
         return self.replicas.share(slots) if self.replicas else slots
@@ -481,6 +498,7 @@ class Scheduler:
         del dispatched_wall
         self.held.pop(held.call.id, None)
         self.parked.pop(held.call.id, None)
+        self._progress.set()
         try:
             await self._store(held.call, res)
             await self._deliver(res, held.msg)  # type: ignore[arg-type]

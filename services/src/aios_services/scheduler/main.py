@@ -54,8 +54,12 @@ async def start(bus: Bus, stack: AsyncExitStack, settings: SchedulerSettings) ->
 
     async def pull_forever() -> None:
         while True:
+            batch = sched.fetch_room(settings.fetch_batch)
+            if batch == 0:  # enough queued here; let other replicas take the rest
+                await sched.wait_progress(0.5)
+                continue
             try:
-                msgs = await psub.fetch(batch=settings.fetch_batch, timeout=1.0)
+                msgs = await psub.fetch(batch=batch, timeout=1.0)
             except TimeoutError:  # nothing to fetch (nats-py raises its own or asyncio's)
                 continue
             except nats.errors.Error as exc:  # e.g. reconnecting: try again shortly
