@@ -37,6 +37,7 @@ def up(
     sim_profile: Annotated[str, typer.Option(help="Simulator profile.")] = "fixed",
     policy: Annotated[str, typer.Option(help="Scheduling policy: las | fifo | rr | priority.")] = "las",
     timeout: Annotated[float, typer.Option(help="Seconds to wait for readiness with --detach.")] = 180.0,
+    nats_port: Annotated[int | None, typer.Option(help="NATS client port (default: a free one).")] = None,
 ) -> None:
     """Start the embedded stack: nats-server, weed mini, backends and the kernel services."""
     h = Home.resolve(home)
@@ -44,7 +45,9 @@ def up(
     if state is not None and pid_alive(state.supervisor_pid):
         console.print(f"AIOS is already running in {h.root} (supervisor pid {state.supervisor_pid}).")
         raise typer.Exit(0)
-    opts = UpOptions(sim=sim, sim_profile=sim_profile, local_model=local_model, policy=policy)
+    opts = UpOptions(
+        sim=sim, sim_profile=sim_profile, local_model=local_model, policy=policy, nats_port=nats_port
+    )
     if not detach:
         raise typer.Exit(run_supervisor(h, opts))
     h.root.mkdir(parents=True, exist_ok=True)
@@ -54,6 +57,8 @@ def up(
     argv += ["--sim" if sim else "--no-sim", "--sim-profile", sim_profile, "--policy", policy]
     if local_model:
         argv.append("--local-model")
+    if nats_port:
+        argv += ["--nats-port", str(nats_port)]
     with open(h.root / "logs" / "supervisor.log", "ab") as log:
         proc = subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
@@ -83,9 +88,12 @@ def supervise(
     sim: Annotated[bool, typer.Option("--sim/--no-sim")] = True,
     sim_profile: Annotated[str, typer.Option()] = "fixed",
     policy: Annotated[str, typer.Option()] = "las",
+    nats_port: Annotated[int | None, typer.Option()] = None,
 ) -> None:
     """Run the supervisor in the foreground (what `aios up --detach` starts)."""
-    opts = UpOptions(sim=sim, sim_profile=sim_profile, local_model=local_model, policy=policy)
+    opts = UpOptions(
+        sim=sim, sim_profile=sim_profile, local_model=local_model, policy=policy, nats_port=nats_port
+    )
     raise typer.Exit(run_supervisor(Home.resolve(home), opts))
 
 
