@@ -181,7 +181,9 @@ def top(
         asyncio.run(live(state.nats_url, ns))
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@app.command(
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True}, add_help_option=False
+)
 def sim(ctx: typer.Context) -> None:
     """Run the LLM engine simulator (OpenAI-compatible HTTP; see `aios sim --help`)."""
     from aios_services.sim.main import main as sim_main
