@@ -54,6 +54,8 @@ def test_up_chat_status_down(tmp_path: Path) -> None:
                     )
                 )
                 assert all(r.content and r.usage.completion_tokens > 0 for r in replies)
+                emb = await client.llm.embed("sim-embed", ["hello", "world"])
+                assert len(emb.vectors) == 2 and emb.vectors[0] != emb.vectors[1]
                 with pytest.raises(NotFound):
                     await client.llm.chat("nope", [{"role": "user", "content": "x"}], timeout=10)
 
@@ -77,8 +79,8 @@ def test_up_chat_status_down(tmp_path: Path) -> None:
         assert top.returncode == 0, top.stdout + top.stderr
         stats = json.loads(top.stdout)
         res = {r["name"]: r for r in stats["resources"]}
-        assert res["llm.sim-llama-8b"]["policy"] == "las"
-        assert stats["counters"]["done"] >= 10 and stats["counters"]["failed"] >= 2
+        assert res["llm.sim-llama-8b"]["policy"] == "las" and "llm.sim-embed" in res
+        assert stats["counters"]["done"] >= 12 and stats["counters"]["failed"] >= 2
         assert {a["agent"] for a in stats["agents"]} == {"local"}
     finally:
         down = aios(home, "down")

@@ -32,6 +32,7 @@ from .procs import (
 )
 
 SIM_MODEL = "sim-llama-8b"
+SIM_EMBED_MODEL = "sim-embed"  # the simulator's embedding model (deterministic vectors)
 LOCAL_MODEL = "smollm2-135m"
 SERVICES = [("scheduler", "aios_services.scheduler"), ("llm", "aios_services.llm")]
 
@@ -82,6 +83,12 @@ class Supervisor:
                 "backends = [",
                 f'  {{ name = "sim", base_url = "{sim_url}", slots = 8, '
                 "capabilities = { continue_partial = true, priority = true } },",
+                "]",
+                "",
+                f'[models."{SIM_EMBED_MODEL}"]',
+                'kind = "embedding"',
+                "backends = [",
+                f'  {{ name = "sim-embed", base_url = "{sim_url}", slots = 8 }},',
                 "]",
                 "",
             ]
