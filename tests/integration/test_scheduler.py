@@ -316,3 +316,31 @@ async def test_two_scheduler_replicas_share_the_slots(
     # Together the replicas used all 3 slots at once (one alone may use only its share: 2 or 1)
     # and never more (the simulator counts what really ran).
     assert sim.stats()["max_running_seen"] == 3
+
+
+async def test_backend_dying_mid_stream_is_continued_elsewhere_without_repeating_text(
+    nats_url: str, tmp_path: Path, events: tuple[Events, nats.NATS]
+) -> None:
+    ev, nc = events
+    caps = {"continue_partial": True}
+    async with run_sim("fixed", models=(MODEL,), decode_ms=4.0) as good:
+        doomed_cm = run_sim("fixed", models=(MODEL,), decode_ms=4.0)
+        doomed = await doomed_cm.__aenter__()
+        backends = [
+            {"name": "doomed", "base_url": doomed.base_url, "slots": 2, "capabilities": caps},
+            {"name": "good", "base_url": good.base_url, "slots": 1, "capabilities": caps},
+        ]
+        async with running_kernel(nats_url, tmp_path, {MODEL: backends}, policy="fifo") as k:
+            await subscribe(ev, nc, k)
+            prompt = ask("a long answer", 150)
+            async with k.connect() as aios, aios.llm.stream(MODEL, prompt) as stream:
+                deltas: list[str] = []
+                async for delta in stream:
+                    deltas.append(delta)
+                    if len(deltas) == 20:  # mid-generation on the least loaded backend: kill it
+                        await doomed_cm.__aexit__(None, None, None)
+            assert stream.reply is not None
+            await same_as_uninterrupted(good, prompt, stream.reply.content)
+            assert "".join(deltas) == stream.reply.content  # nothing repeated, nothing lost
+            assert stream.reply.backend == "good"
+            assert any(e.details.get("fallback_from") == "doomed" for e in ev.items)

@@ -161,6 +161,10 @@ class SimApp:
             if req.stream:
                 return await self._stream(request, req, plan, handle, decision.headers)
             await handle.wait_done()
+            if handle.state.status == "cancelled":  # engine shut down under us: like a crash
+                if request.transport is not None:
+                    request.transport.close()
+                raise ConnectionResetError("engine stopped")
             return web.json_response(self._completion(req, plan, handle), headers=decision.headers)
         except ConnectionResetError:
             # The client went away mid-stream (a suspended or cancelled generation): not an error.
@@ -240,6 +244,12 @@ class SimApp:
                 await resp.write(b"".join(out))
             if handle.done:
                 break
+        if handle.state.status == "cancelled":
+            # The engine stopped (shut down) under this request: drop the connection mid-stream, as
+            # a crashed server would, instead of ending the stream as if it had completed.
+            if request.transport is not None:
+                request.transport.close()
+            raise ConnectionResetError("engine stopped")
         tail = [chunk({}, plan.finish_reason)]
         if include_usage:
             usage = {**envelope, "choices": [], "usage": self._usage(plan, handle)}
