@@ -16,6 +16,7 @@ from pathlib import Path
 
 from openai import AsyncOpenAI
 
+from aios_sdk import AIOS
 from aios_services.sim.runner import run_sim
 from tests.kernel import running_kernel
 from tests.servers import nats_server, running
@@ -28,53 +29,48 @@ def pct(xs: list[float], p: float) -> float:
     return xs[min(len(xs) - 1, round(p / 100 * (len(xs) - 1)))]
 
 
+async def interleave(sim_url: str, aios: AIOS, n: int) -> dict[str, list[float]]:
+    """`n` chat calls each way, direct and through the kernel, alternating so drift hits both."""
+    direct = AsyncOpenAI(base_url=sim_url, api_key="x", max_retries=0)
+    msgs = [{"role": "user", "content": "ping [sim:tokens=8]"}]
+
+    async def one_direct() -> None:
+        await direct.chat.completions.create(model=MODEL, messages=msgs)  # type: ignore[arg-type]
+
+    async def one_kernel() -> None:
+        await aios.llm.chat(MODEL, msgs)
+
+    for _ in range(20):  # warm up both paths
+        await one_direct()
+        await one_kernel()
+    out: dict[str, list[float]] = {"direct": [], "kernel": []}
+    for _ in range(n):
+        for name, call in (("direct", one_direct), ("kernel", one_kernel)):
+            t = time.perf_counter()
+            await call()
+            out[name].append((time.perf_counter() - t) * 1000)
+    await direct.close()
+    return out
+
+
 async def measure(nats_url: str, root: Path, n: int) -> dict[str, list[float]]:
     # A zero-cost backend: the simulator with no modelled time, so only plumbing is measured.
     async with run_sim("fixed", models=(MODEL,), decode_ms=0.0, prefill_ms_per_token=0.0) as sim:
         models = {MODEL: [{"name": "sim", "base_url": sim.base_url, "slots": 64}]}
         async with running_kernel(nats_url, root, models) as kernel, kernel.connect() as aios:
-            direct = AsyncOpenAI(base_url=sim.base_url, api_key="x", max_retries=0)
-            msgs = [{"role": "user", "content": "ping [sim:tokens=8]"}]
-            for _ in range(20):  # warm up both paths
-                await direct.chat.completions.create(model=MODEL, messages=msgs)  # type: ignore[arg-type]
-                await aios.llm.chat(MODEL, msgs)
-            out: dict[str, list[float]] = {"direct": [], "kernel": []}
-            for _ in range(n):  # interleaved, so drift affects both equally
-                t = time.perf_counter()
-                await direct.chat.completions.create(model=MODEL, messages=msgs)  # type: ignore[arg-type]
-                out["direct"].append((time.perf_counter() - t) * 1000)
-                t = time.perf_counter()
-                await aios.llm.chat(MODEL, msgs)
-                out["kernel"].append((time.perf_counter() - t) * 1000)
-            await direct.close()
-            return out
+            return await interleave(sim.base_url, aios, n)
 
 
 async def measure_stack(home: Path, n: int) -> dict[str, list[float]]:
     """The same comparison against a real `aios up` stack: every service its own process."""
-    from aios_sdk import AIOS
     from aios_services.cli.home import Home
 
     state = Home(home).read_state()
     assert state is not None
     sim_url = next(p.address for p in state.processes if p.name == "sim")
     assert sim_url
-    direct = AsyncOpenAI(base_url=sim_url, api_key="x", max_retries=0)
-    msgs = [{"role": "user", "content": "ping [sim:tokens=8]"}]
-    out: dict[str, list[float]] = {"direct": [], "kernel": []}
     async with AIOS.connect(home=home) as aios:
-        for _ in range(20):
-            await direct.chat.completions.create(model=MODEL, messages=msgs)  # type: ignore[arg-type]
-            await aios.llm.chat(MODEL, msgs)
-        for _ in range(n):
-            t = time.perf_counter()
-            await direct.chat.completions.create(model=MODEL, messages=msgs)  # type: ignore[arg-type]
-            out["direct"].append((time.perf_counter() - t) * 1000)
-            t = time.perf_counter()
-            await aios.llm.chat(MODEL, msgs)
-            out["kernel"].append((time.perf_counter() - t) * 1000)
-    await direct.close()
-    return out
+        return await interleave(sim_url, aios, n)
 
 
 def report(title: str, res: dict[str, list[float]]) -> None:
@@ -82,6 +78,8 @@ def report(title: str, res: dict[str, list[float]]) -> None:
     print(f"{'path':<8} {'p50 ms':>8} {'p99 ms':>8} {'mean ms':>8}")
     for name, xs in res.items():
         print(f"{name:<8} {statistics.median(xs):8.2f} {pct(xs, 99):8.2f} {statistics.fmean(xs):8.2f}")
+    kernel, direct = statistics.median(res["kernel"]), statistics.median(res["direct"])
+    print(f"kernel adds {kernel - direct:.2f} ms at p50 ({kernel / direct:.2f}x direct)")
 
 
 def main() -> None:
@@ -97,8 +95,6 @@ def main() -> None:
         f"chat syscall latency, n={args.n} sequential, in-process services, simulator with zero model time",
         res,
     )
-    kernel, direct = statistics.median(res["kernel"]), statistics.median(res["direct"])
-    print(f"kernel adds {kernel - direct:.2f} ms at p50 ({kernel / direct:.2f}x direct)")
     with tempfile.TemporaryDirectory() as d:
         aios = [sys.executable, "-m", "aios_services.cli.main"]
         subprocess.run([*aios, "up", "--detach", "--home", d], check=True, capture_output=True)
@@ -107,8 +103,6 @@ def main() -> None:
         finally:
             subprocess.run([*aios, "down", "--home", d], check=True, capture_output=True)
     report("same, through `aios up` (each service its own process; sim profile fixed, 8 tokens)", res)
-    kernel, direct = statistics.median(res["kernel"]), statistics.median(res["direct"])
-    print(f"kernel adds {kernel - direct:.2f} ms at p50 ({kernel / direct:.2f}x direct)")
 
 
 if __name__ == "__main__":

@@ -45,21 +45,33 @@ def toml_value(v: object) -> str:
     return json.dumps(v)  # strings, numbers, booleans: JSON and TOML spell them alike
 
 
+def backend_toml(name: str, base_url: str, **fields: object) -> str:
+    """One backend of the llm catalogue, as a TOML inline table."""
+    return toml_value({"name": name, "base_url": base_url, **fields})
+
+
+def model_toml(model: str, *backends: str, kind: str = "chat") -> str:
+    """One model of the llm catalogue (a TOML table) with its backends."""
+    return (
+        f"[models.{json.dumps(model)}]\nkind = {json.dumps(kind)}\nbackends = [\n  "
+        + ",\n  ".join(backends)
+        + ",\n]\n"
+    )
+
+
 def write_llm_config(path: Path, models: Mapping[str, Sequence[Mapping[str, object]]]) -> None:
-    """`models`: name -> backends; a leading {"kind": ...} entry sets the model's kind."""
-    lines: list[str] = []
+    """`models`: name -> backends (dicts of backend fields); a {"kind": ...} entry sets the kind."""
+    tables = []
     for model, backends in models.items():
-        lines.append(f"[models.{json.dumps(model)}]")
-        for b in backends:
-            if set(b) == {"kind"}:
-                lines.append(f"kind = {json.dumps(b['kind'])}")
-        lines.append("backends = [")
-        for b in backends:
-            if set(b) != {"kind"}:
-                fields = ", ".join(f"{k} = {toml_value(v)}" for k, v in b.items())
-                lines.append(f"  {{ {fields} }},")
-        lines.append("]")
-    path.write_text("\n".join(lines) + "\n")
+        kind = next((str(b["kind"]) for b in backends if set(b) == {"kind"}), "chat")
+        tables.append(
+            model_toml(
+                model,
+                *(toml_value(dict(b)) for b in backends if set(b) != {"kind"}),
+                kind=kind,
+            )
+        )
+    path.write_text("\n".join(tables))
 
 
 @asynccontextmanager

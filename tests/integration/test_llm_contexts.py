@@ -13,12 +13,11 @@ from aios_schemas import ChatReply, ExecReply, LlmChat
 from aios_services.sim.runner import SimServer, run_sim
 from tests.integration.test_llm_harness import (
     LlmService,
-    backend_toml,
     chat,
     llm_service,
-    model_toml,
     wait_for,
 )
+from tests.kernel import backend_toml, model_toml
 
 SIM_MODEL = "sim-llama-8b"
 LONG = "[sim:tokens=300] Tell me everything."

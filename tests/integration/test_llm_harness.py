@@ -17,6 +17,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from aios_schemas import (
+    ChatReply,
     ContextSnapshot,
     ControlRequest,
     ExecReply,
@@ -126,23 +127,12 @@ class LlmService:
         return decode(entry.value, ContextSnapshot) if entry.value else None
 
 
-def backend_toml(name: str, base_url: str, **fields: object) -> str:
-    parts = [f'name = "{name}"', f'base_url = "{base_url}"']
-    for k, v in fields.items():
-        if isinstance(v, dict):
-            inner = ", ".join(
-                f"{ik} = {str(iv).lower() if isinstance(iv, bool) else iv}" for ik, iv in v.items()
-            )
-            parts.append(f"{k} = {{ {inner} }}")
-        elif isinstance(v, str):
-            parts.append(f'{k} = "{v}"')
-        else:
-            parts.append(f"{k} = {v}")
-    return "{ " + ", ".join(parts) + " }"
-
-
-def model_toml(model: str, *backends: str, kind: str = "chat") -> str:
-    return f'[models."{model}"]\nkind = "{kind}"\nbackends = [\n  ' + ",\n  ".join(backends) + ",\n]\n"
+def ok(reply: ExecReply) -> ChatReply:
+    """The chat reply of a run that must have succeeded."""
+    assert reply.outcome == "done" and reply.result is not None, reply
+    assert reply.result.status == "ok", reply.result.error
+    assert isinstance(reply.result.result, ChatReply)
+    return reply.result.result
 
 
 @asynccontextmanager

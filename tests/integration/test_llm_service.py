@@ -12,17 +12,17 @@ import jsonschema
 import pytest
 from openai import AsyncOpenAI
 
-from aios_schemas import ChatReply, EmbedReply, ExecReply, LlmEmbed, ModelEntry, decode, model_key
+from aios_schemas import EmbedReply, ExecReply, LlmEmbed, ModelEntry, decode, model_key
 from aios_services.cli.procs import free_port
 from aios_services.sim.runner import SimServer, run_sim
 from tests.integration.test_llm_harness import (
     LlmService,
-    backend_toml,
     chat,
     llm_service,
-    model_toml,
+    ok,
     wait_for,
 )
+from tests.kernel import backend_toml, model_toml
 
 SIM_MODEL = "sim-llama-8b"
 WEATHER = {
@@ -68,13 +68,6 @@ async def llm(nats_url: str, tmp_path: Path, sim: SimServer) -> AsyncIterator[Ll
     )
     async with llm_service(nats_url, tmp_path, config) as svc:
         yield svc
-
-
-def ok(reply: ExecReply) -> ChatReply:
-    assert reply.outcome == "done" and reply.result is not None, reply
-    assert reply.result.status == "ok", reply.result.error
-    assert isinstance(reply.result.result, ChatReply)
-    return reply.result.result
 
 
 def last_body(sim: SimServer) -> dict[str, object]:

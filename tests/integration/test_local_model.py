@@ -4,26 +4,22 @@ the llm service: chat, streaming, a forced tool call, and JSON mode."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
-from aios_schemas import ChatReply, ExecReply, LlmChat
-from aios_services.cli.procs import free_port, local_model_path
+from aios_schemas import LlmChat
+from aios_services.cli.procs import free_port, local_model_path, local_model_spec
 from tests.integration.test_llm_harness import (
     LlmService,
-    backend_toml,
     chat,
     llm_service,
-    model_toml,
+    ok,
     wait_for,
 )
-from tests.kernel import running_kernel
+from tests.kernel import backend_toml, model_toml, running_kernel
+from tests.servers import running
 
 pytestmark = pytest.mark.localmodel
 
@@ -40,36 +36,14 @@ WEATHER = {
 
 @pytest.fixture(scope="module")
 def local_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """llama.cpp's server on SmolLM2, started like `aios up --local-model` starts it."""
     try:
         gguf = local_model_path()
-    except FileNotFoundError as exc:
-        pytest.skip(str(exc))
-    port = free_port()
+    except FileNotFoundError as exc:  # `make test` installs it first: missing means broken setup
+        pytest.fail(f"{exc}; run `make local-model`")
     log = tmp_path_factory.mktemp("llamacpp") / "server.log"
-    argv = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--model_alias", MODEL]
-    argv += ["--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048", "--verbose", "false"]
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(argv, stdout=out, stderr=out, stdin=subprocess.DEVNULL)
-    try:
-        url = f"http://127.0.0.1:{port}/v1"
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{url}/models", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"llama.cpp server did not start: {log.read_text()[-2000:]}")
-            time.sleep(0.05)  # polling interval of the readiness probe
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    with running(local_model_spec(free_port(), gguf, MODEL), log) as server:
+        yield server.address
 
 
 @pytest.fixture
@@ -77,13 +51,6 @@ async def llm(nats_url: str, tmp_path: Path, local_url: str) -> AsyncIterator[Ll
     config = model_toml(MODEL, backend_toml("llamacpp", local_url, slots=1, timeout_s=60.0))
     async with llm_service(nats_url, tmp_path, config) as svc:
         yield svc
-
-
-def ok(reply: ExecReply) -> ChatReply:
-    assert reply.outcome == "done" and reply.result is not None, reply
-    assert reply.result.status == "ok", reply.result.error
-    assert isinstance(reply.result.result, ChatReply)
-    return reply.result.result
 
 
 def ask(content: str, **params: object) -> LlmChat:

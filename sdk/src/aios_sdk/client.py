@@ -202,6 +202,7 @@ class LlmApi:
         timeout: float | None = None,
         priority: int = 0,
         session: str | None = None,
+        id: str | None = None,
     ) -> AsyncIterator[ChatStream]:
         """`async with aios.llm.stream(...) as s: async for delta in s: ...`; then `s.reply`."""
         payload = self._payload(
@@ -221,7 +222,9 @@ class LlmApi:
         )
         stream = ChatStream()
         task = asyncio.ensure_future(
-            self._c.syscall(payload, timeout=timeout, priority=priority, session=session, stream=stream)
+            self._c.syscall(
+                payload, timeout=timeout, priority=priority, session=session, stream=stream, id=id
+            )
         )
         try:
             yield stream

@@ -40,7 +40,7 @@ async def collect(home: Home, namespace: str = "") -> StackStatus:
             if p.kind == "service":
                 healthy = await service_probe(state.nats_url, ns, p.name)()
             elif p.name == "nats":
-                healthy = await http_probe_nats(state.nats_url, home)
+                healthy = await nats_probe(state.nats_url)
             elif p.address:
                 url = p.address.removesuffix("/v1")
                 path = {"s3": "/healthz", "sim": "/health", "local-model": "/v1/models"}.get(p.name, "/")
@@ -58,7 +58,8 @@ async def collect(home: Home, namespace: str = "") -> StackStatus:
     )
 
 
-async def http_probe_nats(nats_url: str, home: Home) -> bool:
+async def nats_probe(nats_url: str) -> bool:
+    """The server accepts a client and answers a ping."""
     import nats
 
     try:
