@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import IO, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -37,6 +39,10 @@ class State(BaseModel):
     error: str | None = None
 
 
+class HomeError(Exception):
+    """The home cannot be used (not creatable, not writable, a lock naming no process)."""
+
+
 @dataclass(frozen=True)
 class Home:
     root: Path
@@ -63,6 +69,17 @@ class Home:
         return self.root / "llm.toml"
 
     @property
+    def agents_dir(self) -> Path:
+        """One `NAME.token` file per agent of the operator's config."""
+        return self.root / "agents"
+
+    @property
+    def lock_file(self) -> Path:
+        """Locked (flock) by the live supervisor, which writes its pid in it; the kernel drops the
+        lock when that process dies, even by SIGKILL, so a held lock means a live supervisor."""
+        return self.root / "supervisor.lock"
+
+    @property
     def logs(self) -> Path:
         return self.root / "logs"
 
@@ -73,6 +90,57 @@ class Home:
     @property
     def s3_dir(self) -> Path:
         return self.root / "s3"
+
+    def prepare(self) -> None:
+        """Create the home and its logs folder; HomeError (one line) if the path cannot be one."""
+        try:
+            for d in (self.root, self.logs):
+                d.mkdir(parents=True, exist_ok=True)
+            self.lock_file.touch()
+        except OSError as exc:
+            raise HomeError(f"cannot use {self.root} as the AIOS home: {exc.strerror or exc}") from exc
+
+    def lock(self, wait_s: float = 1.0) -> IO[str] | None:
+        """Take the supervisor lock (the open file holds it) and write our pid; None if it is held."""
+        f = open(self.lock_file, "a+")  # noqa: SIM115 (held open as long as the supervisor runs)
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                # `lock_holder` takes a shared lock for an instant: wait a little before giving up.
+                if time.monotonic() > deadline:
+                    f.close()
+                    return None
+                time.sleep(0.02)
+        f.seek(0)
+        f.truncate()
+        f.write(str(os.getpid()))
+        f.flush()
+        return f
+
+    def lock_holder(self) -> int | None:
+        """The pid of the live supervisor of this home, None if there is none."""
+        try:
+            f = open(self.lock_file)  # noqa: SIM115
+        except OSError:
+            return None
+        with f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                pass
+            else:
+                return None  # nobody holds it (released when `f` closes)
+            deadline = time.monotonic() + 2.0
+            while time.monotonic() < deadline:  # a supervisor writes its pid right after locking
+                f.seek(0)
+                text = f.read().strip()
+                if text.isdigit() and int(text) > 0:
+                    return int(text)
+                time.sleep(0.02)
+        raise HomeError(f"{self.lock_file} is locked but names no process")
 
     def read_state(self) -> State | None:
         try:

@@ -6,9 +6,10 @@ import contextlib
 import glob
 import json
 import os
+import re
 import socket
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -116,9 +117,6 @@ class S3Ports:
     def allocate(cls) -> S3Ports:
         return cls(*(free_port() for _ in range(10)))
 
-    def all(self) -> list[int]:
-        return [getattr(self, f) for f in self.__dataclass_fields__]
-
 
 def s3_spec(home: Home, ports: S3Ports, access_key: str, secret_key: str) -> Spec:
     """`weed mini` (SeaweedFS all-in-one), every port explicit and on loopback only."""
@@ -132,49 +130,51 @@ def s3_spec(home: Home, ports: S3Ports, access_key: str, secret_key: str) -> Spe
     config.write_text(json.dumps({"identities": [ident]}))
     config.chmod(0o600)
     p = ports
-
-    def cleanup() -> None:
-        # weed leaves gRPC unix sockets in /tmp named by port; remove only ours.
-        for port in p.all():
-            for sock in glob.glob(f"/tmp/seaweedfs-*-grpc-{port}.sock"):
-                with contextlib.suppress(OSError):
-                    os.unlink(sock)
-
+    argv = [
+        venv_bin("weed"),
+        f"-logdir={d / 'logs'}",
+        "mini",
+        f"-dir={d / 'data'}",
+        "-ip=127.0.0.1",
+        "-ip.bind=127.0.0.1",
+        f"-s3.port={p.s3}",
+        f"-s3.port.grpc={p.s3_grpc}",
+        f"-master.port={p.master}",
+        f"-master.port.grpc={p.master_grpc}",
+        f"-volume.port={p.volume}",
+        f"-volume.port.grpc={p.volume_grpc}",
+        f"-filer.port={p.filer}",
+        f"-filer.port.grpc={p.filer_grpc}",
+        f"-admin.port={p.admin}",
+        f"-admin.port.grpc={p.admin_grpc}",
+        "-admin.ui=false",
+        "-webdav=false",
+        "-s3.port.iceberg=0",
+        "-s3.port.lance=0",
+        "-master.telemetry=false",
+        f"-s3.config={config}",
+        f"-filer.localSocket={d / 'filer.sock'}",
+        f"-s3.localSocket={d / 's3.sock'}",
+    ]
     return Spec(
         name="s3",
         kind="server",
-        argv=[
-            venv_bin("weed"),
-            f"-logdir={d / 'logs'}",
-            "mini",
-            f"-dir={d / 'data'}",
-            "-ip=127.0.0.1",
-            "-ip.bind=127.0.0.1",
-            f"-s3.port={p.s3}",
-            f"-s3.port.grpc={p.s3_grpc}",
-            f"-master.port={p.master}",
-            f"-master.port.grpc={p.master_grpc}",
-            f"-volume.port={p.volume}",
-            f"-volume.port.grpc={p.volume_grpc}",
-            f"-filer.port={p.filer}",
-            f"-filer.port.grpc={p.filer_grpc}",
-            f"-admin.port={p.admin}",
-            f"-admin.port.grpc={p.admin_grpc}",
-            "-admin.ui=false",
-            "-webdav=false",
-            "-s3.port.iceberg=0",
-            "-s3.port.lance=0",
-            "-master.telemetry=false",
-            f"-s3.config={config}",
-            f"-filer.localSocket={d / 'filer.sock'}",
-            f"-s3.localSocket={d / 's3.sock'}",
-        ],
+        argv=argv,
         env={"TMPDIR": str(d / "tmp")},
         cwd=str(d),
         ready=http_probe(f"http://127.0.0.1:{p.s3}/healthz"),
         address=f"http://127.0.0.1:{p.s3}",
-        cleanup=cleanup,
+        cleanup=lambda: remove_s3_sockets(argv),
     )
+
+
+def remove_s3_sockets(argv: Sequence[str]) -> None:
+    """weed leaves gRPC unix sockets in /tmp named by port: remove those of the ports in its argv."""
+    for arg in argv:
+        m = re.fullmatch(r"-[a-z]+\.port(?:\.grpc)?=([1-9][0-9]*)", arg)
+        for sock in glob.glob(f"/tmp/seaweedfs-*-grpc-{m[1]}.sock") if m else []:
+            with contextlib.suppress(OSError):
+                os.unlink(sock)
 
 
 def python_service_spec(name: str, module: str, env: dict[str, str], nats_url: str, ns: Namespace) -> Spec:

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+from typing import get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from aios_schemas import Namespace
 
-from .home import Home, ProcessInfo, pid_alive
+from .home import Home, ProcessInfo, ProcessKind, pid_alive
 from .procs import http_probe, service_probe
+from .stack import scan
 
 
 class ProcessStatus(ProcessInfo):
@@ -21,16 +23,42 @@ class StackStatus(BaseModel):
     model_config = ConfigDict(extra="forbid")
     home: str
     running: bool = Field(description="A supervisor is running for this home.")
-    status: str = Field(description="starting | ready | stopping | failed | stopped")
+    status: str = Field(
+        description="starting | ready | stopping | failed | stopped; stale: no supervisor but processes "
+        "of the stack are left (`aios down` stops them); unknown: state.json cannot be read"
+    )
     supervisor_pid: int | None = None
     nats_url: str | None = None
     processes: list[ProcessStatus] = Field(default_factory=list)
 
 
+def _found(home: Home) -> list[ProcessStatus]:
+    """The stack's processes found by their environment (no address, health not probed)."""
+    kinds: tuple[ProcessKind, ...] = get_args(ProcessKind)
+    return [
+        ProcessStatus(name=p.name, kind=k, pid=p.pid, alive=True, healthy=False)
+        for p in scan(home)
+        for k in kinds
+        if p.kind == k
+    ]
+
+
 async def collect(home: Home, namespace: str = "") -> StackStatus:
+    supervisor = home.lock_holder()
     state = home.read_state()
-    if state is None or not pid_alive(state.supervisor_pid):
-        return StackStatus(home=str(home.root), running=False, status="stopped")
+    if supervisor is None:
+        left = _found(home)
+        return StackStatus(
+            home=str(home.root), running=False, status="stale" if left else "stopped", processes=left
+        )
+    if state is None:
+        return StackStatus(
+            home=str(home.root),
+            running=True,
+            status="unknown",
+            supervisor_pid=supervisor,
+            processes=_found(home),
+        )
     ns = Namespace(namespace)
 
     async def one(p: ProcessInfo) -> ProcessStatus:

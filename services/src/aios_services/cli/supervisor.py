@@ -1,7 +1,9 @@
 """The embedded-stack supervisor: starts every process in order, restarts what dies, stops cleanly.
 
-It is what `aios up` runs (in the foreground, or detached with --detach). It owns `state.json`;
-`aios status` and `aios down` only read that file and signal the supervisor.
+It is what `aios up` runs (in the foreground, or detached with --detach). It holds the home's lock
+while it runs and owns `state.json`; `aios status` and `aios down` read that file and signal the
+supervisor. Every process it starts carries the home in its environment (see stack.py), so `aios
+down` finds them even after the supervisor was killed.
 """
 
 from __future__ import annotations
@@ -13,11 +15,15 @@ import secrets
 import signal
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import IO
 
 from aios_schemas import Connection, Namespace
 
+from ..llm.config import BackendConfig, Capabilities, ModelConfig
 from ..runtime.tokens import TokenEntry, TokenStore, hash_token, new_token
+from ..sim.profiles import PROFILES
+from .config import ConfigError, StackConfig, llm_toml, load_stack_config
 from .home import Home, ProcessInfo, State, StateStatus
 from .procs import (
     S3Ports,
@@ -30,6 +36,7 @@ from .procs import (
     s3_spec,
     sim_spec,
 )
+from .stack import marker_env
 
 SIM_MODEL = "sim-llama-8b"
 SIM_EMBED_MODEL = "sim-embed"  # the simulator's embedding model (deterministic vectors)
@@ -44,7 +51,40 @@ class UpOptions:
     local_model: bool = False
     namespace: str = ""
     nats_port: int | None = None
-    policy: str = "las"
+    policy: str | None = None  # `--policy`: wins over the config file
+    config: Path | None = None  # the operator's aios.toml: read, never written
+
+
+def generated_models(sim_url: str | None, local_url: str | None) -> dict[str, ModelConfig]:
+    """The models `aios up` serves itself: the simulator's and the local model's."""
+    models: dict[str, ModelConfig] = {}
+    if sim_url:
+        caps = Capabilities(continue_partial=True, priority=True)
+        sim = BackendConfig(name="sim", base_url=sim_url, slots=8, capabilities=caps)
+        models[SIM_MODEL] = ModelConfig(backends=[sim])
+        embed = BackendConfig(name="sim-embed", base_url=sim_url, slots=8)
+        models[SIM_EMBED_MODEL] = ModelConfig(kind="embedding", backends=[embed])
+    if local_url:
+        models[LOCAL_MODEL] = ModelConfig(
+            backends=[BackendConfig(name="llamacpp", base_url=local_url, slots=1)]
+        )
+    return models
+
+
+def check_options(opts: UpOptions) -> StackConfig:
+    """Validate everything `aios up` would start with, before anything starts; ConfigError if wrong."""
+    if opts.sim_profile not in PROFILES:
+        raise ConfigError(
+            f"--sim-profile: unknown profile {opts.sim_profile!r}; one of {', '.join(PROFILES)}"
+        )
+    if opts.local_model:
+        try:
+            local_model_path()
+        except FileNotFoundError as exc:
+            raise ConfigError(f"--local-model: {exc}") from exc
+    url = "http://127.0.0.1/v1"  # stands for the ports chosen at start
+    models = generated_models(url if opts.sim else None, url if opts.local_model else None)
+    return load_stack_config(opts.config, models, policy=opts.policy)
 
 
 @dataclass
@@ -75,32 +115,24 @@ class Supervisor:
                 return Connection.model_validate_json(self.home.connection_file.read_text()).token
         return new_token()
 
-    def _write_llm_config(self, sim_url: str | None, local_url: str | None) -> None:
-        lines = ["# Written by `aios up`; models the kernel serves and their backends.", ""]
-        if sim_url:
-            lines += [
-                f'[models."{SIM_MODEL}"]',
-                "backends = [",
-                f'  {{ name = "sim", base_url = "{sim_url}", slots = 8, '
-                "capabilities = { continue_partial = true, priority = true } },",
-                "]",
-                "",
-                f'[models."{SIM_EMBED_MODEL}"]',
-                'kind = "embedding"',
-                "backends = [",
-                f'  {{ name = "sim-embed", base_url = "{sim_url}", slots = 8 }},',
-                "]",
-                "",
-            ]
-        if local_url:
-            lines += [
-                f'[models."{LOCAL_MODEL}"]',
-                "backends = [",
-                f'  {{ name = "llamacpp", base_url = "{local_url}", slots = 1 }},',
-                "]",
-                "",
-            ]
-        self.home.llm_config.write_text("\n".join(lines))
+    def _agent_tokens(self, agents: tuple[str, ...]) -> dict[str, str]:
+        """A token per configured agent in `agents/NAME.token`, kept across restarts."""
+        d = self.home.agents_dir
+        d.mkdir(mode=0o700, exist_ok=True)
+        for old in d.glob("*.token"):
+            if old.stem not in agents:
+                old.unlink()
+        tokens = {}
+        for agent in agents:
+            path = d / f"{agent}.token"
+            token = path.read_text().strip() if path.exists() else ""
+            if not token:
+                token = new_token()
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                with os.fdopen(fd, "w") as f:
+                    f.write(token + "\n")
+            tokens[agent] = token
+        return tokens
 
     def plan(self) -> list[Spec]:
         h, o = self.home, self.opts
@@ -121,9 +153,13 @@ class Supervisor:
             local = local_model_spec(free_port(), local_model_path(), LOCAL_MODEL)
             local_url = local.address
             specs.append(local)
-        self._write_llm_config(sim_url, local_url)
+        cfg = load_stack_config(o.config, generated_models(sim_url, local_url), policy=o.policy)
+        h.llm_config.write_text(llm_toml(cfg.llm))
         token = self._local_token()
-        TokenStore.write(h.tokens_file, [TokenEntry(name="local", sha256=hash_token(token), agents=["*"])])
+        tokens = [TokenEntry(name="local", sha256=hash_token(token), agents=["*"])]
+        for agent, t in self._agent_tokens(cfg.agents).items():
+            tokens.append(TokenEntry(name=agent, sha256=hash_token(t), agents=[agent]))
+        TokenStore.write(h.tokens_file, tokens)
         conn = Connection(
             nats_url=nats_url, namespace=o.namespace, token=token, agent="local", s3_endpoint=specs[1].address
         )
@@ -134,13 +170,16 @@ class Supervisor:
             "AIOS_NAMESPACE": o.namespace,
             "AIOS_TOKENS_FILE": str(h.tokens_file),
             "AIOS_LLM_CONFIG": str(h.llm_config),
-            "AIOS_POLICY": o.policy,
             "AIOS_S3_ENDPOINT": specs[1].address or "",
             "AIOS_S3_ACCESS_KEY": access,
             "AIOS_S3_SECRET_KEY": secret,
         }
-        specs += [python_service_spec(n, m, env, nats_url, ns) for n, m in SERVICES]
+        own_env = {"scheduler": cfg.scheduler_env, "llm": cfg.llm_env}
+        specs += [python_service_spec(n, m, {**env, **own_env[n]}, nats_url, ns) for n, m in SERVICES]
         self.nats_url = nats_url
+        self._say(f"config: {cfg.source}; models: {', '.join(cfg.llm.models) or 'none'}")
+        if cfg.agents:
+            self._say(f"agent tokens: {h.agents_dir}/{{{','.join(cfg.agents)}}}.token")
         return specs
 
     # --- processes -------------------------------------------------------------------------
@@ -152,7 +191,7 @@ class Supervisor:
             stdin=asyncio.subprocess.DEVNULL,
             stdout=log,
             stderr=log,
-            env={**os.environ, **spec.env},
+            env={**os.environ, **spec.env, **marker_env(self.home, spec.kind, spec.name)},
             cwd=spec.cwd,
             start_new_session=True,  # our signals only: a Ctrl-C on `aios up` goes through us
         )
@@ -164,16 +203,20 @@ class Supervisor:
             child.proc, child.log = proc, log
         return proc
 
-    async def _wait_ready(self, spec: Spec, proc: asyncio.subprocess.Process) -> None:
+    async def _wait_ready(self, spec: Spec, proc: asyncio.subprocess.Process, stop: asyncio.Event) -> bool:
+        """True when ready, False if `stop` was set first; RuntimeError if it died or took too long."""
         deadline = time.monotonic() + spec.ready_timeout_s
         while time.monotonic() < deadline:
+            if stop.is_set():
+                return False
             if proc.returncode is not None:
                 raise RuntimeError(
                     f"{spec.name} exited with code {proc.returncode}; see {self.home.logs / spec.name}.log"
                 )
             if await spec.ready():
-                return
-            await asyncio.sleep(0.05)
+                return True
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=0.05)
         raise RuntimeError(f"{spec.name} not ready after {spec.ready_timeout_s:.0f}s")
 
     def _state(self, status: StateStatus, error: str | None = None) -> State:
@@ -198,13 +241,24 @@ class Supervisor:
 
     async def run(self, stop: asyncio.Event) -> int:
         """Start everything, supervise until `stop`, stop everything. Returns an exit code."""
+        lock = await asyncio.to_thread(self.home.lock)
+        if lock is None:
+            self._say(f"another supervisor runs in {self.home.root} (pid {self.home.lock_holder()})")
+            return 1
+        with lock:
+            return await self._run_locked(stop)
+
+    async def _run_locked(self, stop: asyncio.Event) -> int:
         try:
             specs = self.plan()
             self.home.write_state(self._state("starting"))
             for spec in specs:
+                if stop.is_set():
+                    break
                 t0 = time.monotonic()
                 proc = await self._spawn(spec)
-                await self._wait_ready(spec, proc)
+                if not await self._wait_ready(spec, proc, stop):
+                    break
                 self._say(f"{spec.name:<12} ready in {time.monotonic() - t0:5.2f}s  {spec.address or ''}")
                 self.home.write_state(self._state("starting"))
         except Exception as exc:
@@ -212,6 +266,13 @@ class Supervisor:
             self.home.write_state(self._state("failed", str(exc)))
             await self._stop_all()
             return 1
+        if stop.is_set():
+            self._say("interrupted while starting; stopping what started")
+            self.home.write_state(self._state("stopping"))
+            await self._stop_all()
+            with contextlib.suppress(OSError):
+                self.home.state_file.unlink()
+            return 130
         self.home.write_state(self._state("ready"))
         self._say(f"AIOS is up. home={self.home.root} nats={self.nats_url}")
         while not stop.is_set():

@@ -1,22 +1,84 @@
-"""`aios top`: a live view of every resource: capacity, running, queued, by agent."""
+"""`aios top`: a live view of every resource: capacity, running, queued, by agent.
+
+The scheduler reports the resources it has scheduled; the models the llm service serves (its
+catalogue in KV) are added as idle rows, so a model shows before its first call.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import nats
+from nats.aio.client import Client
+from nats.js.errors import BucketNotFoundError
+from pydantic import ValidationError
 from rich.console import Group as RichGroup
 from rich.live import Live
 from rich.table import Table
 
-from aios_schemas import Namespace, SchedulerStats, StatsQuery, decode_reply, encode
+from aios_schemas import (
+    BackendStats,
+    ModelEntry,
+    Namespace,
+    ResourceStats,
+    SchedulerStats,
+    StatsQuery,
+    decode_reply,
+    encode,
+)
+
+log = logging.getLogger(__name__)
+
+
+async def _catalogue(nc: Client, ns: Namespace, timeout: float) -> list[ModelEntry]:
+    """The models the llm service publishes (KV `model.*` in the limits bucket)."""
+    try:
+        kv = await nc.jetstream().key_value(ns.limits_bucket)
+    except BucketNotFoundError:
+        return []
+    watcher = await kv.watch("model.>", ignore_deletes=True)
+    models = []
+    try:
+        # The watcher yields None once it has delivered every entry there is.
+        while (entry := await watcher.updates(timeout)) is not None:  # type: ignore[no-untyped-call]
+            try:
+                models.append(ModelEntry.model_validate_json(entry.value or b""))
+            except ValidationError:
+                log.warning("ignoring malformed catalogue entry %s", entry.key)
+    finally:
+        await watcher.stop()  # type: ignore[no-untyped-call]
+    return models
+
+
+def with_catalogue(st: SchedulerStats, models: list[ModelEntry]) -> SchedulerStats:
+    """`st` plus an idle row for each served model the scheduler has not scheduled yet."""
+    known = {r.name for r in st.resources}
+    idle = [
+        ResourceStats(
+            name=f"llm.{m.name}",
+            policy="",
+            capacity=sum(b.slots for b in m.backends),
+            running=0,
+            queued=0,
+            backends=[
+                BackendStats(name=b.name, slots=b.slots, running=0, max_running_seen=0, breaker="closed")
+                for b in m.backends
+            ],
+        )
+        for m in models
+        if f"llm.{m.name}" not in known
+    ]
+    return st.model_copy(update={"resources": [*st.resources, *sorted(idle, key=lambda r: r.name)]})
 
 
 async def fetch_stats(nats_url: str, ns: Namespace, timeout: float = 2.0) -> SchedulerStats:
+    """The scheduler's stats, with the catalogue's models it has not seen a call for yet."""
     nc = await nats.connect(nats_url, connect_timeout=2, allow_reconnect=False)
     try:
         msg = await nc.request(ns.ctl("scheduler", "stats"), encode(StatsQuery()), timeout=timeout)
-        return decode_reply(msg.data, msg.headers, SchedulerStats)
+        stats = decode_reply(msg.data, msg.headers, SchedulerStats)
+        return with_catalogue(stats, await _catalogue(nc, ns, timeout))
     finally:
         await nc.close()
 
@@ -29,7 +91,15 @@ def render(st: SchedulerStats) -> RichGroup:
         backends = ", ".join(f"{b.name} {b.running}/{b.slots} {b.breaker}" for b in r.backends)
         busiest = sorted(r.by_agent.items(), key=lambda kv: -(kv[1][0] + kv[1][1]))[:5]
         agents = ", ".join(f"{a} {rq[0]}/{rq[1]}" for a, rq in busiest)
-        res.add_row(r.name, r.policy, str(r.capacity), str(r.running), str(r.queued), backends, agents)
+        res.add_row(
+            r.name,
+            r.policy or "-",
+            str(r.capacity),
+            str(r.running),
+            str(r.queued),
+            backends,
+            agents,
+        )
     acc = Table(title="agents")
     for col in ("agent", "calls", "tokens", "wait s", "service s", "suspensions"):
         acc.add_column(col)

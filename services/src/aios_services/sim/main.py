@@ -27,13 +27,21 @@ def _flag_type(annotation: Any) -> tuple[Any, list[str] | None]:
     return annotation, None
 
 
+def _port(text: str) -> int:
+    port = int(text) if text.lstrip("-").isdigit() else -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port (0-65535)")
+    return port
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="aios sim",
+        usage="aios sim [--host HOST] [--port PORT] [--profile NAME] [--model ID ...] [OVERRIDES]",
         description="OpenAI-compatible LLM engine SIMULATOR (vLLM-like timing; text is synthetic).",
     )
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8000, help="0 picks a free port")
+    parser.add_argument("--port", type=_port, default=8000, help="0 picks a free port")
     parser.add_argument("--profile", default="fixed", choices=sorted(PROFILES))
     parser.add_argument("--model", action="append", dest="models", help="served model id (repeatable)")
     group = parser.add_argument_group("profile overrides (defaults come from --profile)")
@@ -90,5 +98,9 @@ async def _serve(profile: EngineProfile, host: str, port: int) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of `aios sim ARGS` and `python -m aios_services.sim`."""
-    args = build_parser().parse_args(argv)
-    asyncio.run(_serve(profile_from_args(args), args.host, args.port))
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        asyncio.run(_serve(profile_from_args(args), args.host, args.port))
+    except OSError as exc:  # the address is taken or cannot be bound: one line, not a traceback
+        parser.exit(2, f"aios sim: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}\n")
