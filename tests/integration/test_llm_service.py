@@ -157,6 +157,20 @@ async def test_json_object_and_json_schema_output(llm: LlmService, sim: SimServe
     assert last_body(sim)["response_format"] == fmt
 
 
+async def test_json_reply_cut_by_max_tokens_is_returned_as_cut_not_retried(
+    llm: LlmService, sim: SimServer
+) -> None:
+    """The agent's own budget ended the reply: returned once with finish_reason "length" and not
+    validated (a retry would be cut at the same place), as OpenAI does."""
+    fmt = {"type": "json_schema", "json_schema": {"name": "person", "schema": PERSON}}
+    before = sim.stats()["requests"]
+    r = ok(await llm.exec(chat("A person.", response_format=fmt, max_tokens=3)))
+    assert r.finish_reason == "length" and r.usage.completion_tokens == 3
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(r.content or "")
+    assert sim.stats()["requests"] == before + 1
+
+
 async def test_invalid_json_schema_is_refused_before_the_backend(llm: LlmService, sim: SimServer) -> None:
     before = sim.stats()["requests"]
     fmt = {"type": "json_schema", "json_schema": {"name": "bad", "schema": {"type": "no-such-type"}}}

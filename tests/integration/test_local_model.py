@@ -1,5 +1,11 @@
 """Contract test against the REAL local model (SmolLM2-135M via llama.cpp's OpenAI server), through
-the llm service: chat, streaming, a forced tool call, and JSON mode."""
+the llm service: chat, streaming, a forced tool call, and JSON mode.
+
+These tests assert the contract (types, structure, accounting), never what a 135M model happens to
+say: its exact output depends on the CPU and the llama.cpp build. In particular a JSON reply may be
+cut by `max_tokens` on one machine and not on another; the contract is that a reply that finished
+(`stop`) parses, and a cut one comes back once, marked `length`, without a retry or an error.
+"""
 
 from __future__ import annotations
 
@@ -83,20 +89,32 @@ async def test_forced_tool_call(llm: LlmService) -> None:
         temperature=0,
     )
     r = ok(await llm.exec(p))
+    # A forced tool call is grammar-constrained to the tool's parameters schema: it names the tool,
+    # and its arguments parse when the reply finished (a cut one is returned as cut).
     assert r.tool_calls and r.tool_calls[0].function.name == "get_weather"
-    args = json.loads(r.tool_calls[0].function.arguments)
-    assert isinstance(args, dict) and isinstance(args.get("city"), str)
+    if r.finish_reason != "length":
+        args = json.loads(r.tool_calls[0].function.arguments)
+        assert isinstance(args, dict) and isinstance(args.get("city"), str)
+
+
+def assert_json_contract(content: str | None, finish_reason: str | None) -> None:
+    """llama.cpp constrains json_object output with a JSON grammar but cannot bound its length: the
+    reply parses when it finished, and is returned as cut (not retried, not an error) when not."""
+    assert finish_reason in ("stop", "length"), finish_reason
+    if finish_reason == "stop":
+        assert isinstance(json.loads(content or ""), dict), content
 
 
 async def test_json_mode(llm: LlmService) -> None:
     p = ask(
         "Give a JSON object with a key 'name' for a cat.",
         response_format={"type": "json_object"},
-        max_tokens=64,
+        max_tokens=96,
         temperature=0,
     )
     r = ok(await llm.exec(p))
-    assert isinstance(json.loads(r.content or ""), dict)
+    assert_json_contract(r.content, r.finish_reason)
+    assert 0 < r.usage.completion_tokens <= 96  # one generation's worth: a cut reply is not retried
 
 
 async def test_contract_through_the_kernel(nats_url: str, tmp_path: Path, local_url: str) -> None:
@@ -117,12 +135,15 @@ async def test_contract_through_the_kernel(nats_url: str, tmp_path: Path, local_
             max_tokens=64,
             temperature=0,
         )
-        assert t.tool_calls and isinstance(json.loads(t.tool_calls[0].function.arguments).get("city"), str)
+        assert t.tool_calls and t.tool_calls[0].function.name == "get_weather"
+        if t.finish_reason != "length":
+            assert isinstance(json.loads(t.tool_calls[0].function.arguments).get("city"), str)
         j = await aios.llm.chat(
             MODEL,
             [{"role": "user", "content": "Give a JSON object with a key 'name' for a cat."}],
             response_format={"type": "json_object"},
-            max_tokens=64,
+            max_tokens=96,
             temperature=0,
         )
-        assert isinstance(json.loads(j.content or ""), dict)
+        assert_json_contract(j.content, j.finish_reason)
+        assert 0 < j.usage.completion_tokens <= 96

@@ -257,7 +257,7 @@ async def test_throughput_rises_with_concurrency_then_saturates_at_the_slots() -
         one, four, eight = await rate(1), await rate(4), await rate(8)
         assert four > 2.5 * one
         assert eight < 1.4 * four  # past the slot limit the extra requests only wait
-        assert sim.stats()["max_running_seen"] == 4
+        assert sim.stats()["max_running_seen"] <= 4  # a bound: the exact overlap depends on timing
 
 
 async def test_client_disconnect_mid_stream_frees_the_slot(sim: SimServer) -> None:

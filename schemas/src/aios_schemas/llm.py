@@ -130,7 +130,14 @@ class ChatReply(BaseModel):
     backend: str = Field("", description="Name of the backend that served the call.")
     content: str | None = Field(None, description="Assistant text.")
     tool_calls: list[ToolCall] | None = Field(None, description="Tool calls the model made.")
-    finish_reason: FinishReason | None = Field(None, description="Why generation stopped.")
+    finish_reason: FinishReason | None = Field(
+        None,
+        description=(
+            "Why generation stopped. With a JSON response_format the content is checked against it"
+            ' (one retry, then backend_error), except when it is "length": a reply cut by max_tokens'
+            " is returned as it is, unvalidated, as OpenAI does."
+        ),
+    )
     usage: Usage = Field(default_factory=Usage, description="Token usage.")
 
 

@@ -198,7 +198,11 @@ class LlmHandlers:
                 finish_reason=finish_reason(call.gen.finish),
                 usage=total,
             )
-            why = mismatch(p.response_format, reply.content)
+            # A reply cut by max_tokens (finish_reason "length") is returned as it is, unvalidated,
+            # like OpenAI does: it is the agent's budget that ended it, not a backend fault, and a
+            # retry would be cut at the same place. The agent sees finish_reason "length".
+            cut = reply.finish_reason == "length"
+            why = None if cut else mismatch(p.response_format, reply.content)
             if why is None:
                 pub = _Publisher(self.bus, req.syscall.id, call.seq, enabled=p.stream)
                 await pub.send(done=True, finish=reply.finish_reason)
