@@ -213,7 +213,7 @@ def load_stack_config(
     for i, agent in enumerate(top.agents):
         if not re.fullmatch(NAME_PATTERN, agent):
             raise ConfigError(f"{source}: agents.{i}: {agent!r} is not a valid agent name ({NAME_PATTERN})")
-        if agent == "local" or top.agents.count(agent) > 1:
+        if agent == "local" or agent in top.agents[:i]:
             raise ConfigError(f"{source}: agents.{i}: {agent!r} is listed twice or is the reserved 'local'")
 
     sched_values = dict(top.scheduler)
