@@ -40,7 +40,7 @@ def held(program: str = "p", resume: bool = False) -> Held:
     )
     return Held(
         call=call,
-        msg=None,
+        delivery=None,
         group="llm.m",
         service="llm",
         accepted=0.0,

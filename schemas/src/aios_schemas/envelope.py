@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from typing import Annotated, Literal
 
@@ -48,6 +50,12 @@ class Syscall(BaseModel):
     def kind(self) -> SyscallKind:
         return self.payload.kind
 
+    def digest(self) -> str:
+        """What the call asks for, as a hash: the same id re-sent with a different request is a
+        `conflict`, not a replay (the token, creation time and deadline are not part of it)."""
+        what = self.model_dump(mode="json", include={"agent", "session", "priority", "payload"})
+        return hashlib.sha256(json.dumps(what, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
 
 class SyscallResult(BaseModel):
     """What comes back: either `result` (status ok) or `error` (status error)."""
@@ -58,6 +66,9 @@ class SyscallResult(BaseModel):
     status: Literal["ok", "error"] = Field(description="Outcome.")
     result: ResultPayload | None = Field(None, description="Payload on success.")
     error: ErrorReply | None = Field(None, description="Error on failure.")
+    request: str | None = Field(
+        None, description="Digest of the syscall this answers (`Syscall.digest()`), to detect id reuse."
+    )
     queued_ms: float = Field(0.0, ge=0, description="Time from acceptance to dispatch.")
     service_ms: float = Field(0.0, ge=0, description="Time spent executing.")
 

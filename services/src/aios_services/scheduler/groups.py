@@ -16,8 +16,10 @@ from opentelemetry.context import Context
 
 from aios_schemas import BackendEntry, Syscall
 
+from ..runtime.consumer import Delivery
 from .breaker import CircuitBreaker
 from .policies import Job, Policy, RunningJob
+from .quotas import Reservation
 from .ratelimit import RateLimiter
 
 AFFINITY_SIZE = 10_000
@@ -28,7 +30,7 @@ class Held:
     """An accepted syscall the scheduler holds until its result is stored (its PCB)."""
 
     call: Syscall
-    msg: object  # nats Msg (typed loosely: tests build Held without one)
+    delivery: Delivery[Syscall] | None  # the JetStream message, acked once the result is stored
     group: str
     service: str
     accepted: float
@@ -46,6 +48,7 @@ class Held:
     wait_s: float = 0.0
     service_s: float = 0.0
     tokens: int = 0
+    reservation: Reservation | None = None  # quota set aside at admission, settled at completion
 
 
 @dataclass

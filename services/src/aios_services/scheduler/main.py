@@ -6,15 +6,15 @@ import asyncio
 import logging
 from contextlib import AsyncExitStack
 
-import nats
-from nats.js.errors import BadRequestError
-
-from aios_schemas import CancelRequest, ResultQuery, StatsQuery
+from aios_schemas import CancelRequest, ResultQuery, StatsQuery, Syscall
 
 from ..runtime import Bus, HealthDetails, keep_running, main_for
+from ..runtime.consumer import JsConsumer
 from ..runtime.tokens import TokenStore
 from . import streams
+from .control import Control
 from .core import Scheduler
+from .outcomes import KvResults
 from .replicas import Replicas
 from .settings import SchedulerSettings
 
@@ -38,50 +38,46 @@ async def start(bus: Bus, stack: AsyncExitStack, settings: SchedulerSettings) ->
     results = await bus.ensure_kv(ns.results_bucket, ttl_s=settings.results_ttl_s)
     limits = await bus.ensure_kv(ns.limits_bucket)
     tokens = TokenStore.load(settings.tokens_file) if settings.tokens_file else TokenStore([])
-    sched = Scheduler(bus, results, limits, tokens, settings)
+    sched = Scheduler(bus, KvResults(results), limits, tokens, settings)
+    control = Control(sched)
     replicas_kv = await bus.ensure_kv(ns.replicas_bucket, ttl_s=settings.replica_ttl_s * 4)
     replicas = Replicas(replicas_kv, settings.instance, settings.replica_ttl_s, sched.resize)
     sched.replicas = replicas
     await replicas.beat()  # know the other replicas before taking any syscall
 
-    try:
-        psub = await bus.js.pull_subscribe(
-            ns.sys_all, durable=streams.DURABLE, stream=ns.syscalls_stream, config=streams.consumer(settings)
+    consumer = JsConsumer(
+        bus,
+        stream=ns.syscalls_stream,
+        filter_subject=ns.sys_all,
+        config=streams.consumer(settings),
+        model=Syscall,
+        what="syscall",
+    )
+    await consumer.open()
+    sched.holds = consumer
+
+    async def consume() -> None:
+        await consumer.run(
+            sched.admit,
+            on_invalid=sched.reject_malformed,
+            batch=sched.fetch_room,
+            wait_for_room=sched.wait_progress,
         )
-    except BadRequestError:  # consumer exists with other settings: update it (idempotent start)
-        await bus.js.add_consumer(ns.syscalls_stream, streams.consumer(settings))
-        psub = await bus.js.pull_subscribe(ns.sys_all, durable=streams.DURABLE, stream=ns.syscalls_stream)
 
-    async def pull_forever() -> None:
-        while True:
-            batch = sched.fetch_room(settings.fetch_batch)
-            if batch == 0:  # enough queued here; let other replicas take the rest
-                await sched.wait_progress(0.5)
-                continue
-            try:
-                msgs = await psub.fetch(batch=batch, timeout=1.0)
-            except TimeoutError:  # nothing to fetch (nats-py raises its own or asyncio's)
-                continue
-            except nats.errors.Error as exc:  # e.g. reconnecting: try again shortly
-                log.warning("fetch failed: %s", exc)
-                await asyncio.sleep(0.2)
-                continue
-            for msg in msgs:
-                try:
-                    await sched.admit(msg)
-                except Exception:
-                    log.exception("admission of %s failed", msg.subject)
+    async def heartbeat() -> None:
+        await consumer.heartbeat_forever(max(0.2, settings.ack_wait_s / 3))
 
-    await bus.serve(ns.ctl("scheduler", "result"), ResultQuery, sched.query, queue="scheduler")
-    await bus.serve(ns.ctl("scheduler", "stats"), StatsQuery, sched.stats, queue="scheduler")
+    await bus.serve(ns.ctl("scheduler", "result"), ResultQuery, control.query, queue="scheduler")
+    await bus.serve(ns.ctl("scheduler", "stats"), StatsQuery, control.stats, queue="scheduler")
     # Cancel is broadcast: only the replica holding the syscall can stop it.
-    await bus.serve(ns.ctl("scheduler", "cancel"), CancelRequest, sched.cancel)
+    await bus.serve(ns.ctl("scheduler", "cancel"), CancelRequest, control.cancel)
     loops = {
         "replica heartbeat": replicas.run_forever,
         "replica watch": replicas.watch_forever,
         "catalogue watch": sched.watch_catalog,
-        "syscall fetch": pull_forever,
-        "ack heartbeat": sched.heartbeat_forever,
+        "syscall fetch": consume,
+        "ack heartbeat": heartbeat,
+        "deadline expiry": sched.expire_forever,
     }
     tasks = [asyncio.create_task(keep_running(name, loop), name=name) for name, loop in loops.items()]
     stack.push_async_callback(replicas.leave)

@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..runtime import ServiceSettings
 
+Period = Literal["lifetime", "minute", "hour", "day"]
+
 
 class Quota(BaseModel):
-    """Lifetime budget of the agents matching a pattern (counted by the scheduler in KV)."""
+    """Budget of each agent matching a pattern, over its lifetime or per calendar window (counted
+    by the scheduler in KV, shared by its replicas)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    calls: int | None = Field(None, ge=0, description="Syscalls an agent may make.")
-    tokens: int | None = Field(None, ge=0, description="LLM tokens (prompt + completion) an agent may use.")
+    calls: int | None = Field(None, ge=0, description="Syscalls an agent may make in the period.")
+    tokens: int | None = Field(
+        None, ge=0, description="LLM tokens (prompt + completion) an agent may use in the period."
+    )
+    per: Period = Field("lifetime", description="lifetime, or a window: minute | hour | day (UTC).")
 
 
 class SchedulerSettings(ServiceSettings):
@@ -25,8 +32,10 @@ class SchedulerSettings(ServiceSettings):
         default_factory=dict,
         description='Per-resource override, e.g. {"llm.big-model": {"name": "rr", "quantum": 1}}.',
     )
-    quotas: dict[str, Quota] = Field(
-        default_factory=dict, description="Agent name pattern (fnmatch) -> quota; first match wins."
+    quotas: dict[str, Quota | list[Quota]] = Field(
+        default_factory=dict,
+        description="Agent name pattern (fnmatch) -> quota, or several (e.g. per minute and per day);"
+        " the first matching pattern wins.",
     )
     default_deadline_s: float = Field(600.0, gt=0, description="Deadline of a syscall that sets none.")
     ack_wait_s: float = Field(30.0, gt=0, description="JetStream ack wait; held syscalls are heartbeated.")

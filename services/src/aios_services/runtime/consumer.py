@@ -1,0 +1,196 @@
+"""A durable JetStream pull consumer: fetch, validate once into a typed model, hold what is being
+worked on (with in-progress heartbeats, so it is not redelivered), and settle it explicitly.
+
+Every stream consumer of the kernel goes through this one helper (STYLE §7: each states its ack
+policy, ack wait and max deliveries in its `ConsumerConfig`). A message that does not validate is
+handed to `on_invalid` (to answer its sender with a typed error) and terminated: it would fail the
+same way on every redelivery.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+import nats
+from nats.aio.msg import Msg
+from nats.js.api import ConsumerConfig
+from nats.js.errors import BadRequestError
+from pydantic import BaseModel, ValidationError
+
+from aios_schemas import AiosError
+from aios_schemas.wire import validation_error
+
+from .bus import Bus
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T", bound=BaseModel)
+
+
+@dataclass
+class Delivery(Generic[T]):
+    """One validated message of the stream and the handle to settle it."""
+
+    value: T
+    msg: Msg
+
+    @property
+    def subject(self) -> str:
+        return self.msg.subject
+
+    @property
+    def headers(self) -> dict[str, str] | None:
+        return self.msg.headers
+
+    @property
+    def delivered(self) -> int:
+        """How many times JetStream delivered it (1 the first time)."""
+        return int(self.msg.metadata.num_delivered) if self.msg.reply else 1
+
+    # Settling never raises: a lost connection means JetStream redelivers, which the handlers of
+    # an at-least-once stream tolerate (they are idempotent on the message id).
+    async def ack(self) -> None:
+        with contextlib.suppress(nats.errors.Error):
+            await self.msg.ack()
+
+    async def nak(self) -> None:
+        with contextlib.suppress(nats.errors.Error):
+            await self.msg.nak()
+
+    async def term(self) -> None:
+        with contextlib.suppress(nats.errors.Error):
+            await self.msg.term()
+
+    async def in_progress(self) -> None:
+        with contextlib.suppress(nats.errors.Error):
+            await self.msg.in_progress()
+
+
+Handler = Callable[[Delivery[T]], Awaitable[None]]
+OnInvalid = Callable[[Msg, AiosError], Awaitable[None]]
+
+
+class JsConsumer(Generic[T]):
+    """A durable pull consumer on `stream` whose messages are `model`s.
+
+    `run(handle)` fetches forever. With `ack_after=True` a message is acked when `handle` returns
+    and nak'ed (redelivered) when it raises; otherwise `handle` keeps the delivery and settles it
+    itself (e.g. the scheduler acks only once a syscall's result is stored), and may `hold` it
+    meanwhile so that `heartbeat_forever` keeps it from being redelivered.
+    """
+
+    def __init__(
+        self,
+        bus: Bus,
+        *,
+        stream: str,
+        filter_subject: str,
+        config: ConsumerConfig,
+        model: type[T],
+        what: str | None = None,
+    ) -> None:
+        assert config.durable_name, "a kernel consumer is durable"
+        assert config.ack_wait, "a kernel consumer states its ack wait"
+        self.bus = bus
+        self.stream = stream
+        self.filter_subject = filter_subject
+        self.config = config
+        self.model = model
+        self.what = what or model.__name__.lower()
+        self.held: dict[str, Delivery[T]] = {}
+        self._psub: nats.js.JetStreamContext.PullSubscription | None = None
+
+    async def open(self) -> None:
+        """Create the durable consumer, or bring an existing one to this config (idempotent)."""
+        js, durable = self.bus.js, self.config.durable_name
+        try:
+            self._psub = await js.pull_subscribe(
+                self.filter_subject, durable=durable, stream=self.stream, config=self.config
+            )
+        except BadRequestError:  # it exists with other settings
+            await js.add_consumer(self.stream, self.config)
+            self._psub = await js.pull_subscribe(self.filter_subject, durable=durable, stream=self.stream)
+
+    def validate(self, msg: Msg) -> T | AiosError:
+        try:
+            return self.model.model_validate_json(msg.data)
+        except ValidationError as exc:
+            return validation_error(exc, self.what)
+
+    async def run(
+        self,
+        handle: Handler[T],
+        *,
+        on_invalid: OnInvalid | None = None,
+        batch: Callable[[], int] = lambda: 256,
+        wait_for_room: Callable[[float], Awaitable[None]] | None = None,
+        ack_after: bool = False,
+        fetch_timeout_s: float = 1.0,
+    ) -> None:
+        """Fetch and handle forever. `batch()` says how many to pull now; 0 means none (then
+        `wait_for_room` is awaited, e.g. until some work finished)."""
+        assert self._psub is not None, "open() first"
+        while True:
+            n = batch()
+            if n <= 0:
+                if wait_for_room is not None:
+                    await wait_for_room(0.5)
+                else:
+                    await asyncio.sleep(0.05)
+                continue
+            try:
+                msgs = await self._psub.fetch(batch=n, timeout=fetch_timeout_s)
+            except TimeoutError:  # nothing to fetch (nats-py raises its own or asyncio's)
+                continue
+            except nats.errors.Error as exc:  # e.g. reconnecting: try again shortly
+                log.warning("fetch from %s failed: %s", self.stream, exc)
+                await asyncio.sleep(0.2)
+                continue
+            for msg in msgs:
+                await self._one(msg, handle, on_invalid, ack_after)
+
+    async def _one(self, msg: Msg, handle: Handler[T], on_invalid: OnInvalid | None, ack_after: bool) -> None:
+        value = self.validate(msg)
+        if isinstance(value, AiosError):
+            log.info("rejected invalid %s on %s: %s", self.what, msg.subject, value.message)
+            if on_invalid is not None:
+                try:
+                    await on_invalid(msg, value)
+                except Exception:
+                    log.exception("answering an invalid %s failed", self.what)
+            with contextlib.suppress(nats.errors.Error):
+                await msg.term()
+            return
+        delivery = Delivery(value, msg)
+        try:
+            await handle(delivery)
+        except Exception:
+            log.exception("handling %s from %s failed", self.what, msg.subject)
+            if ack_after:
+                await delivery.nak()
+            return
+        if ack_after:
+            await delivery.ack()
+
+    # --- holding ----------------------------------------------------------------------------
+    def hold(self, key: str, delivery: Delivery[T]) -> bool:
+        """Keep `delivery` heartbeated under `key`. False if `key` was already held (a redelivery
+        of something in hand): the newest handle replaces the old one, which JetStream dropped."""
+        fresh = key not in self.held
+        self.held[key] = delivery
+        return fresh
+
+    def release(self, key: str) -> Delivery[T] | None:
+        return self.held.pop(key, None)
+
+    async def heartbeat_forever(self, interval_s: float) -> None:
+        """Tell JetStream every held message is still being worked on (before its ack wait)."""
+        while True:
+            await asyncio.sleep(interval_s)
+            for delivery in list(self.held.values()):
+                await delivery.in_progress()

@@ -1,0 +1,121 @@
+"""Admission: what happens to a syscall taken off the stream before it is queued.
+
+Decides, without touching the queues: answer it from its stored result (a redelivery or a replay),
+refuse it (`conflict`, `unauthenticated`, `deadline_exceeded`, `quota_exceeded`...), or accept it
+as a `Held` syscall bound to its resource, with its quota reserved.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from aios_schemas import AiosError, Namespace, Syscall, SyscallResult
+
+from ..runtime.consumer import Delivery
+from ..runtime.telemetry import extract
+from ..runtime.tokens import TokenStore
+from .groups import Held
+from .outcomes import ResultStore
+from .policies import Job
+from .quotas import Quotas
+from .resources import Catalog, cost_of, resource_of
+
+
+@dataclass(frozen=True)
+class Replay:
+    """Already answered: send the stored result again (to its own agent, for the same request)."""
+
+    result: SyscallResult
+
+
+@dataclass(frozen=True)
+class Refuse:
+    """Answer with this error. `store`: keep it as the call's result (False when the id belongs
+    to another request, whose stored result must not be overwritten)."""
+
+    error: AiosError
+    store: bool = True
+
+
+@dataclass(frozen=True)
+class Accept:
+    held: Held
+
+
+Decision = Replay | Refuse | Accept
+
+
+class Admission:
+    def __init__(
+        self,
+        ns: Namespace,
+        tokens: TokenStore,
+        results: ResultStore,
+        quotas: Quotas,
+        catalog: Catalog,
+        *,
+        default_deadline_s: float,
+    ) -> None:
+        self.ns = ns
+        self.catalog = catalog
+        self.tokens = tokens
+        self.results = results
+        self.quotas = quotas
+        self.default_deadline_s = default_deadline_s
+
+    async def decide(self, call: Syscall, delivery: Delivery[Syscall] | None, subject: str) -> Decision:
+        stored = await self.results.get(call.id)
+        if stored is not None:
+            if stored.agent != call.agent or (stored.digest is not None and stored.digest != call.digest()):
+                return Refuse(_reused(call), store=False)
+            return Replay(stored.result)
+        now = time.time()
+        deadline = call.deadline or (call.created + self.default_deadline_s)
+        try:
+            self.tokens.authenticate(call.token, call.agent)
+            if subject != self.ns.sys(call.kind):
+                raise AiosError("invalid_request", f"{call.kind} published on {subject}")
+            if deadline <= now:
+                raise AiosError("deadline_exceeded", "deadline passed before admission")
+            ref = resource_of(call)
+            if self.catalog.known(ref.service) and self.catalog.get(ref.name) is None:
+                # Its workers are up and serve no such resource. (With no catalogue yet, the service
+                # is starting: the call is accepted and waits for it, until its deadline.)
+                raise self.catalog.unknown(ref)
+            reservation = await self.quotas.reserve(call.agent, cost_of(call), now)
+        except AiosError as exc:
+            return Refuse(exc)
+        held = Held(
+            call=call,
+            delivery=delivery,
+            trace=extract(delivery.headers) if delivery is not None else None,
+            group=ref.name,
+            service=ref.service,
+            accepted=now,
+            deadline=deadline,
+            job=Job(
+                id=call.id,
+                agent=call.agent,
+                program=call.session or call.agent,
+                arrival=time.monotonic(),
+                priority=call.priority,
+            ),
+            reservation=reservation,
+        )
+        return Accept(held)
+
+    @staticmethod
+    def reused_while_held(held: Held, call: Syscall) -> AiosError | None:
+        """A message with the id of a syscall in hand: a redelivery (None) or another request."""
+        if held.call.agent != call.agent or held.call.digest() != call.digest():
+            return _reused(call)
+        return None
+
+
+def _reused(call: Syscall) -> AiosError:
+    return AiosError(
+        "conflict",
+        f"syscall id {call.id} was already used for another request: use a new id",
+        retryable=False,
+    )

@@ -1,0 +1,108 @@
+"""The one mapping from a syscall to the resource it competes for, and the catalogue of resources.
+
+A *resource* is what a policy queue orders calls for (`llm.<model>`; later `tools.<tool>`,
+`memory`, `files`); its capacity is the slots of the *lanes* that serve it (for a model: its
+backends; for a tool: its `max_concurrency`; for memory or storage: the service's concurrency).
+Policies and dispatch see resources and lanes only; what a kind of syscall means is said here, once.
+A new syscall family plugs in by adding a `ResourceKind` to `KINDS` and publishing its lanes in the
+catalogue: the dispatch loop does not change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Protocol
+
+from pydantic import JsonValue
+
+from aios_schemas import AiosError, BackendEntry, LlmChat, LlmEmbed, Syscall
+
+
+@dataclass(frozen=True)
+class ResourceRef:
+    """Which resource a syscall needs and which worker service runs it."""
+
+    name: str  # policy queue and catalogue key, e.g. "llm.my-model"
+    service: str  # the worker service that executes it, e.g. "llm"
+    label: str  # what agents call it, for error messages (the model name)
+
+
+class ResourceKind(Protocol):
+    """How one family of syscalls (the part of `kind` before the dot) maps onto resources."""
+
+    service: str
+    noun: str  # what one resource of this family is called in errors ("model", "tool")
+
+    def ref(self, call: Syscall) -> ResourceRef: ...
+
+    def cost(self, call: Syscall) -> int:
+        """Tokens the call may use: reserved against token quotas and tokens/min budgets."""
+        ...
+
+
+class LlmKind:
+    service = "llm"
+    noun = "model"
+
+    def ref(self, call: Syscall) -> ResourceRef:
+        model = call.payload.model
+        return ResourceRef(name=f"llm.{model}", service=self.service, label=model)
+
+    def cost(self, call: Syscall) -> int:
+        # ~4 characters a token, plus the output cap (what vLLM reserves too).
+        p = call.payload
+        if isinstance(p, LlmChat):
+            chars = sum(len(m.content or "") for m in p.messages)
+            return chars // 4 + (p.max_tokens or 256)
+        assert isinstance(p, LlmEmbed)
+        return sum(len(t) for t in p.input) // 4
+
+
+KINDS: dict[str, ResourceKind] = {"llm": LlmKind()}
+
+
+def family(call: Syscall) -> ResourceKind:
+    kind = KINDS.get(call.kind.split(".", 1)[0])
+    if kind is None:  # the schema knows the kind but no scheduler mapping does: a kernel bug
+        raise AiosError("internal", f"the scheduler has no resource mapping for {call.kind}")
+    return kind
+
+
+def resource_of(call: Syscall) -> ResourceRef:
+    return family(call).ref(call)
+
+
+def cost_of(call: Syscall) -> int:
+    return family(call).cost(call)
+
+
+class Catalog:
+    """The lanes of every known resource, as the worker services publish them."""
+
+    def __init__(self) -> None:
+        self.lanes: dict[str, list[BackendEntry]] = {}
+
+    def set(self, resource: str, lanes: Iterable[BackendEntry]) -> None:
+        self.lanes[resource] = list(lanes)
+
+    def remove(self, resource: str) -> None:
+        self.lanes.pop(resource, None)
+
+    def get(self, resource: str) -> list[BackendEntry] | None:
+        return self.lanes.get(resource)
+
+    def known(self, service: str) -> bool:
+        """Whether any worker of `service` has published its catalogue yet."""
+        return any(name.startswith(service + ".") for name in self.lanes)
+
+    def unknown(self, ref: ResourceRef) -> AiosError:
+        noun = family_of_service(ref.service).noun
+        names: list[JsonValue] = [
+            n.split(".", 1)[1] for n in sorted(self.lanes) if n.startswith(ref.service + ".")
+        ]
+        return AiosError("not_found", f"unknown {noun} {ref.label!r}", details={f"{noun}s": names})
+
+
+def family_of_service(service: str) -> ResourceKind:
+    return next(k for k in KINDS.values() if k.service == service)

@@ -1,0 +1,112 @@
+"""Admission on real servers: quotas reserved before a call runs (concurrent calls cannot overshoot),
+windowed quotas, and a syscall id reused for another request answered `conflict`."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import nats
+import pytest
+
+from aios_schemas import LlmChat, Syscall, SyscallResult, encode
+from aios_sdk import QuotaExceeded
+from aios_services.sim.runner import SimServer, run_sim
+from tests.kernel import Kernel, running_kernel
+
+MODEL = "sim-llama-8b"
+
+
+@pytest.fixture
+async def sim() -> AsyncIterator[SimServer]:
+    async with run_sim("fixed", models=(MODEL,), decode_ms=2.0) as s:
+        yield s
+
+
+def backends(sim: SimServer) -> dict[str, list[dict[str, object]]]:
+    return {MODEL: [{"name": "sim", "base_url": sim.base_url, "slots": 4}]}
+
+
+def ask(text: str) -> list[dict[str, str]]:
+    return [{"role": "user", "content": text}]
+
+
+async def test_concurrent_calls_cannot_overshoot_a_calls_quota(
+    nats_url: str, tmp_path: Path, sim: SimServer
+) -> None:
+    quotas = {"agent-1": {"calls": 5}}
+    async with running_kernel(nats_url, tmp_path, backends(sim), quotas=quotas) as k, k.connect() as aios:
+        outcomes = await asyncio.gather(
+            *(aios.llm.chat(MODEL, ask(f"q{i}"), max_tokens=20) for i in range(12)), return_exceptions=True
+        )
+        ok = [o for o in outcomes if not isinstance(o, BaseException)]
+        refused = [o for o in outcomes if isinstance(o, QuotaExceeded)]
+        # Reserved at admission: exactly the quota runs, whatever the timing.
+        assert len(ok) == 5 and len(refused) == 7, outcomes
+        async with k.connect(agent="agent-2") as other:  # another agent is not affected
+            assert (await other.llm.chat(MODEL, ask("hi"), max_tokens=5)).content
+
+
+async def test_windowed_quota_and_token_settlement(nats_url: str, tmp_path: Path, sim: SimServer) -> None:
+    # A day window (a minute could roll over mid-test) besides a generous lifetime quota.
+    quotas = {"agent-*": [{"calls": 100}, {"calls": 3, "per": "day"}]}
+    async with running_kernel(nats_url, tmp_path, backends(sim), quotas=quotas) as k, k.connect() as aios:
+        for i in range(3):
+            await aios.llm.chat(MODEL, ask(f"q{i}"), max_tokens=10)
+        with pytest.raises(QuotaExceeded) as exc:
+            await aios.llm.chat(MODEL, ask("one more"), max_tokens=10)
+        assert exc.value.details.get("per") == "day"
+        assert "this day" in str(exc.value)
+
+
+async def test_token_quota_is_settled_to_what_was_used(nats_url: str, tmp_path: Path, sim: SimServer) -> None:
+    # Each call reserves ~max_tokens (1000) but uses ~10: settlement gives the rest back, so a
+    # 1500-token budget serves more than one call.
+    quotas = {"agent-1": {"tokens": 1500}}
+    async with running_kernel(nats_url, tmp_path, backends(sim), quotas=quotas) as k, k.connect() as aios:
+        for i in range(4):
+            r = await aios.llm.chat(MODEL, ask(f"go {i} [sim:tokens=10]"), max_tokens=1000)
+            assert r.usage.total_tokens < 100
+
+
+async def publish_raw(nc: nats.NATS, k: Kernel, call: Syscall, msg_id: str) -> SyscallResult:
+    """Publish a syscall as any client could, under its own Msg-Id, and wait for its answer."""
+    got: asyncio.Future[SyscallResult] = asyncio.get_running_loop().create_future()
+
+    async def on(msg: nats.aio.msg.Msg) -> None:
+        res = SyscallResult.model_validate_json(msg.data)
+        if res.request == call.digest() and not got.done():
+            got.set_result(res)
+
+    sub = await nc.subscribe(k.ns.result(call.id), cb=on)
+    try:
+        await nc.jetstream().publish(k.ns.sys(call.kind), encode(call), headers={"Nats-Msg-Id": msg_id})
+        return await asyncio.wait_for(got, 10)
+    finally:
+        await sub.unsubscribe()
+
+
+async def test_an_id_reused_for_another_request_is_a_conflict(
+    nats_url: str, tmp_path: Path, sim: SimServer, nc: nats.NATS
+) -> None:
+    async with running_kernel(nats_url, tmp_path, backends(sim)) as k, k.connect() as aios:
+        sid = "reused-id-0001"
+        first = await aios.llm.chat(MODEL, ask("first question"), max_tokens=10, id=sid)
+
+        def raw(text: str, agent: str = "agent-1") -> Syscall:
+            payload = LlmChat.model_validate({"model": MODEL, "messages": ask(text), "max_tokens": 10})
+            return Syscall(id=sid, agent=agent, token=k.token, payload=payload, deadline=time.time() + 30)
+
+        # Past JetStream's duplicate window (another Msg-Id): the scheduler itself sees the reuse.
+        other = await publish_raw(nc, k, raw("another question"), "m-1")
+        assert other.error is not None and other.error.code == "conflict"
+        stranger = await publish_raw(nc, k, raw("first question", agent="agent-2"), "m-2")
+        assert stranger.error is not None and stranger.error.code == "conflict"
+        # The same request again is a replay: the stored answer, not a second run.
+        replay = await publish_raw(nc, k, raw("first question"), "m-3")
+        assert replay.status == "ok" and replay.result is not None
+        assert replay.result.content == first.content  # type: ignore[union-attr]
+        stored = await aios.result(sid)
+        assert stored is not None and stored.status == "ok"  # the first call's result is untouched
