@@ -6,8 +6,6 @@ import asyncio
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -15,18 +13,9 @@ import pytest
 
 from aios_sdk import AIOS, NotFound
 from aios_services.cli.home import pid_alive
+from tests.e2e.helpers import aios
 
 pytestmark = pytest.mark.e2e
-
-
-def aios(home: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "aios_services.cli.main", *args, "--home", str(home)],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={k: v for k, v in os.environ.items() if not k.startswith("AIOS_")},
-    )
 
 
 def test_up_chat_status_down(tmp_path: Path) -> None:
