@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from aios_services.cli.home import Home, pid_alive
+from aios_services.cli.procs import free_port, remove_s3_sockets
 from aios_services.cli.stack import marker_env, scan, stop_orphans
 
 # Ignores SIGTERM, then says so: only SIGKILL stops it.
@@ -77,3 +78,20 @@ def test_scan_finds_the_home_processes_and_stop_escalates(
     assert any("did not stop" in line and "nats" in line for line in said)
     assert pid_alive(other_home.pid) and pid_alive(unmarked.pid)
     assert scan(home) == []
+
+
+def test_weed_sockets_of_its_ports_are_removed() -> None:
+    ours, other = free_port(), free_port()
+    paths = [
+        Path(f"/tmp/seaweedfs-{kind}-grpc-{port}.sock") for kind in ("s3", "filer") for port in (ours, other)
+    ]
+    for p in paths:
+        p.touch()
+    try:
+        remove_s3_sockets(
+            ["weed", "mini", f"-s3.port.grpc={ours}", f"-filer.port={ours}", "-s3.port.iceberg=0"]
+        )
+        assert [p.exists() for p in paths] == [False, True, False, True]
+    finally:
+        for p in paths:
+            p.unlink(missing_ok=True)

@@ -171,7 +171,7 @@ def s3_spec(home: Home, ports: S3Ports, access_key: str, secret_key: str) -> Spe
 def remove_s3_sockets(argv: Sequence[str]) -> None:
     """weed leaves gRPC unix sockets in /tmp named by port: remove those of the ports in its argv."""
     for arg in argv:
-        m = re.fullmatch(r"-[a-z]+\.port(?:\.grpc)?=([1-9][0-9]*)", arg)
+        m = re.fullmatch(r"-[a-z0-9]+\.port(?:\.grpc)?=([1-9][0-9]*)", arg)
         for sock in glob.glob(f"/tmp/seaweedfs-*-grpc-{m[1]}.sock") if m else []:
             with contextlib.suppress(OSError):
                 os.unlink(sock)

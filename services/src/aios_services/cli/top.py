@@ -1,7 +1,8 @@
 """`aios top`: a live view of every resource: capacity, running, queued, by agent.
 
 The scheduler reports the resources it has scheduled; the models the llm service serves (its
-catalogue in KV) are added as idle rows, so a model shows before its first call.
+catalogue in KV) are added as idle rows (policy "" until the scheduler has seen a call for them),
+so a model shows before its first call.
 """
 
 from __future__ import annotations
