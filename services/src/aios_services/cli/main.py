@@ -121,6 +121,10 @@ def up(
         nats_port=nats_port,
         config=_config_path(config, h),
     )
+    if os.environ.get("AIOS_LLM_CONFIG") and opts.config is None:
+        # The llm service's own setting, which `aios up` sets to the catalogue it writes. A catalogue
+        # file is a valid aios.toml: say how to use it.
+        console.print("AIOS_LLM_CONFIG is not read by `aios up`: pass it as `--config $AIOS_LLM_CONFIG`.")
     cfg = check_options(opts)  # everything validated before anything starts
     left = scan(h)
     if left:  # the last supervisor was killed: its processes hold the data, stop them first
