@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import math
 import os
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -41,14 +43,25 @@ from aios_schemas import (
 from aios_schemas.llm import NamedToolChoice, ResponseFormat
 from aios_schemas.wire import validation_error
 
-from .config import resolve_connection
-from .errors import BackendUnavailable, DeadlineExceeded, error_from_reply, typed
+from .config import Located, locate
+from .errors import (
+    BackendUnavailable,
+    DeadlineExceeded,
+    InvalidRequest,
+    NotFound,
+    error_from_reply,
+    typed,
+)
 
 tracer = trace.get_tracer(__name__)
+log = logging.getLogger("aios_sdk")
 
 DEFAULT_TIMEOUT_S = 300.0
+DEFAULT_CONNECT_TIMEOUT_S = 5.0
 # Extra time the client waits past the deadline for the kernel's own deadline_exceeded answer.
 _GRACE_S = 2.0
+# How long leaving a stream early may take to stop its syscall in the kernel.
+_LEAVE_S = 5.0
 
 
 def _model(cls: type[BaseModel], value: object, what: str) -> BaseModel:
@@ -65,8 +78,14 @@ class ChatStream:
         self._queue: asyncio.Queue[StreamChunk | SyscallResult | BaseException] = asyncio.Queue()
         self.reply: ChatReply | None = None
         self.id: str = ""
+        # Set when the kernel has accepted the syscall (publish ack): from then on it can be cancelled.
+        self._accepted = asyncio.Event()
+        # Set when the kernel's answer (or a local failure) has arrived: nothing is left to cancel.
+        self._ended = False
 
     def _put(self, item: StreamChunk | SyscallResult | BaseException) -> None:
+        if not isinstance(item, StreamChunk):
+            self._ended = True
         self._queue.put_nowait(item)
 
     async def __aiter__(self) -> AsyncIterator[str]:
@@ -220,25 +239,59 @@ class LlmApi:
                 "seed": seed,
             },
         )
+        call, timeout = self._c._prepare(payload, timeout=timeout, priority=priority, session=session, id=id)
+        self._c._check_size(call, encode(call), {"Nats-Msg-Id": call.id})  # fail at the call, not later
         stream = ChatStream()
-        task = asyncio.ensure_future(
-            self._c.syscall(
-                payload, timeout=timeout, priority=priority, session=session, stream=stream, id=id
-            )
-        )
+        stream.id = call.id
+        task = asyncio.ensure_future(self._c._submit(call, timeout, stream))
         try:
             yield stream
         finally:
-            if not task.done():
-                task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, AiosError):
-                await task
+            wait = _LEAVE_S  # a syscall that has ended is only unsubscribing: let it finish
+            # Left early (a break, or an exception in the block): stop the generation in the kernel so
+            # its backend slot is freed, instead of letting it run to the end unread.
+            if not task.done() and not stream._ended and not await self._c._abandon(call.id, stream, task):
+                wait = 0.0  # the kernel could not be told: stop waiting for its answer
+            await _finish(task, wait)
 
 
-class _Reconnects:
-    """A future per connection outage: resolved when the connection is back."""
+async def _finish(task: asyncio.Future[Any], wait: float) -> None:
+    """End a syscall task whose outcome nobody reads: give it `wait` seconds, then cancel it."""
+    if not task.done():
+        await asyncio.wait({task}, timeout=wait)
+    # A cancel landing inside nats-py's own `asyncio.wait_for` can be swallowed on Python 3.11:
+    # cancel until the task is really done.
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=0.1)
+    if not task.cancelled():
+        task.exception()  # retrieved: the error went to the stream's reader, or nobody wants it
 
-    def __init__(self) -> None:
+
+def _seconds(value: object, name: str) -> float:
+    """A timeout argument, checked here: past this point it becomes a deadline nobody could meet."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise InvalidRequest(f"invalid {name}: {value!r} is not a number of seconds")
+    if value <= 0:
+        raise InvalidRequest(f"invalid {name}: {value!r} must be more than 0 seconds")
+    return float(value)
+
+
+def _headers_size(headers: Mapping[str, str]) -> int:
+    """Bytes the headers take in a NATS message (`NATS/1.0` line, one line each, blank line)."""
+    return len(b"NATS/1.0\r\n\r\n") + sum(len(f"{k}: {v}\r\n".encode()) for k, v in headers.items())
+
+
+class _BusWatch:
+    """nats-py's callbacks: errors logged in one line (nats-py's default logs a traceback for every
+    attempt, several a second), one warning per outage, and a future per outage resolved when the
+    connection is back."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.last_error: Exception | None = None
+        self.live = False  # connected once, not closing: outages are worth a warning
+        self._warned = False
         self._next: asyncio.Future[None] | None = None
 
     def next(self) -> asyncio.Future[None]:
@@ -246,9 +299,60 @@ class _Reconnects:
             self._next = asyncio.get_running_loop().create_future()
         return self._next
 
-    async def fire(self) -> None:
+    async def on_error(self, exc: Exception) -> None:
+        self.last_error = exc
+        if self.live and not self._warned:
+            self._warned = True
+            log.warning("AIOS bus %s: %s", self.url, str(exc) or type(exc).__name__)
+        else:
+            log.debug("AIOS bus %s: %r", self.url, exc)
+
+    async def on_disconnected(self) -> None:
+        if self.live:
+            log.warning("lost the AIOS bus at %s; reconnecting", self.url)
+
+    async def on_reconnected(self) -> None:
+        self._warned = False
+        log.info("reconnected to the AIOS bus at %s", self.url)
         if self._next is not None and not self._next.done():
             self._next.set_result(None)
+
+
+async def _first_connect(where: Located, timeout: float) -> tuple[NATS, _BusWatch]:
+    """Connect within `timeout` seconds (retrying meanwhile: the stack may be starting), or raise
+    BackendUnavailable saying what was tried and what to do. Reconnects after that are unlimited."""
+    conn = where.conn
+    watch = _BusWatch(conn.nats_url)
+    nc = NATS()
+    attempt = asyncio.ensure_future(
+        nc.connect(
+            servers=conn.nats_url.split(","),
+            name=f"aios-sdk-{conn.agent}",
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=0.25,  # type: ignore[arg-type]  # typed int, used as seconds
+            connect_timeout=max(0.1, min(timeout, 5.0)),  # type: ignore[arg-type]  # same
+            error_cb=watch.on_error,
+            disconnected_cb=watch.on_disconnected,
+            reconnected_cb=watch.on_reconnected,
+        )
+    )
+    try:
+        await asyncio.wait({attempt}, timeout=timeout)
+    finally:
+        if not attempt.done():  # out of time (or the caller was cancelled): stop retrying
+            await _finish(attempt, 0.0)
+    if not attempt.cancelled() and attempt.exception() is None:
+        watch.live = True
+        return nc, watch
+    with contextlib.suppress(Exception):  # release what the attempts left; the error says the rest
+        await nc.close()
+    cause = (None if attempt.cancelled() else attempt.exception()) or watch.last_error
+    why = f"{cause}" if cause is not None and str(cause) else type(cause).__name__ if cause else "no answer"
+    raise BackendUnavailable(
+        f"cannot reach the AIOS bus at {conn.nats_url} (from {where.url_from}) within {timeout:g}s "
+        f"({why}): {where.unreachable_hint()}",
+        details={"url": conn.nats_url, "from": where.url_from},
+    ) from cause
 
 
 class AIOS:
@@ -262,7 +366,7 @@ class AIOS:
         self.agent = conn.agent
         self.session = session
         self.llm = LlmApi(self)
-        self._reconnects = _Reconnects()
+        self._bus = _BusWatch(conn.nats_url)
 
     @classmethod
     @asynccontextmanager
@@ -275,27 +379,58 @@ class AIOS:
         agent: str | None = None,
         session: str | None = None,
         namespace: str | None = None,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT_S,
     ) -> AsyncIterator[AIOS]:
-        """Connect using arguments, else AIOS_URL/AIOS_TOKEN/AIOS_AGENT, else the home's file."""
-        conn = resolve_connection(home=home, url=url, token=token, agent=agent, namespace=namespace)
+        """Connect using arguments, else AIOS_URL/AIOS_TOKEN/AIOS_AGENT, else the home's file.
+
+        The first connection must succeed within `connect_timeout` seconds, else `BackendUnavailable`
+        (saying which URL was tried and where it came from); once connected, outages are ridden out.
+        """
+        where = locate(home=home, url=url, token=token, agent=agent, namespace=namespace)
+        nc, watch = await _first_connect(where, _seconds(connect_timeout, "connect_timeout"))
         try:
-            reconnects = _Reconnects()
-            nc = await nats.connect(
-                servers=conn.nats_url.split(","),
-                name=f"aios-sdk-{conn.agent}",
-                max_reconnect_attempts=-1,
-                reconnect_time_wait=0.25,
-                connect_timeout=5,
-                reconnected_cb=reconnects.fire,
-            )
-        except (OSError, nats.errors.Error) as exc:
-            raise BackendUnavailable(f"cannot reach the AIOS bus at {conn.nats_url}: {exc}") from exc
-        try:
-            client = cls(nc, conn, session=session)
-            client._reconnects = reconnects
+            client = cls(nc, where.conn, session=session)
+            client._bus = watch
             yield client
         finally:
+            watch.live = False
             await nc.drain()
+
+    def _prepare(
+        self,
+        payload: SyscallPayload,
+        *,
+        timeout: float | None,
+        priority: int,
+        session: str | None,
+        id: str | None,
+    ) -> tuple[Syscall, float]:
+        """The envelope of a syscall, validated here so a bad argument fails at the call."""
+        timeout = DEFAULT_TIMEOUT_S if timeout is None else _seconds(timeout, "timeout")
+        try:
+            call = Syscall(
+                id=id or new_id(),
+                agent=self.agent,
+                token=self.conn.token,
+                session=session or self.session,
+                payload=payload,
+                deadline=time.time() + timeout,
+                priority=priority,
+            )
+        except ValidationError as exc:
+            raise typed(validation_error(exc, "syscall")) from exc
+        return call, timeout
+
+    def _check_size(self, call: Syscall, data: bytes, headers: Mapping[str, str]) -> None:
+        """nats-py raises a bare MaxPayloadError (and the server drops the connection) above the
+        server's max_payload: refuse such a syscall with the numbers instead."""
+        size, limit = len(data) + _headers_size(headers), self._nc.max_payload
+        if size > limit:
+            raise InvalidRequest(
+                f"syscall {call.id} is {size} bytes, over the bus limit of {limit} bytes "
+                "(nats-server max_payload)",
+                details={"size": size, "limit": limit},
+            )
 
     async def syscall(
         self,
@@ -308,16 +443,10 @@ class AIOS:
         id: str | None = None,
     ) -> ResultPayload:
         """Submit a syscall and wait for its result (until its deadline)."""
-        timeout = DEFAULT_TIMEOUT_S if timeout is None else timeout
-        call = Syscall(
-            id=id or new_id(),
-            agent=self.agent,
-            token=self.conn.token,
-            session=session or self.session,
-            payload=payload,
-            deadline=time.time() + timeout,
-            priority=priority,
-        )
+        call, timeout = self._prepare(payload, timeout=timeout, priority=priority, session=session, id=id)
+        return await self._submit(call, timeout, stream)
+
+    async def _submit(self, call: Syscall, timeout: float, stream: ChatStream | None) -> ResultPayload:
         loop = asyncio.get_running_loop()
         done: asyncio.Future[Msg] = loop.create_future()
 
@@ -333,21 +462,26 @@ class AIOS:
         with tracer.start_as_current_span(f"syscall {call.kind}", kind=trace.SpanKind.CLIENT) as span:
             span.set_attribute("aios.syscall.id", call.id)
             span.set_attribute("aios.agent", call.agent)
-            subs = [await self._nc.subscribe(self.ns.result(call.id), cb=on_result)]
-            if stream is not None:
-                stream.id = call.id
-                subs.append(await self._nc.subscribe(self.ns.stream(call.id), cb=on_chunk))
+            subs = []
             try:
                 headers: dict[str, str] = {"Nats-Msg-Id": call.id}
                 propagate.inject(headers)
+                data = encode(call)
+                self._check_size(call, data, headers)
+                subs.append(await self._nc.subscribe(self.ns.result(call.id), cb=on_result))
+                if stream is not None:
+                    stream.id = call.id
+                    subs.append(await self._nc.subscribe(self.ns.stream(call.id), cb=on_chunk))
                 try:
                     await self._js.publish(
-                        self.ns.sys(call.kind), encode(call), headers=headers, timeout=min(timeout, 10.0)
+                        self.ns.sys(call.kind), data, headers=headers, timeout=min(timeout, 10.0)
                     )
                 except nats.js.errors.NoStreamResponseError as exc:
                     raise BackendUnavailable("the AIOS kernel is not running (no syscall stream)") from exc
                 except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as exc:
                     raise BackendUnavailable(f"the AIOS kernel did not accept the syscall: {exc}") from exc
+                if stream is not None:
+                    stream._accepted.set()
                 res = await self._wait_result(call.id, done, call.deadline or 0.0, timeout)
             except BaseException as exc:
                 if stream is not None:
@@ -364,6 +498,38 @@ class AIOS:
             assert res.result is not None
             return res.result
 
+    async def _abandon(self, syscall_id: str, stream: ChatStream, task: asyncio.Future[Any]) -> bool:
+        """Cancel the syscall of a stream its caller left; True once the kernel has stopped it (or it
+        has ended), False if it could not be reached (the generation then runs to its deadline)."""
+        until = time.monotonic() + _LEAVE_S
+        accepted = asyncio.ensure_future(stream._accepted.wait())
+        try:  # a syscall still being published can only be cancelled once the kernel has it
+            await asyncio.wait({task, accepted}, timeout=_LEAVE_S, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            accepted.cancel()
+        if task.done():
+            return True
+        if not stream._accepted.is_set():
+            log.warning("left the stream of syscall %s before the kernel accepted it", syscall_id)
+            return False
+        delay = 0.02
+        while True:
+            try:
+                await self.cancel(syscall_id, timeout=max(0.1, until - time.monotonic()))
+                return True
+            except NotFound as exc:
+                # Accepted by JetStream but not yet admitted by the scheduler: ask again shortly.
+                if task.done():
+                    return True
+                if time.monotonic() + delay >= until:
+                    log.warning("could not cancel syscall %s after leaving its stream: %s", syscall_id, exc)
+                    return False
+                await asyncio.wait({task}, timeout=delay)
+                delay = min(2 * delay, 0.25)
+            except AiosError as exc:
+                log.warning("could not cancel syscall %s after leaving its stream: %s", syscall_id, exc)
+                return False
+
     async def _wait_result(
         self, syscall_id: str, done: asyncio.Future[Msg], deadline: float, timeout: float
     ) -> SyscallResult:
@@ -371,7 +537,7 @@ class AIOS:
         away) or at the deadline, from the scheduler's store."""
         until = deadline + _GRACE_S
         while True:
-            reconnect = self._reconnects.next()
+            reconnect = self._bus.next()
             waiters: set[asyncio.Future[Any]] = {done, reconnect}
             await asyncio.wait(
                 waiters, timeout=max(0.0, until - time.time()), return_when=asyncio.FIRST_COMPLETED
@@ -388,7 +554,9 @@ class AIOS:
 
     async def cancel(self, syscall_id: str, *, timeout: float = 5.0) -> CancelReply:
         """Cancel one of this agent's syscalls, queued or running; its caller gets `Cancelled`."""
-        req = CancelRequest(id=syscall_id, agent=self.agent, token=self.conn.token)
+        req = _model(
+            CancelRequest, {"id": syscall_id, "agent": self.agent, "token": self.conn.token}, "cancel"
+        )
         try:
             msg = await self._nc.request(self.ns.ctl("scheduler", "cancel"), encode(req), timeout=timeout)
         except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as exc:
@@ -400,7 +568,9 @@ class AIOS:
 
     async def result(self, syscall_id: str, *, timeout: float = 5.0) -> SyscallResult | None:
         """The stored result of an earlier syscall of this agent (e.g. after a reconnect), or None."""
-        q = ResultQuery(id=syscall_id, agent=self.agent, token=self.conn.token)
+        q = _model(
+            ResultQuery, {"id": syscall_id, "agent": self.agent, "token": self.conn.token}, "result query"
+        )
         try:
             msg = await self._nc.request(self.ns.ctl("scheduler", "result"), encode(q), timeout=timeout)
         except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as exc:
