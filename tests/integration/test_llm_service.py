@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import jsonschema
 import pytest
 from openai import AsyncOpenAI
 
-from aios_schemas import EmbedReply, ExecReply, LlmEmbed, ModelEntry, decode, model_key
+from aios_schemas import EmbedReply, ExecReply, LlmEmbed, ModelEntry, decode
 from aios_services.cli.procs import free_port
 from aios_services.sim.runner import SimServer, run_sim
 from tests.integration.test_llm_harness import (
@@ -196,11 +197,15 @@ async def test_embeddings(llm: LlmService, sim: SimServer) -> None:
 
 async def test_catalogue_is_published(llm: LlmService) -> None:
     kv = await llm.nc.jetstream().key_value(llm.ns.limits_bucket)
-    m = decode((await kv.get(model_key("m"))).value or b"", ModelEntry)
+    keys = [key for key in await kv.keys() if key.startswith("model.m=")]
+    assert len(keys) == 1  # one entry per replica, stamped so that a dead replica's expires
+    m = decode((await kv.get(keys[0])).value or b"", ModelEntry)
+    assert m.replica and m.ts and abs(m.ts - time.time()) < 60
     assert m.kind == "chat" and [b.name for b in m.backends] == ["sim-prio", "sim-plain"]
     assert m.backends[0].priority and not m.backends[1].priority
     assert m.backends[1].slots == 4 and m.backends[1].rpm == 600
-    e = decode((await kv.get(model_key("e"))).value or b"", ModelEntry)
+    (ekey,) = [key for key in await kv.keys() if key.startswith("model.e=")]
+    e = decode((await kv.get(ekey)).value or b"", ModelEntry)
     assert e.kind == "embedding"
 
 

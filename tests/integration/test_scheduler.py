@@ -78,8 +78,8 @@ async def subscribe(ev: Events, nc: nats.NATS, k: Kernel) -> None:
     await nc.flush()
 
 
-async def stats(nc: nats.NATS, k: Kernel) -> SchedulerStats:
-    msg = await nc.request(k.ns.ctl("scheduler", "stats"), encode(StatsQuery()), timeout=5)
+async def stats(nc: nats.NATS, k: Kernel, *, local: bool = False) -> SchedulerStats:
+    msg = await nc.request(k.ns.ctl("scheduler", "stats"), encode(StatsQuery(local=local)), timeout=5)
     return decode_reply(msg.data, msg.headers, SchedulerStats)
 
 
@@ -299,7 +299,7 @@ async def test_two_scheduler_replicas_share_the_slots(
             try:
                 seen: dict[str, tuple[list[str], bool]] = {}
                 for _ in range(500):  # poll, bounded: both replicas know each other and share slots
-                    st = await stats(nc, k)
+                    st = await stats(nc, k, local=True)
                     seen[st.instance] = (st.replicas, st.sharing)
                     if all(seen.get(i) == (["s-1", "s-2"], True) for i in ("s-1", "s-2")):
                         break

@@ -25,8 +25,16 @@ class ModelEntry(BaseModel):
     name: str = Field(description="Model name agents use.")
     kind: str = Field("chat", description="chat | embedding")
     backends: list[BackendEntry] = Field(min_length=1, description="Backends that serve it.")
+    replica: str | None = Field(
+        None, description="The llm replica that serves it this way (replicas may differ in config)."
+    )
+    ts: float | None = Field(
+        None, description="Unix time the replica last confirmed it; stale entries are ignored."
+    )
 
 
-def model_key(model: str) -> str:
-    """KV key of a model's entry. Model names may hold characters NATS keys cannot (`llama3:8b`)."""
-    return "model." + _KEY_UNSAFE.sub("_", model)
+def model_key(model: str, replica: str | None = None) -> str:
+    """KV key of a model's entry (one per serving replica). Model names may hold characters NATS keys
+    cannot (`llama3:8b`)."""
+    key = "model." + _KEY_UNSAFE.sub("_", model)
+    return key if replica is None else key + "=" + _KEY_UNSAFE.sub("_", replica)

@@ -132,6 +132,20 @@ class CancelReply(BaseModel):
     )
 
 
+class HoldQuery(BaseModel):
+    """Scheduler -> its peer replicas: which of you holds this syscall (queued or running)?"""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(pattern=ID_PATTERN, description="Syscall id.")
+
+
+class HoldReply(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    instance: str = Field(description="The answering scheduler replica.")
+    held: bool = Field(description="Whether it holds the syscall.")
+
+
 class SyscallEvent(BaseModel):
     """A state change of one syscall, on `aios.v1.evt.syscall.<state>`."""
 

@@ -10,6 +10,9 @@ _M = ConfigDict(extra="forbid", frozen=True)
 class StatsQuery(BaseModel):
     model_config = _M
     agents: bool = Field(True, description="Include per-agent accounting.")
+    local: bool = Field(
+        False, description="Only the answering replica's view (default: every live replica's, merged)."
+    )
 
 
 class BackendStats(BaseModel):
@@ -17,7 +20,10 @@ class BackendStats(BaseModel):
     name: str = Field(description="Backend name.")
     slots: int = Field(description="Capacity.")
     running: int = Field(description="Calls running now.")
-    max_running_seen: int = Field(description="Most calls ever running at once (never above slots).")
+    max_running_seen: int = Field(
+        description="Most calls ever running at once (never above slots; merged views: the highest"
+        " of any one replica)."
+    )
     breaker: str = Field(description="closed | open | half_open")
 
 
@@ -47,7 +53,7 @@ class AgentStats(BaseModel):
 
 class SchedulerStats(BaseModel):
     model_config = _M
-    instance: str = Field(description="Scheduler replica.")
+    instance: str = Field(description="Scheduler replica (merged views: the replicas joined by '+').")
     held: int = Field(description="Accepted syscalls not yet finished.")
     replicas: list[str] = Field(default_factory=list, description="Live scheduler replicas it knows.")
     sharing: bool = Field(True, description="False during a new replica's start-up grace period.")

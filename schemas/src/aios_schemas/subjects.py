@@ -6,10 +6,12 @@ name "t1234" subjects become `t1234.aios.v1.*` and streams/buckets get a `_t1234
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]*$")
+_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,13 @@ class Namespace:
     def exec(self, service: str) -> str:
         """Scheduler -> worker dispatch (request/reply to a queue group)."""
         return f"{self.root}.exec.{service}"
+
+    def exec_lane(self, service: str, resource: str, lane: str) -> str:
+        """Dispatch to the workers that serve one lane of a resource (e.g. one backend of a model):
+        replicas with different configs each take only what they serve."""
+        readable = _UNSAFE.sub("_", f"{resource}--{lane}")[:64]
+        digest = hashlib.sha256(f"{resource}\0{lane}".encode()).hexdigest()[:10]
+        return f"{self.root}.exec.{service}.{readable}-{digest}"
 
     def stream(self, syscall_id: str) -> str:
         """LLM tokens of a running syscall."""

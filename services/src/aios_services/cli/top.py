@@ -33,7 +33,8 @@ log = logging.getLogger(__name__)
 
 
 async def _catalogue(nc: Client, ns: Namespace, timeout: float) -> list[ModelEntry]:
-    """The models the llm service publishes (KV `model.*` in the limits bucket)."""
+    """The models the llm replicas publish (KV `model.*` in the limits bucket, one entry per replica:
+    merged by name, the union of their backends)."""
     try:
         kv = await nc.jetstream().key_value(ns.limits_bucket)
     except BucketNotFoundError:
@@ -49,7 +50,14 @@ async def _catalogue(nc: Client, ns: Namespace, timeout: float) -> list[ModelEnt
                 log.warning("ignoring malformed catalogue entry %s", entry.key)
     finally:
         await watcher.stop()  # type: ignore[no-untyped-call]
-    return models
+    merged: dict[str, ModelEntry] = {}
+    for m in models:
+        prev = merged.get(m.name)
+        if prev is not None:
+            lanes = {b.name: b for b in [*prev.backends, *m.backends]}
+            m = m.model_copy(update={"backends": list(lanes.values())})
+        merged[m.name] = m
+    return list(merged.values())
 
 
 def with_catalogue(st: SchedulerStats, models: list[ModelEntry]) -> SchedulerStats:

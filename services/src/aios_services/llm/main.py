@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
 import sys
+import time
 from collections.abc import Mapping
 from contextlib import AsyncExitStack
 
+import nats
 from nats.aio.msg import Msg
 
 from aios_schemas import (
@@ -21,7 +25,7 @@ from aios_schemas import (
     model_key,
 )
 
-from ..runtime import Bus, HealthDetails, main_for
+from ..runtime import Bus, HealthDetails, keep_running, main_for
 from .backends import Backend
 from .config import ConfigError, LlmConfig, api_keys, load_config
 from .contexts import CONTEXT_TTL_S, ContextStore
@@ -71,8 +75,31 @@ async def start(
         for b in m.backends:
             stack.push_async_callback(b.close)
     limits = await bus.ensure_kv(bus.ns.limits_bucket)
-    for entry in catalogue(cfg):
-        await limits.put(model_key(entry.name), encode(entry))
+    entries = catalogue(cfg)
+
+    async def publish_catalogue() -> None:
+        """This replica's models, one KV entry each, stamped: a replica that stops confirming them
+        (gone without a goodbye) is dropped by the scheduler after `catalog_ttl_s`."""
+        now = time.time()
+        for entry in entries:
+            stamped = entry.model_copy(update={"replica": settings.instance, "ts": now})
+            await limits.put(model_key(entry.name, settings.instance), encode(stamped))
+
+    async def refresh_forever() -> None:
+        while True:
+            await asyncio.sleep(settings.catalog_refresh_s)
+            with contextlib.suppress(nats.errors.Error):
+                await publish_catalogue()
+
+    async def withdraw() -> None:  # a graceful stop: the scheduler stops routing here at once
+        for entry in entries:
+            with contextlib.suppress(nats.errors.Error):
+                await limits.delete(model_key(entry.name, settings.instance))
+
+    await publish_catalogue()
+    refresher = asyncio.create_task(keep_running("catalogue refresh", refresh_forever))
+    stack.push_async_callback(withdraw)
+    stack.push_async_callback(_stop, refresher)
     contexts = ContextStore(await bus.ensure_kv(bus.ns.contexts_bucket, ttl_s=CONTEXT_TTL_S))
     runs = Runs()
     handlers = LlmHandlers(Deps(bus=bus, models=models, contexts=contexts, runs=runs))
@@ -85,13 +112,25 @@ async def start(
 
     # No queue group: every replica hears every control message; the one running the syscall acts.
     await bus.nc.subscribe(bus.ns.ctl("llm", "control"), cb=on_control)
-    await bus.serve(
-        bus.ns.exec("llm"), ExecRequest, handlers.exec, queue="llm", max_concurrency=settings.max_concurrency
-    )
+    # Each lane (model, backend) this replica serves has its own exec subject, so the scheduler
+    # reaches a replica that serves the backend it chose; `exec.llm` takes any call (first backend).
+    subjects = [bus.ns.exec("llm")] + [
+        bus.ns.exec_lane("llm", f"llm.{m.name}", b.name) for m in models.values() for b in m.backends
+    ]
+    for subject in subjects:
+        await bus.serve(
+            subject, ExecRequest, handlers.exec, queue="llm", max_concurrency=settings.max_concurrency
+        )
     return lambda: {
         "models": {n: [b.name for b in m.backends] for n, m in models.items()},
         "running": len(runs),
     }
+
+
+async def _stop(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 def main() -> None:

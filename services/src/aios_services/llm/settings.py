@@ -17,3 +17,6 @@ from ..runtime import ServiceSettings
 class LlmSettings(ServiceSettings):
     llm_config: Path = Field(Path(".aios/llm.toml"), description="Models and backends (TOML).")
     max_concurrency: int = Field(1024, ge=1, description="Exec requests handled at once per replica.")
+    catalog_refresh_s: float = Field(
+        5.0, gt=0, description="How often this replica re-confirms the models it serves in the catalogue."
+    )

@@ -27,6 +27,11 @@ from .telemetry import extract, inject
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer(__name__)
 
+
+class Silent(Exception):
+    """Raised by a handler that must not answer this request (another subscriber answers it)."""
+
+
 Req = TypeVar("Req", bound=BaseModel)
 Rep = TypeVar("Rep", bound=BaseModel)
 Handler = Callable[[Req], Awaitable[Rep]]
@@ -137,7 +142,10 @@ class Bus:
                 with tracer.start_as_current_span(
                     f"serve {subject}", context=extract(msg.headers), kind=trace.SpanKind.SERVER
                 ):
-                    body, headers = await self._handle(msg, model, handler)
+                    try:
+                        body, headers = await self._handle(msg, model, handler)
+                    except Silent:
+                        return
                     if msg.reply:
                         await self.nc.publish(msg.reply, body, headers=headers)
 
@@ -157,6 +165,8 @@ class Bus:
             return encode(await handler(req)), None
         except AiosError as exc:
             return encode(exc.to_reply()), error_headers()
+        except Silent:
+            raise
         except Exception as exc:  # the last line of defence: report, never crash the service
             log.exception("handler for %s failed", msg.subject)
             err = AiosError("internal", f"{type(exc).__name__}: {exc}")
@@ -166,6 +176,31 @@ class Bus:
         """Request/reply with trace context; an ErrorReply comes back as AiosError."""
         resp = await self.nc.request(subject, encode(msg), timeout=timeout, headers=inject())
         return decode_reply(resp.data, resp.headers, reply)
+
+    async def gather(
+        self, subject: str, msg: BaseModel, reply: type[Rep], *, expect: int, timeout: float
+    ) -> list[Rep]:
+        """Ask every subscriber of `subject` (no queue group) and collect up to `expect` answers
+        within `timeout`; error replies and late ones are left out."""
+        inbox = self.nc.new_inbox()
+        got: list[Rep] = []
+        enough = asyncio.Event()
+
+        async def on(m: Msg) -> None:
+            with contextlib.suppress(AiosError):
+                got.append(decode_reply(m.data, m.headers, reply))
+            if len(got) >= expect:
+                enough.set()
+
+        sub = await self.nc.subscribe(inbox, cb=on)
+        try:
+            await self.nc.publish(subject, encode(msg), reply=inbox, headers=inject())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(enough.wait(), timeout)
+        finally:
+            with contextlib.suppress(nats.errors.Error):
+                await sub.unsubscribe()
+        return got[:expect]
 
     async def publish(self, subject: str, msg: BaseModel, headers: dict[str, str] | None = None) -> None:
         await self.nc.publish(subject, encode(msg), headers=inject(headers))

@@ -6,10 +6,13 @@ import time
 from collections import defaultdict
 
 from aios_schemas import (
+    AgentStats,
     AiosError,
     BackendStats,
     CancelReply,
     CancelRequest,
+    HoldQuery,
+    HoldReply,
     ResourceStats,
     ResultQuery,
     SchedulerStats,
@@ -17,6 +20,7 @@ from aios_schemas import (
     SyscallResult,
 )
 
+from ..runtime.bus import Silent
 from .core import Scheduler
 
 
@@ -41,10 +45,7 @@ class Control:
         s.tokens.authenticate(req.token, req.agent)
         held = s.held.get(req.id)
         if held is None or held.call.agent != req.agent:
-            stored = await s.results.get(req.id)
-            if stored is not None and stored.agent == req.agent:
-                return CancelReply(id=req.id, state="finished")
-            raise AiosError("not_found", f"no syscall {req.id} of agent {req.agent!r}")
+            return await self._not_mine(req)
         group = s.groups.get(held.group)
         err = AiosError("cancelled", "cancelled by the agent").to_reply()
         if held.dispatched is None:
@@ -64,7 +65,52 @@ class Control:
         await s.complete(held, group, SyscallResult.fail(held.call.id, err))
         return CancelReply(id=req.id, state="cancelled")
 
+    async def _not_mine(self, req: CancelRequest) -> CancelReply:
+        """A cancel for a syscall this replica does not hold. Every replica hears a cancel and the
+        first answer wins: another replica may hold it, so unless its result is already stored,
+        answer only after giving the holder time to answer first (and look again then)."""
+        s = self.s
+        stored = await s.results.get(req.id)
+        if stored is None and s.replicas is not None and len(s.replicas.live) > 1:
+            peers = await s.bus.gather(
+                s.ns.ctl("scheduler", "holds"),
+                HoldQuery(id=req.id),
+                HoldReply,
+                expect=len(s.replicas.live),
+                timeout=s.settings.cancel_grace_s,
+            )
+            if any(p.held for p in peers if p.instance != s.settings.instance):
+                raise Silent  # the holder answers; a second answer would race it
+            stored = await s.results.get(req.id)  # it may have finished meanwhile
+        if stored is not None and stored.agent == req.agent:
+            err = stored.result.error
+            return CancelReply(
+                id=req.id, state="cancelled" if err and err.code == "cancelled" else "finished"
+            )
+        raise AiosError("not_found", f"no syscall {req.id} of agent {req.agent!r}")
+
+    async def holds(self, q: HoldQuery) -> HoldReply:
+        """`ctl.scheduler.holds` (every replica answers): whether this replica holds a syscall."""
+        return HoldReply(instance=self.s.settings.instance, held=q.id in self.s.held)
+
     async def stats(self, q: StatsQuery) -> SchedulerStats:
+        """Every live replica's view, merged (or only this one's with `local`)."""
+        mine = self.local_stats(q)
+        s = self.s
+        if q.local or s.replicas is None or len(s.replicas.live) < 2:
+            return mine
+        ask = q.model_copy(update={"local": True})
+        views = await s.bus.gather(
+            s.ns.ctl("scheduler", "stats_local"),
+            ask,
+            SchedulerStats,
+            expect=len(s.replicas.live),
+            timeout=s.settings.stats_gather_s,
+        )
+        others = [v for v in views if v.instance != mine.instance]
+        return merge_stats([mine, *others])
+
+    def local_stats(self, q: StatsQuery) -> SchedulerStats:
         s = self.s
         now = time.monotonic()
         resources = []
@@ -103,3 +149,75 @@ class Control:
             resources=resources,
             agents=list(s.accounts.items.values()) if q.agents else [],
         )
+
+
+def merge_stats(views: list[SchedulerStats]) -> SchedulerStats:
+    """One view of several replicas: counts add up (each replica holds its own share of the slots
+    and its own syscalls); a backend's `max_running_seen` is the highest any one replica saw."""
+    resources: dict[str, ResourceStats] = {}
+    for v in views:
+        for r in v.resources:
+            cur = resources.get(r.name)
+            resources[r.name] = r if cur is None else _merge_resource(cur, r)
+    agents: dict[tuple[str, str | None], AgentStats] = {}
+    for v in views:
+        for a in v.agents:
+            seen = agents.get((a.agent, a.program))
+            agents[(a.agent, a.program)] = a if seen is None else _merge_agent(seen, a)
+    counters: dict[str, int] = defaultdict(int)
+    for v in views:
+        for k, n in v.counters.items():
+            counters[k] += n
+    return SchedulerStats(
+        instance="+".join(sorted(v.instance for v in views)),
+        held=sum(v.held for v in views),
+        replicas=sorted({r for v in views for r in v.replicas}),
+        sharing=all(v.sharing for v in views),
+        counters=dict(counters),
+        resources=list(resources.values()),
+        agents=list(agents.values()),
+    )
+
+
+def _merge_resource(a: ResourceStats, b: ResourceStats) -> ResourceStats:
+    by_agent = {k: list(v) for k, v in a.by_agent.items()}
+    for k, (run, queued) in b.by_agent.items():
+        counts = by_agent.setdefault(k, [0, 0])
+        counts[0] += run
+        counts[1] += queued
+    backends = {x.name: x for x in a.backends}
+    for x in b.backends:
+        cur = backends.get(x.name)
+        backends[x.name] = (
+            x
+            if cur is None
+            else cur.model_copy(
+                update={
+                    "slots": cur.slots + x.slots,
+                    "running": cur.running + x.running,
+                    "max_running_seen": max(cur.max_running_seen, x.max_running_seen),
+                    "breaker": cur.breaker if cur.breaker == x.breaker else "mixed",
+                }
+            )
+        )
+    return a.model_copy(
+        update={
+            "capacity": a.capacity + b.capacity,
+            "running": a.running + b.running,
+            "queued": a.queued + b.queued,
+            "by_agent": by_agent,
+            "backends": list(backends.values()),
+        }
+    )
+
+
+def _merge_agent(a: AgentStats, b: AgentStats) -> AgentStats:
+    return a.model_copy(
+        update={
+            "calls": a.calls + b.calls,
+            "tokens": a.tokens + b.tokens,
+            "wait_s": a.wait_s + b.wait_s,
+            "service_s": a.service_s + b.service_s,
+            "suspensions": a.suspensions + b.suspensions,
+        }
+    )

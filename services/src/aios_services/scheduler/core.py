@@ -77,6 +77,9 @@ class Scheduler:
         self.groups: dict[str, Group] = {}
         self.catalog = Catalog()
         self.parked: dict[str, Held] = {}  # waiting for their resource to appear in the catalogue
+        self._entries: dict[
+            str, tuple[str, list[BackendEntry], float]
+        ] = {}  # KV key -> (resource, lanes, seen)
         self.loops: dict[str, asyncio.Task[None]] = {}
         self.counters: dict[str, int] = defaultdict(int)
         self._progress = asyncio.Event()
@@ -101,20 +104,60 @@ class Scheduler:
 
     # --- catalogue -----------------------------------------------------------------------------
     async def watch_catalog(self) -> None:
-        """Follow the models the llm service publishes (KV `model.*`)."""
+        """Follow the models the llm replicas publish (KV `model.*`, one entry per replica)."""
         watcher = await self.limits.watch("model.>")
         async for entry in watcher:
-            if entry is None or not entry.value:
+            if entry is None:
+                continue
+            if not entry.value:  # deleted: a replica withdrew (graceful stop)
+                self.withdraw(entry.key)
                 continue
             try:
                 model = ModelEntry.model_validate_json(entry.value)
             except ValidationError:
                 log.warning("ignoring malformed catalogue entry %s", entry.key)
                 continue
-            self.publish_lanes(f"llm.{model.name}", model.backends)
+            self.confirm(entry.key, f"llm.{model.name}", model.backends)
+
+    def confirm(self, key: str, resource: str, lanes: list[BackendEntry]) -> None:
+        """A worker replica (its catalogue entry `key`) serves `resource` on `lanes`."""
+        self._entries[key] = (resource, lanes, time.monotonic())
+        self._rebuild(resource)
+
+    def withdraw(self, key: str) -> None:
+        gone = self._entries.pop(key, None)
+        if gone is not None:
+            self._rebuild(gone[0])
+
+    def expire_catalog(self) -> None:
+        """Forget what replicas that stopped confirming their entries served (killed, partitioned)."""
+        cutoff = time.monotonic() - self.settings.catalog_ttl_s
+        for key, (_, _, seen) in list(self._entries.items()):
+            if seen < cutoff:
+                log.warning(
+                    "catalogue entry %s not confirmed for %.0fs: dropped", key, self.settings.catalog_ttl_s
+                )
+                self.withdraw(key)
+
+    async def expire_catalog_forever(self) -> None:
+        while True:
+            await asyncio.sleep(max(0.05, self.settings.catalog_ttl_s / 4))
+            self.expire_catalog()
+
+    def _rebuild(self, resource: str) -> None:
+        """The lanes of `resource`: the union of what its live replicas serve."""
+        lanes: dict[str, BackendEntry] = {}
+        for res, entries, _ in self._entries.values():
+            if res == resource:
+                lanes.update((b.name, b) for b in entries)
+        if lanes:
+            self.publish_lanes(resource, list(lanes.values()))
+        else:
+            self.catalog.remove(resource)
+            self._apply_lanes(resource, [])
 
     def publish_lanes(self, resource: str, lanes: list[BackendEntry]) -> None:
-        """A worker service says which lanes serve `resource` (new, or changed)."""
+        """The lanes that serve `resource` now (new, or changed)."""
         self.catalog.set(resource, lanes)
         self._apply_lanes(resource, lanes)
         for held in [h for h in self.parked.values() if h.group == resource]:
@@ -125,14 +168,18 @@ class Scheduler:
         group = self.groups.get(resource)
         if group is None:
             return
+        names = {b.name for b in lanes}
         for b in lanes:
             state = group.backends.get(b.name)
             if state is None:
                 group.backends[b.name] = self._lane(b)
             else:
                 state.entry = b
+                state.retired = False
                 state.capacity = self.share(b.slots)
                 state.limiter = RateLimiter(self.limits, b) if (b.rpm or b.tpm) else None
+        for name, state in group.backends.items():
+            state.retired = name not in names  # runs in progress finish; nothing new starts there
         group.wake.set()
 
     def fetch_room(self) -> int:

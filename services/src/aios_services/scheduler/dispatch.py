@@ -55,9 +55,10 @@ class BusExecutor:
 
     async def exec(self, service: str, req: ExecRequest, timeout: float) -> ExecReply | None:
         reconnect = self.bus.next_reconnect()
-        request = asyncio.ensure_future(
-            self.bus.request(self.bus.ns.exec(service), req, ExecReply, timeout=timeout)
-        )
+        # To the workers that serve the chosen lane (replicas may serve different lanes).
+        ns = self.bus.ns
+        subject = ns.exec_lane(service, req.resource, req.backend) if req.backend else ns.exec(service)
+        request = asyncio.ensure_future(self.bus.request(subject, req, ExecReply, timeout=timeout))
         waiters: set[asyncio.Future[Any]] = {request, reconnect}
         await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
         if request.done():

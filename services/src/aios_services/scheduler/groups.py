@@ -60,9 +60,12 @@ class BackendState:
     rate_wait_until: float = 0.0
     max_running_seen: int = 0
     capacity: int = -1  # this replica's share of the slots (see replicas.py); -1: all of them
+    retired: bool = False  # no worker serves it any more: nothing new starts on it
 
     @property
     def slots(self) -> int:
+        if self.retired:
+            return 0
         return self.entry.slots if self.capacity < 0 else self.capacity
 
     @property

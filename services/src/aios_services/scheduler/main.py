@@ -6,7 +6,7 @@ import asyncio
 import logging
 from contextlib import AsyncExitStack
 
-from aios_schemas import CancelRequest, ResultQuery, StatsQuery, Syscall
+from aios_schemas import CancelRequest, HoldQuery, ResultQuery, StatsQuery, Syscall
 
 from ..runtime import Bus, HealthDetails, keep_running, main_for
 from ..runtime.consumer import JsConsumer
@@ -69,12 +69,16 @@ async def start(bus: Bus, stack: AsyncExitStack, settings: SchedulerSettings) ->
 
     await bus.serve(ns.ctl("scheduler", "result"), ResultQuery, control.query, queue="scheduler")
     await bus.serve(ns.ctl("scheduler", "stats"), StatsQuery, control.stats, queue="scheduler")
+    # Every replica answers this one: a merged view asks them all.
+    await bus.serve(ns.ctl("scheduler", "stats_local"), StatsQuery, control.stats)
+    await bus.serve(ns.ctl("scheduler", "holds"), HoldQuery, control.holds)
     # Cancel is broadcast: only the replica holding the syscall can stop it.
     await bus.serve(ns.ctl("scheduler", "cancel"), CancelRequest, control.cancel)
     loops = {
         "replica heartbeat": replicas.run_forever,
         "replica watch": replicas.watch_forever,
         "catalogue watch": sched.watch_catalog,
+        "catalogue expiry": sched.expire_catalog_forever,
         "syscall fetch": consume,
         "ack heartbeat": heartbeat,
         "deadline expiry": sched.expire_forever,

@@ -49,3 +49,15 @@ class SchedulerSettings(ServiceSettings):
         6.0, gt=0, description="A scheduler replica not heard from for this long no longer holds slots."
     )
     max_attempts: int = Field(4, ge=1, description="Backends tried for one call before its error stands.")
+    cancel_grace_s: float = Field(
+        0.5,
+        gt=0,
+        description="With replicas: how long one not holding a cancelled syscall waits for its peers to say"
+        " whether one of them holds it.",
+    )
+    stats_gather_s: float = Field(0.5, gt=0, description="How long stats wait for the other replicas' views.")
+    catalog_ttl_s: float = Field(
+        20.0,
+        gt=0,
+        description="A worker replica's catalogue entry not re-confirmed for this long is dropped.",
+    )
