@@ -12,7 +12,7 @@ import nats
 import pytest
 
 from aios_schemas import LlmChat, Syscall, SyscallResult, encode
-from aios_sdk import QuotaExceeded
+from aios_sdk import Conflict, QuotaExceeded
 from aios_services.sim.runner import SimServer, run_sim
 from tests.kernel import Kernel, running_kernel
 
@@ -110,3 +110,17 @@ async def test_an_id_reused_for_another_request_is_a_conflict(
         assert replay.result.content == first.content  # type: ignore[union-attr]
         stored = await aios.result(sid)
         assert stored is not None and stored.status == "ok"  # the first call's result is untouched
+
+
+async def test_the_sdk_reusing_an_id_for_another_request_gets_conflict(
+    nats_url: str, tmp_path: Path, sim: SimServer
+) -> None:
+    async with running_kernel(nats_url, tmp_path, backends(sim)) as k, k.connect() as aios:
+        sid = "reused-id-0002"
+        first = await aios.llm.chat(MODEL, ask("first"), max_tokens=10, id=sid)
+        # Within JetStream's duplicate window the second publish is dropped as a duplicate; the SDK
+        # sees the answer belongs to another request.
+        with pytest.raises(Conflict):
+            await aios.llm.chat(MODEL, ask("second"), max_tokens=10, id=sid)
+        again = await aios.llm.chat(MODEL, ask("first"), max_tokens=10, id=sid)  # a retry: same answer
+        assert again.content == first.content

@@ -46,6 +46,7 @@ from aios_schemas.wire import validation_error
 from .config import Located, locate
 from .errors import (
     BackendUnavailable,
+    Conflict,
     DeadlineExceeded,
     InvalidRequest,
     NotFound,
@@ -355,6 +356,16 @@ async def _first_connect(where: Located, timeout: float) -> tuple[NATS, _BusWatc
     ) from cause
 
 
+def _for_another_request(msg: Msg, mine: str) -> bool:
+    """A `conflict` answer meant for another request that reused our id (it carries that request's
+    digest): not ours to take."""
+    try:
+        res = SyscallResult.model_validate_json(msg.data)
+    except ValidationError:
+        return False
+    return res.request not in (None, mine) and res.error is not None and res.error.code == "conflict"
+
+
 class AIOS:
     """A connection to the AIOS kernel for one agent."""
 
@@ -450,7 +461,11 @@ class AIOS:
         loop = asyncio.get_running_loop()
         done: asyncio.Future[Msg] = loop.create_future()
 
+        mine = call.digest()
+
         async def on_result(msg: Msg) -> None:
+            if _for_another_request(msg, mine):
+                return
             if not done.done():
                 done.set_result(msg)
 
@@ -473,7 +488,7 @@ class AIOS:
                     stream.id = call.id
                     subs.append(await self._nc.subscribe(self.ns.stream(call.id), cb=on_chunk))
                 try:
-                    await self._js.publish(
+                    ack = await self._js.publish(
                         self.ns.sys(call.kind), data, headers=headers, timeout=min(timeout, 10.0)
                     )
                 except nats.js.errors.NoStreamResponseError as exc:
@@ -482,7 +497,10 @@ class AIOS:
                     raise BackendUnavailable(f"the AIOS kernel did not accept the syscall: {exc}") from exc
                 if stream is not None:
                     stream._accepted.set()
-                res = await self._wait_result(call.id, done, call.deadline or 0.0, timeout)
+                # A duplicate id: the kernel already has this id, maybe answered long ago (its
+                # result is not sent again): look in the store first.
+                stored = await self.result(call.id) if ack.duplicate else None
+                res = stored or await self._wait_result(call.id, done, call.deadline or 0.0, timeout)
             except BaseException as exc:
                 if stream is not None:
                     stream._put(exc)
@@ -491,6 +509,16 @@ class AIOS:
                 for sub in subs:
                     with contextlib.suppress(nats.errors.Error):
                         await sub.unsubscribe()
+            if res.request is not None and res.request != mine:
+                # The id answers an earlier, different request (JetStream dropped ours as its
+                # duplicate): reusing an id for another request is an error, not a silent replay.
+                conflict = Conflict(
+                    f"syscall id {call.id} was already used for another request: use a new id",
+                    retryable=False,
+                )
+                if stream is not None:
+                    stream._put(conflict)
+                raise conflict
             if stream is not None:
                 stream._put(res)
             if res.error is not None:
