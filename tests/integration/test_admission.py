@@ -124,3 +124,23 @@ async def test_the_sdk_reusing_an_id_for_another_request_gets_conflict(
             await aios.llm.chat(MODEL, ask("second"), max_tokens=10, id=sid)
         again = await aios.llm.chat(MODEL, ask("first"), max_tokens=10, id=sid)  # a retry: same answer
         assert again.content == first.content
+
+
+async def test_a_redelivered_syscall_is_not_charged_twice(nc: nats.NATS) -> None:
+    import uuid
+
+    from aios_services.scheduler.quotas import Quotas
+    from aios_services.scheduler.settings import Quota
+
+    kv = await nc.jetstream().create_key_value(bucket=f"q{uuid.uuid4().hex[:12]}")
+    quotas = Quotas(kv, {"a-*": Quota(calls=10, tokens=1000)})
+    first = await quotas.reserve("sys-00000001", "a-1", 100)
+    again = await quotas.reserve("sys-00000001", "a-1", 100)  # redelivered after a crash
+    assert again == first
+    usage = await quotas.usage("a-1")
+    assert (usage.calls, usage.tokens) == (1, 100)
+    await quotas.settle(first, 30)
+    usage = await quotas.usage("a-1")
+    assert (usage.calls, usage.tokens) == (1, 30)
+    await quotas.reserve("sys-00000001", "a-1", 100)  # settled: a later syscall with the id is new
+    assert (await quotas.usage("a-1")).calls == 2

@@ -188,6 +188,18 @@ async def test_leaving_a_stream_early_cancels_it_and_frees_the_slot(
     assert "done" not in events.states(sid)
 
 
+async def test_a_chat_whose_caller_gives_up_is_cancelled_and_frees_the_slot(
+    one_slot: Kernel, sim: SimServer, events: Events
+) -> None:
+    async with one_slot.connect() as aios:
+        sid = "abandoned-0001"
+        with pytest.raises(TimeoutError):  # the caller's own timeout, not the syscall's deadline
+            await asyncio.wait_for(aios.llm.chat(MODEL, LONG, id=sid), 1.0)
+        await until(lambda: "cancelled" in events.states(sid))
+        await until(lambda: sim.stats()["running"] == 0)
+        assert (await aios.llm.chat(MODEL, SHORT, timeout=10)).content
+
+
 async def test_a_stream_read_to_the_end_sends_no_cancel(one_slot: Kernel, nc: NATS) -> None:
     seen: list[str] = []
 

@@ -378,6 +378,7 @@ class AIOS:
         self.session = session
         self.llm = LlmApi(self)
         self._bus = _BusWatch(conn.nats_url)
+        self._background: set[asyncio.Task[None]] = set()  # cancels of abandoned syscalls
 
     @classmethod
     @asynccontextmanager
@@ -399,11 +400,14 @@ class AIOS:
         """
         where = locate(home=home, url=url, token=token, agent=agent, namespace=namespace)
         nc, watch = await _first_connect(where, _seconds(connect_timeout, "connect_timeout"))
+        client: AIOS | None = None
         try:
             client = cls(nc, where.conn, session=session)
             client._bus = watch
             yield client
         finally:
+            if client is not None and client._background:  # let pending cancels reach the kernel
+                await asyncio.wait(set(client._background), timeout=_LEAVE_S)
             watch.live = False
             await nc.drain()
 
@@ -478,6 +482,7 @@ class AIOS:
             span.set_attribute("aios.syscall.id", call.id)
             span.set_attribute("aios.agent", call.agent)
             subs = []
+            accepted = False
             try:
                 headers: dict[str, str] = {"Nats-Msg-Id": call.id}
                 propagate.inject(headers)
@@ -495,6 +500,7 @@ class AIOS:
                     raise BackendUnavailable("the AIOS kernel is not running (no syscall stream)") from exc
                 except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as exc:
                     raise BackendUnavailable(f"the AIOS kernel did not accept the syscall: {exc}") from exc
+                accepted = True
                 if stream is not None:
                     stream._accepted.set()
                 # A duplicate id: the kernel already has this id, maybe answered long ago (its
@@ -504,6 +510,10 @@ class AIOS:
             except BaseException as exc:
                 if stream is not None:
                     stream._put(exc)
+                elif accepted and isinstance(exc, asyncio.CancelledError):
+                    # The caller gave up (a task cancelled, `asyncio.wait_for` timed out): stop the
+                    # syscall in the kernel too, so it does not hold a slot until its deadline.
+                    self._cancel_later(call.id)
                 raise
             finally:
                 for sub in subs:
@@ -525,6 +535,26 @@ class AIOS:
                 raise error_from_reply(res.error)
             assert res.result is not None
             return res.result
+
+    def _cancel_later(self, syscall_id: str) -> None:
+        """Cancel a syscall in the background (its caller's task is being cancelled right now)."""
+
+        async def cancel() -> None:
+            until, delay = time.monotonic() + _LEAVE_S, 0.02
+            while time.monotonic() < until:
+                try:
+                    await self.cancel(syscall_id, timeout=max(0.1, until - time.monotonic()))
+                    return
+                except NotFound:  # accepted, not yet admitted by the scheduler: ask again shortly
+                    await asyncio.sleep(delay)
+                    delay = min(2 * delay, 0.25)
+                except AiosError as exc:
+                    log.warning("could not cancel abandoned syscall %s: %s", syscall_id, exc)
+                    return
+
+        task = asyncio.ensure_future(cancel())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _abandon(self, syscall_id: str, stream: ChatStream, task: asyncio.Future[Any]) -> bool:
         """Cancel the syscall of a stream its caller left; True once the kernel has stopped it (or it

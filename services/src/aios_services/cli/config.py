@@ -142,15 +142,23 @@ def _settings_env(
     return settings, env
 
 
-def _check_policies(source: str, settings: SchedulerSettings, policy_flag: bool) -> None:
-    """The policy and its parameters, as the scheduler will build them (it fails only at a call)."""
+def _check_policies(source: str, values: Mapping[str, Any], policy_flag: bool) -> None:
+    """The policy and its parameters, as the scheduler will build them, checked before the settings
+    (which refuse them too, less readably). Values of the wrong type are left to the settings."""
+    policy = values.get("policy", SchedulerSettings.model_fields["policy"].default)
+    params = values.get("policy_params", {})
+    overrides = values.get("resource_policies", {})
+    if not isinstance(policy, str) or not isinstance(params, dict) or not isinstance(overrides, dict):
+        return
     checks: list[tuple[str, str, dict[str, Any]]] = [
-        ("--policy" if policy_flag else "scheduler.policy", settings.policy, dict(settings.policy_params))
+        ("--policy" if policy_flag else "scheduler.policy", policy, dict(params))
     ]
-    for resource, override in settings.resource_policies.items():
-        params = dict(override)
-        name = str(params.pop("name", settings.policy))
-        checks.append((f"scheduler.resource_policies.{key_path([resource])}", name, params))
+    for resource, override in overrides.items():
+        if not isinstance(override, dict):
+            return
+        extra = dict(override)
+        name = str(extra.pop("name", policy))
+        checks.append((f"scheduler.resource_policies.{key_path([resource])}", name, extra))
     for where, name, params in checks:
         try:
             parse_policy_config(name, **params)
@@ -219,9 +227,9 @@ def load_stack_config(
     sched_values = dict(top.scheduler)
     if policy is not None:
         sched_values["policy"] = policy
+    _check_policies(source, sched_values, policy_flag=policy is not None)
     sched, scheduler_env = _settings_env(source, "scheduler", SchedulerSettings, sched_values)
     assert isinstance(sched, SchedulerSettings)
-    _check_policies(source, sched, policy_flag=policy is not None)
     _, llm_env = _settings_env(source, "llm", LlmSettings, top.llm)
 
     models: dict[str, Any] = {name: m.model_dump() for name, m in generated.items()}

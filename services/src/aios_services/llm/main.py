@@ -26,6 +26,7 @@ from aios_schemas import (
 )
 
 from ..runtime import Bus, HealthDetails, keep_running, main_for
+from ..runtime.service import load_settings
 from .backends import Backend
 from .config import ConfigError, LlmConfig, api_keys, load_config
 from .contexts import CONTEXT_TTL_S, ContextStore
@@ -134,7 +135,7 @@ async def _stop(task: asyncio.Task[None]) -> None:
 
 
 def main() -> None:
-    settings = LlmSettings()
+    settings = load_settings("llm", LlmSettings)
     try:
         build_models(load_config(settings.llm_config), os.environ)
     except ConfigError as exc:

@@ -7,11 +7,13 @@ import contextlib
 import logging
 import os
 import signal
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
+from typing import TypeVar
 
-from pydantic import JsonValue
+from pydantic import JsonValue, ValidationError
 
 from aios_schemas import Health, HealthQuery
 
@@ -65,6 +67,21 @@ async def run_service(
         logging.getLogger(name).info("%s draining", name)
         await stack.aclose()  # stop loops the service started before the bus goes away
         await bus.drain(settings.drain_timeout_s)
+
+
+S = TypeVar("S", bound=ServiceSettings)
+
+
+def load_settings(name: str, cls: type[S]) -> S:
+    """The service's settings from its environment; a bad value ends the process with one line that
+    names the setting (its variable is AIOS_<NAME>), not a traceback."""
+    try:
+        return cls()
+    except ValidationError as exc:
+        errors = "; ".join(
+            (f"AIOS_{str(e['loc'][0]).upper()}: " if e["loc"] else "") + e["msg"] for e in exc.errors()
+        )
+        sys.exit(f"aios {name}: bad settings: {errors}")
 
 
 def main_for(name: str, settings: ServiceSettings, start: Starter) -> None:

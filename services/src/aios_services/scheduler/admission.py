@@ -83,7 +83,7 @@ class Admission:
                 # Its workers are up and serve no such resource. (With no catalogue yet, the service
                 # is starting: the call is accepted and waits for it, until its deadline.)
                 raise self.catalog.unknown(ref)
-            reservation = await self.quotas.reserve(call.agent, cost_of(call), now)
+            reservation = await self.quotas.reserve(call.id, call.agent, cost_of(call), now)
         except AiosError as exc:
             return Refuse(exc)
         held = Held(

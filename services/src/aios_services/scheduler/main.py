@@ -10,6 +10,7 @@ from aios_schemas import CancelRequest, HoldQuery, ResultQuery, StatsQuery, Sysc
 
 from ..runtime import Bus, HealthDetails, keep_running, main_for
 from ..runtime.consumer import JsConsumer
+from ..runtime.service import load_settings
 from ..runtime.tokens import TokenStore
 from . import streams
 from .control import Control
@@ -92,7 +93,7 @@ async def start(bus: Bus, stack: AsyncExitStack, settings: SchedulerSettings) ->
 
 
 def main() -> None:
-    settings = SchedulerSettings()
+    settings = load_settings("scheduler", SchedulerSettings)
     main_for("scheduler", settings, lambda bus, stack: start(bus, stack, settings))
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import fnmatch
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 
 from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
@@ -30,13 +29,15 @@ class Usage(BaseModel):
     window: int = 0
 
 
-@dataclass(frozen=True)
-class Reservation:
-    """What admission reserved for one syscall, to be settled when it completes."""
+class Reservation(BaseModel):
+    """What admission reserved for one syscall, kept in KV under `resv.<syscall id>` until the call
+    is settled, so that a syscall redelivered after a scheduler crash is not charged twice."""
 
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    id: str
     agent: str
     tokens: int
-    windows: tuple[tuple[str, int], ...]  # (KV key, window number) of each period charged
+    windows: list[tuple[str, int]]  # (KV key, window number) of each period charged
 
 
 def _key(agent: str, per: Period) -> str:
@@ -73,12 +74,20 @@ class Quotas:
             return Usage()
         return usage
 
-    async def reserve(self, agent: str, tokens: int, now: float | None = None) -> Reservation | None:
+    async def reserve(
+        self, syscall_id: str, agent: str, tokens: int, now: float | None = None
+    ) -> Reservation | None:
         """Count one call and set `tokens` aside in every period of the agent's quota, or raise
-        quota_exceeded (reserving nothing) if one of them is used up."""
+        quota_exceeded (reserving nothing) if one of them is used up. Idempotent per syscall: a
+        redelivered syscall gets the reservation it already has."""
         quotas = self.quota(agent)
         if not quotas:
             return None
+        try:
+            entry = await self.kv.get(_resv_key(syscall_id))
+            return Reservation.model_validate_json(entry.value or b"")
+        except KeyNotFoundError:
+            pass
         now = time.time() if now is None else now
         done: list[tuple[str, int]] = []
         try:
@@ -90,14 +99,22 @@ class Quotas:
             for key, window in done:  # give back what the earlier periods reserved
                 await cas_update(self.kv, key, _add(window, calls=-1, tokens=-tokens))
             raise
-        return Reservation(agent=agent, tokens=tokens, windows=tuple(done))
+        r = Reservation(id=syscall_id, agent=agent, tokens=tokens, windows=done)
+        await self.kv.put(_resv_key(syscall_id), r.model_dump_json().encode())
+        return r
 
     async def settle(self, r: Reservation | None, used_tokens: int) -> None:
         """Replace the reserved estimate by what was used (the call itself stays counted)."""
-        if r is None or used_tokens == r.tokens:
+        if r is None:
             return
-        for key, window in r.windows:
-            await cas_update(self.kv, key, _add(window, calls=0, tokens=used_tokens - r.tokens))
+        if used_tokens != r.tokens:
+            for key, window in r.windows:
+                await cas_update(self.kv, key, _add(window, calls=0, tokens=used_tokens - r.tokens))
+        await self.kv.delete(_resv_key(r.id))
+
+
+def _resv_key(syscall_id: str) -> str:
+    return f"resv.{syscall_id}"
 
 
 def _reserve(agent: str, q: Quota, window: int, tokens: int) -> Callable[[bytes | None], bytes]:

@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ..runtime import ServiceSettings
+from .policies import parse_policy_config
 
 Period = Literal["lifetime", "minute", "hour", "day"]
 
@@ -61,3 +62,22 @@ class SchedulerSettings(ServiceSettings):
         gt=0,
         description="A worker replica's catalogue entry not re-confirmed for this long is dropped.",
     )
+
+    @model_validator(mode="after")
+    def _policies_exist(self) -> SchedulerSettings:
+        """An unknown policy or parameter fails the service's start (naming it), not every call."""
+        _check_policy("policy / policy_params", self.policy, dict(self.policy_params))
+        for resource, override in self.resource_policies.items():
+            params: dict[str, object] = dict(override)
+            _check_policy(f"resource_policies[{resource!r}]", str(params.pop("name", self.policy)), params)
+        return self
+
+
+def _check_policy(where: str, name: str, params: dict[str, object]) -> None:
+    try:
+        parse_policy_config(name, **params)
+    except ValidationError as exc:
+        why = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'][1:]) or 'name'}: {e['msg']}" for e in exc.errors()
+        )
+        raise ValueError(f"{where}: policy {name!r}: {why}") from exc
