@@ -21,6 +21,8 @@ def check_schema(fmt: ResponseFormat | None) -> None:
         jsonschema.validators.validator_for(schema).check_schema(schema)
     except jsonschema.exceptions.SchemaError as exc:
         raise AiosError("invalid_request", f"response_format.json_schema.schema: {exc.message}") from exc
+    except RecursionError as exc:
+        raise AiosError("invalid_request", "response_format.json_schema.schema: nested too deep") from exc
 
 
 def mismatch(fmt: ResponseFormat | None, content: str | None) -> str | None:
@@ -31,6 +33,8 @@ def mismatch(fmt: ResponseFormat | None, content: str | None) -> str | None:
         value = json.loads(content or "")
     except json.JSONDecodeError as exc:
         return f"not JSON: {exc.msg} at char {exc.pos}"
+    except RecursionError:
+        return "not JSON we can read: nested too deep"
     if isinstance(fmt, JsonObjectFormat):
         return None if isinstance(value, dict) else f"a JSON {type(value).__name__}, not an object"
     schema = fmt.json_schema.schema_

@@ -21,6 +21,7 @@ from opentelemetry import trace
 from pydantic import BaseModel
 
 from aios_schemas import AiosError, Namespace, decode, decode_reply, encode, error_headers
+from aios_schemas.wire import clip
 
 from .telemetry import extract, inject
 
@@ -146,7 +147,15 @@ class Bus:
                         body, headers = await self._handle(msg, model, handler)
                     except Silent:
                         return
-                    if msg.reply:
+                    if not msg.reply:
+                        return
+                    if len(body) > self.nc.max_payload:  # it could never be sent: say so instead
+                        log.error("reply on %s of %d bytes exceeds the max payload", subject, len(body))
+                        err = AiosError(
+                            "internal", f"the reply ({len(body)} bytes) exceeds the bus's max payload"
+                        )
+                        body, headers = encode(err.to_reply()), error_headers()
+                    with contextlib.suppress(nats.errors.Error):  # the caller's deadline tells it
                         await self.nc.publish(msg.reply, body, headers=headers)
 
         async def on_msg(msg: Msg) -> None:
@@ -161,15 +170,15 @@ class Bus:
         msg: Msg, model: type[Req], handler: Callable[[Req], Awaitable[BaseModel]]
     ) -> tuple[bytes, dict[str, str] | None]:
         try:
-            req = decode(msg.data, model)
+            req = decode(msg.data, model)  # invalid_request also for JSON nested too deep, not UTF-8
             return encode(await handler(req)), None
         except AiosError as exc:
             return encode(exc.to_reply()), error_headers()
         except Silent:
             raise
-        except Exception as exc:  # the last line of defence: report, never crash the service
+        except Exception as exc:  # the last line of defence (RecursionError too): report, never crash
             log.exception("handler for %s failed", msg.subject)
-            err = AiosError("internal", f"{type(exc).__name__}: {exc}")
+            err = AiosError("internal", clip(f"{type(exc).__name__}: {exc}", 500))
             return encode(err.to_reply()), error_headers()
 
     async def request(self, subject: str, msg: BaseModel, reply: type[Rep], *, timeout: float) -> Rep:

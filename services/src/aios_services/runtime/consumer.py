@@ -2,9 +2,11 @@
 worked on (with in-progress heartbeats, so it is not redelivered), and settle it explicitly.
 
 Every stream consumer of the kernel goes through this one helper (STYLE §7: each states its ack
-policy, ack wait and max deliveries in its `ConsumerConfig`). A message that does not validate is
-handed to `on_invalid` (to answer its sender with a typed error) and terminated: it would fail the
-same way on every redelivery.
+policy, ack wait and max deliveries in its `ConsumerConfig`). A message that cannot be handled is
+answered at most once and never redelivered: one that does not parse or validate (nested too deep,
+not UTF-8, wrong shape), or whose handler fails with a bug rather than a bus hiccup, is handed to
+`on_invalid` (to answer its sender with a typed error) and terminated, since it would fail the same
+way on every redelivery. Only transient failures (the bus, a timeout) are redelivered, with backoff.
 """
 
 from __future__ import annotations
@@ -23,13 +25,16 @@ from nats.js.errors import BadRequestError
 from pydantic import BaseModel, ValidationError
 
 from aios_schemas import AiosError
-from aios_schemas.wire import validation_error
+from aios_schemas.wire import clip, malformed, validation_error
 
 from .bus import Bus
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T", bound=BaseModel)
+
+# A handler failing with one of these may succeed if tried again (the bus or a store was away).
+TRANSIENT = (nats.errors.Error, TimeoutError, ConnectionError)
 
 
 @dataclass
@@ -121,6 +126,8 @@ class JsConsumer(Generic[T]):
             return self.model.model_validate_json(msg.data)
         except ValidationError as exc:
             return validation_error(exc, self.what)
+        except (ValueError, RecursionError) as exc:  # a validator choking on odd input
+            return malformed(self.what, exc)
 
     async def run(
         self,
@@ -158,24 +165,46 @@ class JsConsumer(Generic[T]):
         value = self.validate(msg)
         if isinstance(value, AiosError):
             log.info("rejected invalid %s on %s: %s", self.what, msg.subject, value.message)
-            if on_invalid is not None:
-                try:
-                    await on_invalid(msg, value)
-                except Exception:
-                    log.exception("answering an invalid %s failed", self.what)
-            with contextlib.suppress(nats.errors.Error):
-                await msg.term()
+            await self._drop(msg, value, on_invalid)
             return
         delivery = Delivery(value, msg)
         try:
             await handle(delivery)
-        except Exception:
-            log.exception("handling %s from %s failed", self.what, msg.subject)
-            if ack_after:
-                await delivery.nak()
+        except Exception as exc:
+            if self._holding(msg):  # the handler kept it: it settles it
+                log.exception("handling %s from %s failed (still held)", self.what, msg.subject)
+            elif isinstance(exc, TRANSIENT):
+                # Again later, backing off (bounded by the consumer's max deliveries).
+                delay = min(0.25 * 2 ** (delivery.delivered - 1), self._ack_wait_s)
+                log.warning(
+                    "handling %s from %s failed (%r): again in %.2fs", self.what, msg.subject, exc, delay
+                )
+                with contextlib.suppress(nats.errors.Error):
+                    await msg.nak(delay=delay)
+            else:  # a bug this message triggers would trigger it on every redelivery
+                log.exception("handling %s from %s failed: dropped", self.what, msg.subject)
+                err = AiosError("internal", clip(f"{type(exc).__name__}: {exc}", 500), retryable=False)
+                await self._drop(msg, err, on_invalid)
             return
         if ack_after:
             await delivery.ack()
+
+    async def _drop(self, msg: Msg, err: AiosError, on_invalid: OnInvalid | None) -> None:
+        """Answer (at most once) and terminate: JetStream never delivers `msg` again."""
+        if on_invalid is not None:
+            try:
+                await on_invalid(msg, err)
+            except Exception:  # RecursionError included: the message is dropped all the same
+                log.exception("answering a rejected %s failed", self.what)
+        with contextlib.suppress(nats.errors.Error):
+            await msg.term()
+
+    def _holding(self, msg: Msg) -> bool:
+        return any(d.msg is msg for d in self.held.values())
+
+    @property
+    def _ack_wait_s(self) -> float:
+        return float(self.config.ack_wait or 30.0)
 
     # --- holding ----------------------------------------------------------------------------
     def hold(self, key: str, delivery: Delivery[T]) -> bool:

@@ -1,0 +1,144 @@
+"""Poison on a real bus: messages a service cannot parse (JSON nested 1,000 deep, invalid UTF-8,
+50,000 invalid entries) are answered at most once, terminated, never redelivered, and do not hold
+up the syscalls behind them; request/reply services answer them with a bounded invalid_request."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import Counter
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import nats
+import pytest
+from nats.aio.msg import Msg
+from pydantic import BaseModel, ConfigDict
+
+from aios_schemas import AiosError, SyscallResult, decode_reply, new_id
+from aios_schemas.wire import MAX_LISTED_ERRORS
+from aios_services.runtime import Bus
+from aios_services.scheduler.streams import DURABLE
+from aios_services.sim.runner import SimServer, run_sim
+from tests.kernel import Kernel, running_kernel
+
+MODEL = "sim-llama-8b"
+DEEP = 1000
+
+
+@pytest.fixture
+async def sim() -> AsyncIterator[SimServer]:
+    async with run_sim("fixed", models=(MODEL,), decode_ms=0.5) as s:
+        yield s
+
+
+@pytest.fixture
+async def kernel(nats_url: str, tmp_path: Path, sim: SimServer) -> AsyncIterator[Kernel]:
+    models = {MODEL: [{"name": "sim", "base_url": sim.base_url, "slots": 4}]}
+    async with running_kernel(nats_url, tmp_path, models) as k:
+        yield k
+
+
+def envelope(k: Kernel, sid: str, payload: str) -> bytes:
+    head = json.dumps({"id": sid, "agent": "agent-1", "token": k.token})[:-1]
+    return f'{head}, "payload": {payload}}}'.encode()
+
+
+def poisons(k: Kernel) -> dict[str, bytes]:
+    deep, utf8, many = new_id(), new_id(), new_id()
+    messages = [{"role": "nobody", "content": 1}] * 25_000  # two errors each: 50,000
+    return {
+        deep: envelope(k, deep, "[" * DEEP + "]" * DEEP),
+        utf8: envelope(k, utf8, '{"kind": "llm.chat", "model": "\xff\xfe"}').replace(
+            "\xff\xfe".encode(), b"\xff\xfe"
+        ),
+        many: envelope(k, many, json.dumps({"kind": "llm.chat", "model": MODEL, "messages": messages})),
+    }
+
+
+async def test_poison_syscalls_are_answered_at_most_once_and_never_redelivered(
+    kernel: Kernel, nc: nats.NATS
+) -> None:
+    answers: Counter[str] = Counter()
+    results: dict[str, SyscallResult] = {}
+
+    async def on_result(msg: Msg) -> None:
+        res = decode_reply(msg.data, msg.headers, SyscallResult)
+        answers[res.id] += 1
+        results[res.id] = res
+
+    await nc.subscribe(kernel.ns.result("agent-1", "*"), cb=on_result)
+    js = nc.jetstream()
+    bad = poisons(kernel)
+    assert all(len(b) < nc.max_payload for b in bad.values())
+    for _ in range(20):  # many of them: none may hold up what comes after
+        for sid, body in poisons(kernel).items():
+            await js.publish(kernel.ns.sys("llm.chat", "agent-1"), body, headers={"Nats-Msg-Id": sid})
+    for sid, body in bad.items():
+        await js.publish(kernel.ns.sys("llm.chat", "agent-1"), body, headers={"Nats-Msg-Id": sid})
+
+    async with kernel.connect() as aios:
+        reply = await aios.llm.chat(MODEL, [{"role": "user", "content": "still here?"}], timeout=20)
+    assert reply.content
+
+    # Everything published before that call was settled for good: the stream is a work queue, so
+    # a message terminated (or acked) leaves it and can never be delivered again.
+    deadline = time.monotonic() + 10
+    while True:
+        info = await js.consumer_info(kernel.ns.syscalls_stream, DURABLE)
+        stream = await js.stream_info(kernel.ns.syscalls_stream)
+        if info.num_ack_pending == 0 and info.num_pending == 0 and stream.state.messages == 0:
+            break
+        assert time.monotonic() < deadline, (info, stream.state)
+        await asyncio.sleep(0.05)
+    assert info.num_redelivered == 0
+
+    assert all(n <= 1 for n in answers.values()), answers
+    many = list(bad)[2]
+    assert answers[many] == 1, "a message with a valid id and too many errors is answered"
+    err = results[many].error
+    assert err is not None and err.code == "invalid_request"
+    assert len(err.details["errors"]) == MAX_LISTED_ERRORS  # type: ignore[arg-type]
+    assert err.details["errors_omitted"] == 50_000 - MAX_LISTED_ERRORS
+    assert len(err.message) <= 600
+    utf8 = list(bad)[1]
+    assert answers[utf8] <= 1
+
+
+class Echo(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    text: str
+
+
+async def test_request_reply_answers_poison_with_a_bounded_invalid_request(
+    nats_url: str, nc: nats.NATS, kernel: Kernel
+) -> None:
+    bus = Bus(await nats.connect(nats_url), kernel.ns)
+
+    async def echo(req: Echo) -> Echo:
+        if req.text == "huge":  # a reply larger than the server takes
+            return Echo(text="x" * (bus.nc.max_payload + 10))
+        if req.text == "recurse":
+            return await echo(req)
+        return req
+
+    subject = kernel.ns.ctl("echo", "do")
+    await bus.serve(subject, Echo, echo)
+    deep = b'{"text": ' + b"[" * DEEP + b"]" * DEEP + b"}"
+    many = json.dumps({f"k{i}": i for i in range(50_000)}).encode()
+    for body in (deep, b'{"text": "\xff\xfe"}', many):
+        msg = await nc.request(subject, body, timeout=5)
+        assert len(msg.data) < 20_000
+        with pytest.raises(AiosError) as info:
+            decode_reply(msg.data, msg.headers, Echo)
+        assert info.value.code == "invalid_request"
+    for text in ("huge", "recurse"):
+        msg = await nc.request(subject, json.dumps({"text": text}).encode(), timeout=5)
+        assert len(msg.data) < 20_000
+        with pytest.raises(AiosError) as info:
+            decode_reply(msg.data, msg.headers, Echo)
+        assert info.value.code == "internal"
+    msg = await nc.request(subject, b'{"text": "fine"}', timeout=5)
+    assert decode_reply(msg.data, msg.headers, Echo).text == "fine"
+    await bus.drain(5)
