@@ -142,3 +142,25 @@ async def test_request_reply_answers_poison_with_a_bounded_invalid_request(
     msg = await nc.request(subject, b'{"text": "fine"}', timeout=5)
     assert decode_reply(msg.data, msg.headers, Echo).text == "fine"
     await bus.drain(5)
+
+
+async def test_deadlines_are_checked_at_the_boundary(kernel: Kernel, nc: nats.NATS) -> None:
+    """NaN, Infinity and 0 are invalid_request; a past deadline is deadline_exceeded; none is the
+    scheduler's default (the call runs)."""
+    chat = json.dumps({"kind": "llm.chat", "model": MODEL, "messages": [{"role": "user", "content": "hi"}]})
+    cases = {"NaN": "invalid_request", "Infinity": "invalid_request", "0": "invalid_request"}
+    cases |= {"-Infinity": "invalid_request", '"soon"': "invalid_request", "5": "deadline_exceeded"}
+    cases |= {"null": "ok"}
+    js = nc.jetstream()
+    for deadline, expected in cases.items():
+        sid = new_id()
+        sub = await nc.subscribe(kernel.ns.result("agent-1", sid))
+        body = envelope(kernel, sid, chat)[:-1] + f', "deadline": {deadline}}}'.encode()
+        await js.publish(kernel.ns.sys("llm.chat", "agent-1"), body, headers={"Nats-Msg-Id": sid})
+        msg = await sub.next_msg(timeout=10)
+        res = decode_reply(msg.data, msg.headers, SyscallResult)
+        got = res.error.code if res.error else res.status
+        assert got == expected, (deadline, res)
+        if res.error and expected == "invalid_request":
+            assert "deadline" in res.error.message
+        await sub.unsubscribe()

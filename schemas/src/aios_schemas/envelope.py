@@ -38,9 +38,22 @@ class Syscall(BaseModel):
         None, pattern=NAME_PATTERN, description="Agent program/session id: the unit of fair scheduling."
     )
     payload: SyscallPayload = Field(description="What to do; its `kind` names the syscall.")
-    created: float = Field(default_factory=time.time, description="Unix time the client made the call.")
+    created: float = Field(
+        default_factory=time.time,
+        ge=0,
+        allow_inf_nan=False,
+        strict=True,
+        description="Unix time the client made the call (a finite number).",
+    )
     deadline: float | None = Field(
-        None, description="Unix time after which the call is abandoned (deadline_exceeded)."
+        None,
+        gt=0,
+        allow_inf_nan=False,
+        strict=True,
+        description="Unix time (seconds, a finite number) after which the call is abandoned"
+        " (deadline_exceeded). Missing or null: the scheduler's default, `default_deadline_s` (600 s"
+        " unless configured) after `created`. 0 or less is refused (invalid_request): it is not"
+        ' "no deadline" but a moment long past; a deadline already past is deadline_exceeded.',
     )
     priority: int = Field(
         0, ge=-1000, le=1000, description="Static priority: lower runs first (vLLM convention)."
