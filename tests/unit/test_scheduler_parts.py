@@ -11,23 +11,23 @@ from aios_services.scheduler.policies import Job, make_policy
 def test_breaker_opens_after_failures_and_probes_back() -> None:
     b = CircuitBreaker(threshold=2, cooldown_s=1.0)
     assert b.allows(0.0)
-    b.on_failure(0.0)
+    b.on_failure(0.0, "c1", 0.0)
     assert b.state(0.0) == "closed"
-    b.on_failure(0.1)
+    b.on_failure(0.1, "c2", 0.05)
     assert b.state(0.5) == "open" and not b.allows(0.5)
     assert b.state(1.2) == "half_open" and b.allows(1.2)
-    b.on_dispatch(1.2)
+    b.on_dispatch(1.2, "p1")
     assert not b.allows(1.3)  # one probe at a time
-    b.on_failure(1.4)  # the probe failed: open again, for longer
+    b.on_failure(1.4, "p1", 1.2)  # the probe failed: open again, for longer
     assert b.state(2.5) == "open" and b.state(3.5) == "half_open"
-    b.on_dispatch(3.5)
-    b.on_success()
+    b.on_dispatch(3.5, "p2")
+    b.on_success(3.6, "p2", 3.5)
     assert b.state(3.6) == "closed"
 
 
 def test_unreachable_backend_opens_at_once() -> None:
     b = CircuitBreaker(threshold=5, cooldown_s=1.0)
-    b.on_failure(0.0, hard=True)
+    b.on_failure(0.0, "c", 0.0, hard=True)
     assert b.state(0.1) == "open"
 
 
@@ -77,7 +77,7 @@ def test_choice_respects_breakers_failures_and_resume_capability() -> None:
     h.failed_backends.add("b")
     pick = g.choose(h, 0.0)
     assert pick is not None and pick.entry.name == "a"
-    g.backends["a"].breaker.on_failure(0.0, hard=True)
+    g.backends["a"].breaker.on_failure(0.0, "c", 0.0, hard=True)
     pick = g.choose(h, 0.0)
     assert pick is not None and pick.entry.name == "b"  # a failed backend is better than none
     r = held(resume=True)
@@ -93,7 +93,7 @@ def test_fallback_only_when_another_backend_could_serve() -> None:
     h = held()
     h.failed_backends.add("a")
     assert g.can_fall_back(h, 0.0)  # b is untried (busy or not, it can take it later)
-    g.backends["b"].breaker.on_failure(0.0, hard=True)
+    g.backends["b"].breaker.on_failure(0.0, "c", 0.0, hard=True)
     assert not g.can_fall_back(h, 0.1)  # b is out: fail now instead of waiting for its cooldown
     solo = group(BackendEntry(name="a", slots=1))
     assert not solo.can_fall_back(h, 0.0)

@@ -22,6 +22,7 @@ from aios_schemas import AiosError, ControlRequest, ExecReply, ExecRequest, Sysc
 
 from ..runtime import Bus
 from .accounting import Accounts
+from .breaker import CircuitBreaker
 from .groups import BackendState, Group, Held
 from .outcomes import Outbox
 from .resources import cost_of
@@ -162,7 +163,7 @@ class Dispatcher:
         held.job.preemptible = lane.entry.continue_partial
         lane.running[held.call.id] = held
         lane.max_running_seen = max(lane.max_running_seen, len(lane.running))
-        lane.breaker.on_dispatch(now)
+        lane.breaker.on_dispatch(now, held.call.id)
         group.remember(held.job.program, lane.entry.name)
         details: dict[str, JsonValue] = {"backend": lane.entry.name, "run": held.runs}
         self.outbox.event(held, "resumed" if held.resume else "dispatched", details)
@@ -177,7 +178,11 @@ class Dispatcher:
             span.set_attribute("aios.syscall.id", held.call.id)
             span.set_attribute("aios.backend", lane.entry.name)
             span.set_attribute("aios.run", held.runs)
-            reply = await self._execute(group, lane, held)
+            try:
+                reply = await self._execute(group, lane, held)
+            except asyncio.CancelledError:  # cancelled by its agent: it says nothing of the backend
+                lane.breaker.on_inconclusive(held.call.id)
+                raise
             await self.after_run(group, lane, held, reply)
 
     async def _execute(self, group: Group, lane: BackendState, held: Held) -> ExecReply:
@@ -215,13 +220,27 @@ class Dispatcher:
             err = AiosError("internal", str(exc)).to_reply()
             return ExecReply(outcome="done", result=SyscallResult.fail(call.id, err))
 
+    @staticmethod
+    def _judge(breaker: CircuitBreaker, now: float, call: str, dispatched: float, reply: ExecReply) -> None:
+        """What a run's end says of its backend: it works (done, or suspended after producing
+        output), it fails (unreachable, rate-limited), or nothing (cancelled, deadline, bad request)."""
+        err = reply.result.error if reply.result is not None else None
+        if err is None:
+            breaker.on_success(now, call, dispatched)
+        elif err.code in FALLBACK_CODES:
+            breaker.on_failure(now, call, dispatched, hard=err.code == "backend_unavailable")
+        else:
+            breaker.on_inconclusive(call)
+
     async def after_run(self, group: Group, lane: BackendState, held: Held, reply: ExecReply) -> None:
         now = time.monotonic()
-        ran = now - (held.dispatched or now)
+        dispatched = held.dispatched or now
+        ran = now - dispatched
         held.service_s += ran
         held.tokens += reply.usage.total_tokens
         lane.running.pop(held.call.id, None)
         held.released = time.time()
+        self._judge(lane.breaker, now, held.call.id, dispatched, reply)
         group.wake.set()
         if held.call.id not in self.held:  # cancelled while running: already answered
             return
@@ -236,10 +255,7 @@ class Dispatcher:
         res = reply.result
         assert res is not None
         err = res.error
-        if err is None:
-            lane.breaker.on_success()
-        elif err.code in FALLBACK_CODES:
-            lane.breaker.on_failure(now, hard=err.code == "backend_unavailable")
+        if err is not None and err.code in FALLBACK_CODES:
             retry = err.details.get("retry_after_s")
             if err.code == "rate_limited" and isinstance(retry, int | float):
                 lane.rate_wait_until = now + float(retry)
