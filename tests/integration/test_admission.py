@@ -80,9 +80,11 @@ async def publish_raw(nc: nats.NATS, k: Kernel, call: Syscall, msg_id: str) -> S
         if res.request == call.digest() and not got.done():
             got.set_result(res)
 
-    sub = await nc.subscribe(k.ns.result(call.id), cb=on)
+    sub = await nc.subscribe(k.ns.result(call.agent, call.id), cb=on)
     try:
-        await nc.jetstream().publish(k.ns.sys(call.kind), encode(call), headers={"Nats-Msg-Id": msg_id})
+        await nc.jetstream().publish(
+            k.ns.sys(call.kind, call.agent), encode(call), headers={"Nats-Msg-Id": msg_id}
+        )
         return await asyncio.wait_for(got, 10)
     finally:
         await sub.unsubscribe()

@@ -113,7 +113,7 @@ class LlmService:
         async def on_msg(msg: Msg) -> None:
             out.items.append(decode(msg.data, StreamChunk))
 
-        sub = await self.nc.subscribe(self.ns.stream(id), cb=on_msg)
+        sub = await self.nc.subscribe(self.ns.stream("agent-1", id), cb=on_msg)
         out = Chunks(sub)
         await self.nc.flush()
         return out

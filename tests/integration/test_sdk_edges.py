@@ -204,9 +204,9 @@ async def test_a_stream_read_to_the_end_sends_no_cancel(one_slot: Kernel, nc: NA
     seen: list[str] = []
 
     async def on_ctl(msg: Msg) -> None:
-        seen.append(msg.subject.rsplit(".", 1)[-1])
+        seen.append(msg.subject.rsplit(".", 2)[-2])  # ctl.scheduler.<op>.<agent>
 
-    await nc.subscribe(one_slot.ns.ctl("scheduler", "*"), cb=on_ctl)
+    await nc.subscribe(one_slot.ns.ctl_for("scheduler", "*", "*"), cb=on_ctl)
     await nc.flush()
     async with one_slot.connect() as aios:
         async with aios.llm.stream(MODEL, SHORT) as stream:

@@ -107,9 +107,9 @@ async def test_bad_payload_on_the_bus_gets_invalid_request(kernel: Kernel, nc: n
         "token": kernel.token,
         "payload": {"kind": "llm.chat", "model": MODEL, "messages": [], "temperature": 9},
     }
-    sub = await nc.subscribe(kernel.ns.result(sid))
+    sub = await nc.subscribe(kernel.ns.result("agent-1", sid))
     await nc.jetstream().publish(
-        kernel.ns.sys("llm.chat"), json.dumps(body).encode(), headers={"Nats-Msg-Id": sid}
+        kernel.ns.sys("llm.chat", "agent-1"), json.dumps(body).encode(), headers={"Nats-Msg-Id": sid}
     )
     msg = await sub.next_msg(timeout=10)
     res = decode_reply(msg.data, msg.headers, SyscallResult)
@@ -147,9 +147,11 @@ async def test_redelivered_syscall_is_answered_from_results_not_rerun(
     runs = sim.stats()["requests"]
     # Publish the same syscall again under another Msg-Id (as a redelivery would bring it back).
     call = Syscall(id=sid, agent="agent-1", token=kernel.token, payload=payload)
-    sub = await nc.subscribe(kernel.ns.result(sid))
+    sub = await nc.subscribe(kernel.ns.result("agent-1", sid))
     await nc.jetstream().publish(
-        kernel.ns.sys("llm.chat"), call.model_dump_json().encode(), headers={"Nats-Msg-Id": sid + "-again"}
+        kernel.ns.sys("llm.chat", "agent-1"),
+        call.model_dump_json().encode(),
+        headers={"Nats-Msg-Id": sid + "-again"},
     )
     msg = await sub.next_msg(timeout=10)
     again = decode_reply(msg.data, msg.headers, SyscallResult)

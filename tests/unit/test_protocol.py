@@ -81,9 +81,12 @@ def test_sdk_has_one_exception_class_per_code(code: str) -> None:
 
 def test_namespaces_isolate_subjects_and_streams() -> None:
     default, test = Namespace(), Namespace("t1")
-    assert default.sys("llm.chat") == "aios.v1.sys.llm.chat"
-    assert test.sys("llm.chat") == "t1.aios.v1.sys.llm.chat"
+    assert default.sys("llm.chat", "bob") == "aios.v1.sys.bob.llm.chat"
+    assert test.sys("llm.chat", "bob") == "t1.aios.v1.sys.bob.llm.chat"
+    assert Namespace.sys_agent(test.sys("llm.chat", "bob")) == "bob"
+    assert Namespace.sys_agent(Namespace("sys").sys("llm.chat", "bob")) == "bob"
     assert default.syscalls_stream == "AIOS_SYSCALLS" and test.syscalls_stream == "AIOS_SYSCALLS_t1"
-    assert test.result("abc") == "t1.aios.v1.res.abc"
+    assert test.result("bob", "abc") == "t1.aios.v1.res.bob.abc"
+    assert test.ctl_for("scheduler", "cancel", "bob") == "t1.aios.v1.ctl.scheduler.cancel.bob"
     with pytest.raises(ValueError):
         Namespace("bad.name")

@@ -84,7 +84,7 @@ def test_unknown_resource_error_lists_what_is_served() -> None:
 # --- admission --------------------------------------------------------------------------------
 async def test_admission_accepts_a_valid_call_bound_to_its_resource() -> None:
     c = call(session="prog-1", priority=3)
-    d = await admission().decide(c, None, NS.sys("llm.chat"))
+    d = await admission().decide(c, None, NS.sys("llm.chat", "agent-1"))
     assert isinstance(d, Accept)
     h = d.held
     assert h.group == "llm.m" and h.service == "llm" and h.job.program == "prog-1" and h.job.priority == 3
@@ -94,9 +94,9 @@ async def test_admission_accepts_a_valid_call_bound_to_its_resource() -> None:
 async def test_admission_refuses_with_typed_errors() -> None:
     a = admission()
     cases = {
-        "unauthenticated": (call(token="wrong"), NS.sys("llm.chat")),
-        "invalid_request": (call(), NS.sys("llm.embed")),  # published on another kind's subject
-        "deadline_exceeded": (call(deadline=time.time() - 1), NS.sys("llm.chat")),
+        "unauthenticated": (call(token="wrong"), NS.sys("llm.chat", "agent-1")),
+        "invalid_request": (call(), NS.sys("llm.embed", "agent-1")),  # published on another kind's subject
+        "deadline_exceeded": (call(deadline=time.time() - 1), NS.sys("llm.chat", "agent-1")),
     }
     for code, (c, subject) in cases.items():
         d = await a.decide(c, None, subject)
@@ -106,10 +106,10 @@ async def test_admission_refuses_with_typed_errors() -> None:
 async def test_admission_refuses_an_unknown_resource_once_its_service_published() -> None:
     cat = Catalog()
     assert isinstance(
-        await admission(catalog=cat).decide(call(model="zzz"), None, NS.sys("llm.chat")), Accept
+        await admission(catalog=cat).decide(call(model="zzz"), None, NS.sys("llm.chat", "agent-1")), Accept
     )
     cat.set("llm.other", [BackendEntry(name="x", slots=1)])
-    d = await admission(catalog=cat).decide(call(model="zzz"), None, NS.sys("llm.chat"))
+    d = await admission(catalog=cat).decide(call(model="zzz"), None, NS.sys("llm.chat", "agent-1"))
     assert isinstance(d, Refuse) and d.error.code == "not_found"
 
 
@@ -120,13 +120,13 @@ async def test_a_stored_result_is_replayed_to_the_same_request_only() -> None:
     await results.put(first, res)
     a = admission(results)
     again = first.model_copy(update={"created": first.created + 5})  # a retry: same request
-    d = await a.decide(again, None, NS.sys("llm.chat"))
+    d = await a.decide(again, None, NS.sys("llm.chat", "agent-1"))
     assert isinstance(d, Replay) and d.result == res
     other = call("another question", id=first.id)  # the same id for another request
-    d = await a.decide(other, None, NS.sys("llm.chat"))
+    d = await a.decide(other, None, NS.sys("llm.chat", "agent-1"))
     assert isinstance(d, Refuse) and d.error.code == "conflict" and not d.store
     stranger = call("question", id=first.id, agent="agent-2")  # someone else's id
-    d = await a.decide(stranger, None, NS.sys("llm.chat"))
+    d = await a.decide(stranger, None, NS.sys("llm.chat", "agent-2"))
     assert isinstance(d, Refuse) and d.error.code == "conflict" and not d.store
 
 
@@ -205,7 +205,7 @@ class Harness:
     async def submit(self, n: int) -> list[str]:
         ids = []
         for _ in range(n):
-            d = await admission().decide(call(), None, NS.sys("llm.chat"))
+            d = await admission().decide(call(), None, NS.sys("llm.chat", "agent-1"))
             assert isinstance(d, Accept)
             self.held[d.held.call.id] = d.held
             self.group.policy.push(d.held.job, time.monotonic())

@@ -14,6 +14,8 @@ from .llm import ChatReply, EmbedReply, LlmChat, LlmEmbed, Usage
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{7,63}$"
+# An agent's name is one subject token (no dots, no wildcards): its subjects carry it.
+AGENT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
 
 # Every syscall payload, tagged by `kind`. New kinds are added here (an additive change).
 SyscallPayload = Annotated[LlmChat | LlmEmbed, Field(discriminator="kind")]
@@ -32,7 +34,7 @@ class Syscall(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     id: str = Field(pattern=ID_PATTERN, description="Client-made id (UUIDv7); also the JetStream Msg-Id.")
-    agent: str = Field(pattern=NAME_PATTERN, description="Agent name making the call.")
+    agent: str = Field(pattern=AGENT_PATTERN, description="Agent name making the call.")
     token: str = Field(min_length=1, max_length=512, repr=False, description="The agent's secret token.")
     session: str | None = Field(
         None, pattern=NAME_PATTERN, description="Agent program/session id: the unit of fair scheduling."
@@ -133,7 +135,7 @@ class CancelRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     id: str = Field(pattern=ID_PATTERN, description="Syscall id.")
-    agent: str = Field(pattern=NAME_PATTERN, description="Agent that made the call.")
+    agent: str = Field(pattern=AGENT_PATTERN, description="Agent that made the call.")
     token: str = Field(min_length=1, max_length=512, repr=False, description="The agent's token.")
 
 
@@ -180,7 +182,7 @@ class ResultQuery(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     id: str = Field(pattern=ID_PATTERN, description="Syscall id.")
-    agent: str = Field(pattern=NAME_PATTERN, description="Agent that made the call.")
+    agent: str = Field(pattern=AGENT_PATTERN, description="Agent that made the call.")
     token: str = Field(min_length=1, max_length=512, repr=False, description="The agent's token.")
 
 

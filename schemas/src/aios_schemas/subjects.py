@@ -55,17 +55,29 @@ class Namespace:
         return self._bucket("AIOS_LIMITS")
 
     # --- subjects -----------------------------------------------------------------------------
-    def sys(self, kind: str) -> str:
+    # Subjects an agent uses carry its name, so that a NATS permission can name it: an agent may
+    # publish only on its own `sys.<agent>.>` and hear only its own `res.<agent>.>`/`stream.<agent>.>`.
+    def sys(self, kind: str, agent: str) -> str:
         """Where an agent publishes a syscall (JetStream)."""
-        return f"{self.root}.sys.{kind}"
+        return f"{self.root}.sys.{agent}.{kind}"
+
+    @staticmethod
+    def sys_agent(subject: str) -> str | None:
+        """The agent a syscall subject names (`[ns.]aios.v1.sys.<agent>.<kind...>`)."""
+        parts = subject.split(".")
+        try:
+            i = parts.index("sys", 2)
+        except ValueError:
+            return None
+        return parts[i + 1] if len(parts) > i + 2 else None
 
     @property
     def sys_all(self) -> str:
         return f"{self.root}.sys.>"
 
-    def result(self, syscall_id: str) -> str:
+    def result(self, agent: str, syscall_id: str) -> str:
         """Where the caller hears its result (core NATS; also kept in KV)."""
-        return f"{self.root}.res.{syscall_id}"
+        return f"{self.root}.res.{agent}.{syscall_id}"
 
     def exec(self, service: str) -> str:
         """Scheduler -> worker dispatch (request/reply to a queue group)."""
@@ -78,9 +90,9 @@ class Namespace:
         digest = hashlib.sha256(f"{resource}\0{lane}".encode()).hexdigest()[:10]
         return f"{self.root}.exec.{service}.{readable}-{digest}"
 
-    def stream(self, syscall_id: str) -> str:
+    def stream(self, agent: str, syscall_id: str) -> str:
         """LLM tokens of a running syscall."""
-        return f"{self.root}.stream.{syscall_id}"
+        return f"{self.root}.stream.{agent}.{syscall_id}"
 
     def event(self, state: str) -> str:
         return f"{self.root}.evt.syscall.{state}"
@@ -92,6 +104,15 @@ class Namespace:
     def ctl(self, service: str, op: str) -> str:
         """Control plane: health, result queries, cancel, suspend."""
         return f"{self.root}.ctl.{service}.{op}"
+
+    def ctl_for(self, service: str, op: str, agent: str) -> str:
+        """An agent's own request to a service (cancel, result): the subject names the agent."""
+        return f"{self.root}.ctl.{service}.{op}.{agent}"
+
+    @staticmethod
+    def inbox_prefix(agent: str) -> str:
+        """An agent's private reply subjects (its NATS connection's inbox prefix)."""
+        return f"_INBOX.{agent}"
 
 
 DEFAULT = Namespace()

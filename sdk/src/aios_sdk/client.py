@@ -329,6 +329,7 @@ async def _first_connect(where: Located, timeout: float) -> tuple[NATS, _BusWatc
         nc.connect(
             servers=conn.nats_url.split(","),
             name=f"aios-sdk-{conn.agent}",
+            inbox_prefix=Namespace.inbox_prefix(conn.agent),  # replies only this agent may hear
             max_reconnect_attempts=-1,
             reconnect_time_wait=0.25,  # type: ignore[arg-type]  # typed int, used as seconds
             connect_timeout=max(0.1, min(timeout, 5.0)),  # type: ignore[arg-type]  # same
@@ -488,13 +489,13 @@ class AIOS:
                 propagate.inject(headers)
                 data = encode(call)
                 self._check_size(call, data, headers)
-                subs.append(await self._nc.subscribe(self.ns.result(call.id), cb=on_result))
+                subs.append(await self._nc.subscribe(self.ns.result(call.agent, call.id), cb=on_result))
                 if stream is not None:
                     stream.id = call.id
-                    subs.append(await self._nc.subscribe(self.ns.stream(call.id), cb=on_chunk))
+                    subs.append(await self._nc.subscribe(self.ns.stream(call.agent, call.id), cb=on_chunk))
                 try:
                     ack = await self._js.publish(
-                        self.ns.sys(call.kind), data, headers=headers, timeout=min(timeout, 10.0)
+                        self.ns.sys(call.kind, call.agent), data, headers=headers, timeout=min(timeout, 10.0)
                     )
                 except nats.js.errors.NoStreamResponseError as exc:
                     raise BackendUnavailable("the AIOS kernel is not running (no syscall stream)") from exc
@@ -616,7 +617,9 @@ class AIOS:
             CancelRequest, {"id": syscall_id, "agent": self.agent, "token": self.conn.token}, "cancel"
         )
         try:
-            msg = await self._nc.request(self.ns.ctl("scheduler", "cancel"), encode(req), timeout=timeout)
+            msg = await self._nc.request(
+                self.ns.ctl_for("scheduler", "cancel", self.agent), encode(req), timeout=timeout
+            )
         except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as exc:
             raise BackendUnavailable(f"scheduler unreachable: {exc}") from exc
         try:
@@ -630,7 +633,9 @@ class AIOS:
             ResultQuery, {"id": syscall_id, "agent": self.agent, "token": self.conn.token}, "result query"
         )
         try:
-            msg = await self._nc.request(self.ns.ctl("scheduler", "result"), encode(q), timeout=timeout)
+            msg = await self._nc.request(
+                self.ns.ctl_for("scheduler", "result", self.agent), encode(q), timeout=timeout
+            )
         except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as exc:
             raise BackendUnavailable(f"scheduler unreachable: {exc}") from exc
         try:

@@ -35,7 +35,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_settings import BaseSettings
 
-from aios_schemas.envelope import NAME_PATTERN
+from aios_schemas.envelope import AGENT_PATTERN
 
 from ..llm.config import ConfigError as LlmConfigError
 from ..llm.config import LlmConfig, ModelConfig, api_keys
@@ -219,8 +219,8 @@ def load_stack_config(
         raise _errors(source, [], raw, exc) from exc
 
     for i, agent in enumerate(top.agents):
-        if not re.fullmatch(NAME_PATTERN, agent):
-            raise ConfigError(f"{source}: agents.{i}: {agent!r} is not a valid agent name ({NAME_PATTERN})")
+        if not re.fullmatch(AGENT_PATTERN, agent):
+            raise ConfigError(f"{source}: agents.{i}: {agent!r} is not a valid agent name ({AGENT_PATTERN})")
         if agent == "local" or agent in top.agents[:i]:
             raise ConfigError(f"{source}: agents.{i}: {agent!r} is listed twice or is the reserved 'local'")
 

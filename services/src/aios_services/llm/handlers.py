@@ -77,9 +77,9 @@ class _Spent:
 class _Publisher:
     """Stream chunks to the agent on `aios.v1.stream.<id>`, numbering them from `seq`."""
 
-    def __init__(self, bus: Bus, syscall_id: str, seq: int, *, enabled: bool) -> None:
+    def __init__(self, bus: Bus, agent: str, syscall_id: str, seq: int, *, enabled: bool) -> None:
         self.bus, self.id, self.seq, self.enabled = bus, syscall_id, seq, enabled
-        self.subject = bus.ns.stream(syscall_id)
+        self.subject = bus.ns.stream(agent, syscall_id)
 
     async def send(self, delta: str = "", *, done: bool = False, finish: FinishReason | None = None) -> None:
         if not self.enabled:
@@ -204,7 +204,7 @@ class LlmHandlers:
             cut = reply.finish_reason == "length"
             why = None if cut else mismatch(p.response_format, reply.content)
             if why is None:
-                pub = _Publisher(self.bus, req.syscall.id, call.seq, enabled=p.stream)
+                pub = _Publisher(self.bus, req.syscall.agent, req.syscall.id, call.seq, enabled=p.stream)
                 await pub.send(done=True, finish=reply.finish_reason)
                 return reply
             log.warning("%s: reply of %s %s (attempt %d)", backend.name, req.syscall.id, why, attempt)
@@ -226,7 +226,7 @@ class LlmHandlers:
         # Streaming internally whenever the run may be preempted: only a stream can be stopped
         # with its partial output kept.
         streaming = backend.cfg.capabilities.streaming and (p.stream or run.preemptible)
-        pub = _Publisher(self.bus, req.syscall.id, base.chunks, enabled=p.stream)
+        pub = _Publisher(self.bus, req.syscall.agent, req.syscall.id, base.chunks, enabled=p.stream)
         done_tokens = base.usage.completion_tokens if base.partial else 0
         if p.max_tokens is not None and base.partial and done_tokens >= p.max_tokens:
             gen.finish = "length"  # suspended right at the limit: nothing is left to generate

@@ -74,7 +74,9 @@ class Admission:
         deadline = call.deadline or (call.created + self.default_deadline_s)
         try:
             self.tokens.authenticate(call.token, call.agent)
-            if subject != self.ns.sys(call.kind):
+            if self.ns.sys_agent(subject) != call.agent:  # NATS let only that agent publish there
+                raise AiosError("forbidden", f"a syscall of agent {call.agent!r} published on {subject}")
+            if subject != self.ns.sys(call.kind, call.agent):
                 raise AiosError("invalid_request", f"{call.kind} published on {subject}")
             if deadline <= now:
                 raise AiosError("deadline_exceeded", "deadline passed before admission")

@@ -256,7 +256,7 @@ class Scheduler:
         decision = await self.admission.decide(call, d, d.subject)
         if isinstance(decision, Replay):
             self.counters["redelivered_answered"] += 1
-            await self.outbox.deliver(decision.result, d)
+            await self.outbox.deliver(call.agent, decision.result, d)
             return
         if isinstance(decision, Refuse):
             await self._refuse(call, d, decision.error, store=decision.store)
@@ -287,22 +287,24 @@ class Scheduler:
 
     async def reject_malformed(self, msg: Msg, err: AiosError) -> None:
         """A message that is no valid syscall: answer the caller if it names a valid id (the
-        consumer then drops it for good)."""
+        consumer then drops it for good). The answer goes to the agent the *subject* names (whom
+        NATS let publish there), never to one the body claims, and never about a syscall in hand."""
         try:
             raw = json.loads(msg.data)
             sid = raw.get("id") if isinstance(raw, dict) else None
-        except ValueError:
+        except (ValueError, RecursionError):
             sid = None
-        if isinstance(sid, str) and _ID.match(sid) and sid not in self.held:
-            await self.outbox.answer(sid, SyscallResult.fail(sid, err.to_reply()))
+        agent = self.ns.sys_agent(msg.subject)
+        if agent and isinstance(sid, str) and _ID.match(sid) and sid not in self.held:
+            await self.outbox.answer(agent, sid, SyscallResult.fail(sid, err.to_reply()))
 
     async def _refuse(self, call: Syscall, d: Delivery[Syscall], exc: AiosError, *, store: bool) -> None:
         res = SyscallResult.fail(call.id, exc.to_reply()).model_copy(update={"request": call.digest()})
         if store:
             await self.results.put(call, res)
-            await self.outbox.deliver(res, d)
+            await self.outbox.deliver(call.agent, res, d)
         else:  # the id is another request's: answer this one, leave the stored result alone
-            await self.outbox.answer(call.id, res)
+            await self.outbox.answer(call.agent, call.id, res)
             await d.term()
         self.counters["failed"] += 1
         self.outbox.publish(
@@ -332,7 +334,7 @@ class Scheduler:
         self._progress.set()
         try:
             await self.results.put(held.call, res)
-            await self.outbox.deliver(res, held.delivery)
+            await self.outbox.deliver(held.call.agent, res, held.delivery)
         finally:
             if group is not None:
                 group.wake.set()

@@ -9,6 +9,7 @@ from contextlib import AsyncExitStack
 from aios_schemas import CancelRequest, HoldQuery, ResultQuery, StatsQuery, Syscall
 
 from ..runtime import Bus, HealthDetails, keep_running, main_for
+from ..runtime.agent_requests import serve_agent_requests
 from ..runtime.consumer import JsConsumer
 from ..runtime.service import load_settings
 from ..runtime.tokens import TokenStore
@@ -68,13 +69,13 @@ async def start(bus: Bus, stack: AsyncExitStack, settings: SchedulerSettings) ->
     async def heartbeat() -> None:
         await consumer.heartbeat_forever(max(0.2, settings.ack_wait_s / 3))
 
-    await bus.serve(ns.ctl("scheduler", "result"), ResultQuery, control.query, queue="scheduler")
+    await serve_agent_requests(bus, "scheduler", "result", ResultQuery, control.query, queue="scheduler")
     await bus.serve(ns.ctl("scheduler", "stats"), StatsQuery, control.stats, queue="scheduler")
     # Every replica answers this one: a merged view asks them all.
     await bus.serve(ns.ctl("scheduler", "stats_local"), StatsQuery, control.stats)
     await bus.serve(ns.ctl("scheduler", "holds"), HoldQuery, control.holds)
     # Cancel is broadcast: only the replica holding the syscall can stop it.
-    await bus.serve(ns.ctl("scheduler", "cancel"), CancelRequest, control.cancel)
+    await serve_agent_requests(bus, "scheduler", "cancel", CancelRequest, control.cancel)
     loops = {
         "replica heartbeat": replicas.run_forever,
         "replica watch": replicas.watch_forever,

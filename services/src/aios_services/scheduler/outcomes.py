@@ -57,16 +57,16 @@ class Outbox:
         self.bus = bus
         self.ns: Namespace = bus.ns
 
-    async def deliver(self, res: SyscallResult, delivery: Delivery[Syscall] | None) -> None:
+    async def deliver(self, agent: str, res: SyscallResult, delivery: Delivery[Syscall] | None) -> None:
         """Send the caller its result, then ack the syscall (it leaves the work queue)."""
-        await self.bus.nc.publish(self.ns.result(res.id), encode(res))
+        await self.bus.nc.publish(self.ns.result(agent, res.id), encode(res))
         if delivery is not None:
             await delivery.ack()
 
-    async def answer(self, syscall_id: str, res: SyscallResult) -> None:
+    async def answer(self, agent: str, syscall_id: str, res: SyscallResult) -> None:
         """Tell the caller without touching the stream (a malformed or refused message)."""
         with contextlib.suppress(nats.errors.Error):
-            await self.bus.nc.publish(self.ns.result(syscall_id), encode(res))
+            await self.bus.nc.publish(self.ns.result(agent, syscall_id), encode(res))
 
     def event(
         self,
