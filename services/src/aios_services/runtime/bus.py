@@ -76,6 +76,7 @@ class Bus:
         self.ns = ns
         self._tasks: set[asyncio.Task[None]] = set()
         self._subs: list[Subscription] = []
+        self._streams: dict[str, StreamConfig] = {}
         self._reconnected: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     @classmethod
@@ -104,14 +105,23 @@ class Bus:
 
     # --- JetStream resources --------------------------------------------------------------
     async def ensure_stream(self, config: StreamConfig) -> None:
-        """Create the stream, or bring an existing one to this config."""
+        """Create the stream, or bring an existing one to this config (remembered, so that a
+        stream deleted under a running service can be restored)."""
         assert config.name
+        self._streams[config.name] = config
         try:
             await self.js.stream_info(config.name)
         except NotFoundError:
             await self.js.add_stream(config)
         else:
             await self.js.update_stream(config)
+
+    async def restore_stream(self, name: str) -> None:
+        """Create again a stream this bus ensured before, which has disappeared."""
+        config = self._streams.get(name)
+        if config is None:
+            raise AiosError("internal", f"stream {name} is gone and this service does not own it")
+        await self.ensure_stream(config)
 
     async def ensure_kv(self, bucket: str, *, ttl_s: float | None = None, history: int = 1) -> KeyValue:
         try:

@@ -21,7 +21,7 @@ from typing import Generic, TypeVar
 import nats
 from nats.aio.msg import Msg
 from nats.js.api import ConsumerConfig
-from nats.js.errors import BadRequestError
+from nats.js.errors import BadRequestError, NotFoundError
 from pydantic import BaseModel, ValidationError
 
 from aios_schemas import AiosError
@@ -113,6 +113,9 @@ class JsConsumer(Generic[T]):
     async def open(self) -> None:
         """Create the durable consumer, or bring an existing one to this config (idempotent)."""
         js, durable = self.bus.js, self.config.durable_name
+        if self._psub is not None:  # opened before: drop the old subscription's inbox
+            with contextlib.suppress(nats.errors.Error):
+                await self._psub.unsubscribe()
         try:
             self._psub = await js.pull_subscribe(
                 self.filter_subject, durable=durable, stream=self.stream, config=self.config
@@ -120,6 +123,29 @@ class JsConsumer(Generic[T]):
         except BadRequestError:  # it exists with other settings
             await js.add_consumer(self.stream, self.config)
             self._psub = await js.pull_subscribe(self.filter_subject, durable=durable, stream=self.stream)
+
+    async def recover(self) -> bool:
+        """After a failed fetch: if the consumer (or its stream) is gone, deleted by an operator or
+        lost with the server's storage, create it again (the stream from the config the bus was
+        given). True if it was re-created; False if it exists (a transient failure) or the bus is
+        still away."""
+        js, durable = self.bus.js, self.config.durable_name
+        assert durable
+        try:
+            await js.consumer_info(self.stream, durable)
+            return False
+        except NotFoundError:
+            pass
+        except (nats.errors.Error, TimeoutError):
+            return False
+        try:
+            await js.stream_info(self.stream)
+        except NotFoundError:
+            log.error("stream %s is gone: creating it again (what it held is lost)", self.stream)
+            await self.bus.restore_stream(self.stream)
+        log.error("consumer %s of stream %s is gone: creating it again", durable, self.stream)
+        await self.open()
+        return True
 
     def validate(self, msg: Msg) -> T | AiosError:
         try:
@@ -154,8 +180,13 @@ class JsConsumer(Generic[T]):
                 msgs = await self._psub.fetch(batch=n, timeout=fetch_timeout_s)
             except TimeoutError:  # nothing to fetch (nats-py raises its own or asyncio's)
                 continue
-            except nats.errors.Error as exc:  # e.g. reconnecting: try again shortly
-                log.warning("fetch from %s failed: %s", self.stream, exc)
+            except nats.errors.Error as exc:  # reconnecting, or the consumer is gone
+                log.warning("fetch from %s failed: %r", self.stream, exc)
+                try:
+                    if await self.recover():
+                        continue
+                except (nats.errors.Error, AiosError) as again:
+                    log.warning("re-creating consumer %s failed: %r", self.config.durable_name, again)
                 await asyncio.sleep(0.2)
                 continue
             for msg in msgs:
