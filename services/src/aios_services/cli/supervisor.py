@@ -1,4 +1,5 @@
-"""The embedded-stack supervisor: starts every process in order, restarts what dies, stops cleanly.
+"""The embedded-stack supervisor: starts every process in order, restarts what dies or stays
+unhealthy (alive but not doing its job) for longer than a bound, stops cleanly.
 
 It is what `aios up` runs (in the foreground, or detached with --detach). It holds the home's lock
 while it runs and owns `state.json`; `aios status` and `aios down` read that file and signal the
@@ -95,6 +96,8 @@ class Child:
     restarts: int = 0
     next_restart: float = 0.0
     backoff: float = 0.5
+    started_at: float = field(default_factory=time.monotonic)
+    unhealthy_since: float | None = None
 
 
 @dataclass
@@ -103,6 +106,10 @@ class Supervisor:
     opts: UpOptions
     children: list[Child] = field(default_factory=list)
     started: float = field(default_factory=time.time)
+    # A service that answers its health probe with anything but "ok" (or not at all) for this long,
+    # while the bus is up, is restarted: alive is not enough (a wedged connection, a dead loop).
+    unhealthy_restart_s: float = 30.0
+    health_interval_s: float = 2.0
 
     def _say(self, text: str) -> None:
         print(f"[aios] {text}", flush=True)
@@ -183,7 +190,7 @@ class Supervisor:
         return specs
 
     # --- processes -------------------------------------------------------------------------
-    async def _spawn(self, spec: Spec) -> asyncio.subprocess.Process:
+    async def spawn(self, spec: Spec) -> asyncio.subprocess.Process:
         # A log file per process, kept open while it runs (closed in _stop); opening is instant.
         log = open(self.home.logs / f"{spec.name}.log", "ab")  # noqa: SIM115, ASYNC230
         proc = await asyncio.create_subprocess_exec(
@@ -201,6 +208,7 @@ class Supervisor:
         else:
             child.log.close()
             child.proc, child.log = proc, log
+            child.started_at, child.unhealthy_since = time.monotonic(), None
         return proc
 
     async def _wait_ready(self, spec: Spec, proc: asyncio.subprocess.Process, stop: asyncio.Event) -> bool:
@@ -256,7 +264,7 @@ class Supervisor:
                 if stop.is_set():
                     break
                 t0 = time.monotonic()
-                proc = await self._spawn(spec)
+                proc = await self.spawn(spec)
                 if not await self._wait_ready(spec, proc, stop):
                     break
                 self._say(f"{spec.name:<12} ready in {time.monotonic() - t0:5.2f}s  {spec.address or ''}")
@@ -275,16 +283,59 @@ class Supervisor:
             return 130
         self.home.write_state(self._state("ready"))
         self._say(f"AIOS is up. home={self.home.root} nats={self.nats_url}")
-        while not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=0.5)
-            await self._restart_dead()
+        await self.supervise(stop)
         self.home.write_state(self._state("stopping"))
         await self._stop_all()
         with contextlib.suppress(OSError):
             self.home.state_file.unlink()
         self._say("AIOS stopped.")
         return 0
+
+    async def supervise(self, stop: asyncio.Event) -> None:
+        """Until `stop`: restart children that exit, and services that stay unhealthy."""
+        health = asyncio.create_task(self._watch_health(stop))
+        try:
+            while not stop.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=0.5)
+                await self._restart_dead()
+        finally:
+            health.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await health
+
+    async def _watch_health(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=self.health_interval_s)
+            if not stop.is_set():
+                await self._check_health()
+
+    async def _check_health(self) -> None:
+        """Probe every running service; one unhealthy for `unhealthy_restart_s` is stopped (then
+        restarted like any child that exits). Not while the bus itself is down: no service can be
+        healthy then, and restarting them would not help."""
+        services = [c for c in self.children if c.spec.kind == "service" and c.proc.returncode is None]
+        bus = [c for c in self.children if c.spec.kind == "server" and c.spec.name == "nats"]
+        if not all(await asyncio.gather(*(_probe(c.spec) for c in bus))):
+            for c in services:
+                c.unhealthy_since = None
+            return
+        healthy = await asyncio.gather(*(_probe(c.spec) for c in services))
+        now = time.monotonic()
+        for c, ok in zip(services, healthy, strict=True):
+            if ok or now - c.started_at < c.spec.ready_timeout_s:  # healthy, or still starting
+                if c.unhealthy_since is not None:
+                    self._say(f"{c.spec.name} healthy again")
+                c.unhealthy_since = None
+            elif c.unhealthy_since is None:
+                c.unhealthy_since = now
+                self._say(f"{c.spec.name} (pid {c.proc.pid}) is alive but unhealthy")
+            elif now - c.unhealthy_since >= self.unhealthy_restart_s:
+                took = now - c.unhealthy_since
+                self._say(f"{c.spec.name} (pid {c.proc.pid}) unhealthy for {took:.0f}s; restarting it")
+                c.unhealthy_since = None
+                await _terminate(c.proc, grace_s=5.0)
 
     async def _restart_dead(self) -> None:
         now = time.monotonic()
@@ -297,7 +348,7 @@ class Supervisor:
             c.restarts += 1
             c.next_restart = now + c.backoff
             c.backoff = min(c.backoff * 2, 10.0)
-            await self._spawn(c.spec)
+            await self.spawn(c.spec)
             self.home.write_state(self._state("ready"))
 
     async def _stop_all(self) -> None:
@@ -312,18 +363,30 @@ class Supervisor:
                 await self._stop(c)
 
     async def _stop(self, c: Child, grace_s: float = 10.0) -> None:
-        if c.proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                c.proc.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(c.proc.wait(), timeout=grace_s)
-            except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    c.proc.kill()
-                await c.proc.wait()
+        await _terminate(c.proc, grace_s)
         if c.spec.cleanup:
             c.spec.cleanup()
         c.log.close()
+
+
+async def _terminate(proc: asyncio.subprocess.Process, grace_s: float) -> None:
+    """SIGTERM, then SIGKILL if it is still there after `grace_s`."""
+    if proc.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(proc.wait(), timeout=grace_s)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+
+
+async def _probe(spec: Spec) -> bool:
+    try:
+        return await asyncio.wait_for(spec.ready(), timeout=5.0)
+    except Exception:  # a probe that fails or hangs says "not healthy"
+        return False
 
 
 def run_supervisor(home: Home, opts: UpOptions) -> int:

@@ -78,6 +78,8 @@ async def start(
     limits = await bus.ensure_kv(bus.ns.limits_bucket)
     entries = catalogue(cfg)
 
+    confirmed = [time.monotonic()]
+
     async def publish_catalogue() -> None:
         """This replica's models, one KV entry each, stamped: a replica that stops confirming them
         (gone without a goodbye) is dropped by the scheduler after `catalog_ttl_s`."""
@@ -85,6 +87,14 @@ async def start(
         for entry in entries:
             stamped = entry.model_copy(update={"replica": settings.instance, "ts": now})
             await limits.put(model_key(entry.name, settings.instance), encode(stamped))
+        confirmed[0] = time.monotonic()
+
+    def catalogue_problem() -> str | None:
+        """Unconfirmed for long, the scheduler stops routing here: not doing its job."""
+        late = time.monotonic() - confirmed[0]
+        return f"not confirmed for {late:.0f}s" if late > 3 * settings.catalog_refresh_s else None
+
+    bus.add_check("catalogue", catalogue_problem)
 
     async def refresh_forever() -> None:
         while True:

@@ -1,11 +1,14 @@
 """The bus wrapper every service uses: connect with reconnect, idempotent streams and buckets,
-and `serve()`, which validates a request once and turns every failure into an ErrorReply."""
+`serve()`, which validates a request once and turns every failure into an ErrorReply, and a
+watchdog that notices a connection that still says "connected" but no longer reads, and revives it.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -55,7 +58,7 @@ async def connect(
         if on_reconnect is not None:
             await on_reconnect()
 
-    return await nats.connect(
+    nc = await nats.connect(
         reconnected_cb=on_reconnected,
         servers=[u.strip() for u in url.split(",") if u.strip()],
         name=name,
@@ -64,7 +67,62 @@ async def connect(
         reconnect_time_wait=0.25,
         allow_reconnect=True,
         error_cb=on_error,
+        # nats-py's own stale-connection check (a PING unanswered twice reconnects): the backstop
+        # of the watchdog below, at 10 s rather than its default of 2 minutes.
+        ping_interval=10,
+        max_outstanding_pings=2,
     )
+    guard_headers(nc)
+    return nc
+
+
+def guard_headers(nc: NATS) -> None:
+    """Keep one undecodable header block from ending the connection's read loop.
+
+    nats-py (2.16) decodes the status line of a header block outside its own error handling: a
+    message whose headers are `NATS/1.0 \\xff\\xfe\\xfd` (nats-server forwards any bytes a publisher
+    sends) raises UnicodeDecodeError in the read loop, which then ends while the client still says
+    it is connected: the process is deaf. Such a block is taken as no headers (reported once to the
+    error callback); the watchdog in `Bus.watch_connection` covers any other way the loop dies.
+    """
+    parse = getattr(nc, "_process_headers", None)
+    if parse is None:  # another nats-py: nothing to guard (the watchdog still covers it)
+        return
+
+    async def guarded(headers: bytes) -> dict[str, str] | None:
+        try:
+            result: dict[str, str] | None = await parse(headers)
+            return result
+        except Exception as exc:
+            log.warning("dropped the malformed headers of a message: %r", exc)
+            return None
+
+    setattr(nc, "_process_headers", guarded)  # noqa: B010 (an instance attribute over a method)
+
+
+class Wedged(Exception):
+    """The connection stayed unusable although the server is reachable: restart the process."""
+
+
+def reading(nc: NATS) -> bool:
+    """Whether the client's read and write loops still run (nats-py keeps them as tasks; either
+    may end on an unexpected error while the status stays CONNECTED)."""
+    for name in ("_reading_task", "_flusher_task"):
+        task = getattr(nc, name, None)
+        if isinstance(task, asyncio.Task) and task.done():
+            return False
+    return True
+
+
+async def force_reconnect(nc: NATS) -> None:
+    """Drop the connection and reconnect through nats-py's own path (the one its stale-connection
+    check takes), which keeps every subscription, pull consumer and KV watcher of the client."""
+    from nats.errors import StaleConnectionError
+
+    process_op_err = getattr(nc, "_process_op_err", None)
+    if process_op_err is None:
+        raise Wedged("this nats-py cannot be told to reconnect")
+    await process_op_err(StaleConnectionError())
 
 
 class Bus:
@@ -77,6 +135,10 @@ class Bus:
         self._tasks: set[asyncio.Task[None]] = set()
         self._subs: list[Subscription] = []
         self._streams: dict[str, StreamConfig] = {}
+        self._checks: dict[str, Callable[[], str | None]] = {}
+        self.answered_at = time.monotonic()  # the server last answered a PING (watchdog)
+        self.wedged_since: float | None = None
+        self.forced_reconnects = 0
         self._reconnected: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     @classmethod
@@ -102,6 +164,77 @@ class Bus:
         to us during an outage are lost (our inbox was not subscribed on the server), so a caller
         waiting for one re-sends its request then (the receiver must be idempotent)."""
         return self._reconnected
+
+    # --- health -------------------------------------------------------------------------
+    def add_check(self, name: str, check: Callable[[], str | None]) -> None:
+        """Part of this service's health: `check()` says what is wrong (None when all is well)."""
+        self._checks[name] = check
+
+    def problems(self) -> list[str]:
+        """Why this service is not doing its job now (empty: healthy)."""
+        out: list[str] = []
+        nc = self.nc
+        if nc.is_closed:
+            out.append("nats: connection closed")
+        elif not nc.is_connected:
+            out.append("nats: reconnecting")
+        elif not reading(nc):
+            out.append("nats: connection wedged (its read loop ended)")
+        elif self.wedged_since is not None:
+            out.append(f"nats: no answer to PING for {time.monotonic() - self.wedged_since:.0f}s")
+        for name, check in list(self._checks.items()):
+            try:
+                problem = check()
+            except Exception as exc:
+                problem = f"check failed: {exc!r}"
+            if problem:
+                out.append(f"{name}: {problem}")
+        return out
+
+    async def watch_connection(
+        self, *, interval_s: float = 1.0, ping_timeout_s: float = 2.0, give_up_s: float = 30.0
+    ) -> None:
+        """Forever: every `interval_s`, check the client still reads and the server answers a PING.
+        A connection that says "connected" but does not (its read loop ended, or two PINGs in a row
+        unanswered) is dropped and re-established in place. Raises Wedged if it stays so for
+        `give_up_s`: the process should exit (non-zero) and be restarted. A server that is down is
+        not a wedge: nats-py reconnects by itself, and a restart would not help."""
+        missed = 0
+        while True:
+            await asyncio.sleep(interval_s)
+            nc = self.nc
+            if nc.is_closed or not nc.is_connected:
+                self.wedged_since, missed = None, 0
+                continue
+            now = time.monotonic()
+            alive = reading(nc)
+            if alive:
+                try:
+                    await nc.flush(timeout=max(1, round(ping_timeout_s)))
+                    self.answered_at, self.wedged_since, missed = time.monotonic(), None, 0
+                    continue
+                except (nats.errors.Error, TimeoutError):
+                    if not nc.is_connected:  # it went down meanwhile: nats-py is on it
+                        continue
+                    missed += 1
+                    if missed < 2:  # one slow answer (a busy loop) is not a wedge yet
+                        continue
+            if self.wedged_since is None:
+                self.wedged_since = now
+            elif now - self.wedged_since >= give_up_s:
+                raise Wedged(f"nats connection unusable for {now - self.wedged_since:.0f}s")
+            why = "its read loop ended" if not alive else f"{missed} PINGs unanswered"
+            server = nc.connected_url
+            where = f"{server.hostname}:{server.port}" if server else "?"  # not the credentials
+            log.error("nats connection to %s wedged (%s): reconnecting", where, why)
+            self.forced_reconnects += 1
+            missed = 0
+            try:
+                await force_reconnect(nc)
+            except Wedged:
+                raise
+            except Exception:
+                log.exception("forcing a reconnect failed")
 
     # --- JetStream resources --------------------------------------------------------------
     async def ensure_stream(self, config: StreamConfig) -> None:

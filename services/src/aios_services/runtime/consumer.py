@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -109,6 +110,15 @@ class JsConsumer(Generic[T]):
         self.what = what or model.__name__.lower()
         self.held: dict[str, Delivery[T]] = {}
         self._psub: nats.js.JetStreamContext.PullSubscription | None = None
+        self.progress_at: float | None = None  # the fetch loop last fetched (or had no room to)
+        self.stale_s = 10.0
+
+    def problem(self) -> str | None:
+        """Its part of the service's health: the fetch loop runs and its fetches succeed."""
+        if self.progress_at is None:
+            return "not consuming"
+        idle = time.monotonic() - self.progress_at
+        return f"no successful fetch for {idle:.0f}s" if idle > self.stale_s else None
 
     async def open(self) -> None:
         """Create the durable consumer, or bring an existing one to this config (idempotent)."""
@@ -168,17 +178,22 @@ class JsConsumer(Generic[T]):
         """Fetch and handle forever. `batch()` says how many to pull now; 0 means none (then
         `wait_for_room` is awaited, e.g. until some work finished)."""
         assert self._psub is not None, "open() first"
+        self.stale_s = max(10.0, 5 * fetch_timeout_s)
+        self.bus.add_check(f"consumer {self.config.durable_name}", self.problem)
+        self.progress_at = time.monotonic()
         while True:
             n = batch()
-            if n <= 0:
+            if n <= 0:  # full: waiting for room is doing its job
                 if wait_for_room is not None:
                     await wait_for_room(0.5)
                 else:
                     await asyncio.sleep(0.05)
+                self.progress_at = time.monotonic()
                 continue
             try:
                 msgs = await self._psub.fetch(batch=n, timeout=fetch_timeout_s)
             except TimeoutError:  # nothing to fetch (nats-py raises its own or asyncio's)
+                self.progress_at = time.monotonic()
                 continue
             except nats.errors.Error as exc:  # reconnecting, or the consumer is gone
                 log.warning("fetch from %s failed: %r", self.stream, exc)
@@ -190,7 +205,9 @@ class JsConsumer(Generic[T]):
                 await asyncio.sleep(0.2)
                 continue
             for msg in msgs:
+                self.progress_at = time.monotonic()
                 await self._one(msg, handle, on_invalid, ack_after)
+            self.progress_at = time.monotonic()
 
     async def _one(self, msg: Msg, handle: Handler[T], on_invalid: OnInvalid | None, ack_after: bool) -> None:
         value = self.validate(msg)

@@ -1,4 +1,11 @@
-"""The life of a service process: tracing, connect, health endpoint, run until SIGTERM, drain."""
+"""The life of a service process: tracing, connect, health endpoint, run until SIGTERM, drain.
+
+Health means doing its job: "ok" only while the connection is usable (connected, reading, the
+server answering) and every check the service registered on its bus passes (e.g. the scheduler's
+consumer fetched recently); "degraded", with the problems listed, otherwise. A connection that stays
+wedged although the server is reachable ends the process with EXIT_WEDGED, for its supervisor to
+restart it.
+"""
 
 from __future__ import annotations
 
@@ -17,11 +24,12 @@ from pydantic import JsonValue, ValidationError
 
 from aios_schemas import Health, HealthQuery
 
-from .bus import Bus
+from .bus import Bus, Wedged
 from .settings import ServiceSettings
 from .telemetry import setup_tracing
 
 HealthDetails = Callable[[], dict[str, JsonValue]]
+EXIT_WEDGED = 75  # EX_TEMPFAIL: restart me
 Starter = Callable[[Bus, AsyncExitStack], Awaitable[HealthDetails | None]]
 
 
@@ -36,13 +44,17 @@ async def serve_health(bus: Bus, name: str, instance: str, details: HealthDetail
     started = time.time()
 
     async def health(q: HealthQuery) -> Health:
+        problems = bus.problems()
+        info: dict[str, JsonValue] = details() if (details and q.verbose) else {}
+        if problems:
+            info["problems"] = list[JsonValue](problems)
         return Health(
             service=name,
             instance=instance,
-            status="ok",
+            status="degraded" if problems else "ok",
             pid=os.getpid(),
             started=started,
-            details=details() if (details and q.verbose) else {},
+            details=info,
         )
 
     await bus.serve(bus.ns.ctl(name, "health"), HealthQuery, health)
@@ -51,22 +63,39 @@ async def serve_health(bus: Bus, name: str, instance: str, details: HealthDetail
 async def run_service(
     name: str, settings: ServiceSettings, start: Starter, *, stop: asyncio.Event | None = None
 ) -> None:
-    """Run one service until SIGTERM/SIGINT (or `stop` is set), then drain gracefully."""
+    """Run one service until SIGTERM/SIGINT (or `stop` is set), then drain gracefully. Raises
+    Wedged if its connection stayed unusable (the process should then exit with EXIT_WEDGED)."""
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
+    log = logging.getLogger(name)
     for sig in (signal.SIGTERM, signal.SIGINT):
         # Not possible outside the main thread (services run in-process in tests).
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
     async with AsyncExitStack() as stack:
         bus = await Bus.open(settings.nats_url, f"aios-{name}-{settings.instance}", settings.ns)
+        watchdog = asyncio.create_task(bus.watch_connection(), name=f"{name} nats watchdog")
+        stack.push_async_callback(_cancel, watchdog)
         details = await start(bus, stack)
         await serve_health(bus, name, settings.instance, details)
-        logging.getLogger(name).info("%s ready (namespace %r)", name, settings.namespace)
-        await stop.wait()
-        logging.getLogger(name).info("%s draining", name)
+        log.info("%s ready (namespace %r)", name, settings.namespace)
+        stopping = asyncio.create_task(stop.wait())
+        await asyncio.wait({stopping, watchdog}, return_when=asyncio.FIRST_COMPLETED)
+        if not stopping.done():
+            stopping.cancel()
+            exc = watchdog.exception()
+            log.critical("%s: %s; exiting to be restarted", name, exc)
+            await bus.nc.close()  # what the cleanups send fails at once instead of timing out
+            raise exc if isinstance(exc, Wedged) else Wedged(repr(exc))
+        log.info("%s draining", name)
         await stack.aclose()  # stop loops the service started before the bus goes away
         await bus.drain(settings.drain_timeout_s)
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await task
 
 
 S = TypeVar("S", bound=ServiceSettings)
@@ -88,7 +117,10 @@ def main_for(name: str, settings: ServiceSettings, start: Starter) -> None:
     """Entry point body of `python -m aios_services.<name>`."""
     configure_logging(name)
     setup_tracing(name)
-    asyncio.run(run_service(name, settings, start))
+    try:
+        asyncio.run(run_service(name, settings, start))
+    except Wedged:
+        sys.exit(EXIT_WEDGED)
 
 
 async def keep_running(name: str, loop: Callable[[], Awaitable[None]], *, backoff_s: float = 0.2) -> None:
