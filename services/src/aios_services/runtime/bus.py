@@ -36,6 +36,18 @@ class Silent(Exception):
     """Raised by a handler that must not answer this request (another subscriber answers it)."""
 
 
+class WorkerGone(Exception):
+    """The worker that took a watched request stopped saying it is working on it (killed,
+    partitioned, wedged): ask again (workers are idempotent on what they run)."""
+
+
+# Watched requests (`Bus.request_watched`): the caller asks for a heartbeat every N seconds, and
+# the worker serving it sends an empty message with its name on the reply subject, at once and
+# then every N seconds until it answers. A caller that does not ask gets a plain request/reply.
+HEARTBEAT_HEADER = "Aios-Heartbeat"
+RUNNING_HEADER = "Aios-Running"
+
+
 Req = TypeVar("Req", bound=BaseModel)
 Rep = TypeVar("Rep", bound=BaseModel)
 Handler = Callable[[Req], Awaitable[Rep]]
@@ -100,6 +112,17 @@ def guard_headers(nc: NATS) -> None:
     setattr(nc, "_process_headers", guarded)  # noqa: B010 (an instance attribute over a method)
 
 
+def _heartbeat_of(msg: Msg) -> float | None:
+    """The heartbeat interval a watched request asks for (None: a plain request)."""
+    if not msg.reply or not msg.headers:
+        return None
+    try:
+        every = float(msg.headers.get(HEARTBEAT_HEADER, ""))
+    except ValueError:
+        return None
+    return min(max(every, 0.2), 60.0) if every == every else None  # NaN: not asked
+
+
 class Wedged(Exception):
     """The connection stayed unusable although the server is reachable: restart the process."""
 
@@ -130,6 +153,7 @@ class Bus:
 
     def __init__(self, nc: NATS, ns: Namespace) -> None:
         self.nc = nc
+        self.name = str(nc.options.get("name") or "")
         self.js: JetStreamContext = nc.jetstream()
         self.ns = ns
         self._tasks: set[asyncio.Task[None]] = set()
@@ -282,24 +306,27 @@ class Bus:
         sem = asyncio.Semaphore(max_concurrency)
 
         async def process(msg: Msg) -> None:
-            async with sem:
-                with tracer.start_as_current_span(
-                    f"serve {subject}", context=extract(msg.headers), kind=trace.SpanKind.SERVER
-                ):
-                    try:
+            beat = _heartbeat_of(msg)  # taken, also while it waits for a free handler
+            beating = asyncio.ensure_future(self._beat(msg.reply, beat)) if beat else None
+            try:
+                async with sem:
+                    with tracer.start_as_current_span(
+                        f"serve {subject}", context=extract(msg.headers), kind=trace.SpanKind.SERVER
+                    ):
                         body, headers = await self._handle(msg, model, handler)
-                    except Silent:
-                        return
-                    if not msg.reply:
-                        return
-                    if len(body) > self.nc.max_payload:  # it could never be sent: say so instead
-                        log.error("reply on %s of %d bytes exceeds the max payload", subject, len(body))
-                        err = AiosError(
-                            "internal", f"the reply ({len(body)} bytes) exceeds the bus's max payload"
-                        )
-                        body, headers = encode(err.to_reply()), error_headers()
-                    with contextlib.suppress(nats.errors.Error):  # the caller's deadline tells it
-                        await self.nc.publish(msg.reply, body, headers=headers)
+            except Silent:
+                return
+            finally:
+                if beating is not None:
+                    beating.cancel()
+            if not msg.reply:
+                return
+            if len(body) > self.nc.max_payload:  # it could never be sent: say so instead
+                log.error("reply on %s of %d bytes exceeds the max payload", subject, len(body))
+                err = AiosError("internal", f"the reply ({len(body)} bytes) exceeds the bus's max payload")
+                body, headers = encode(err.to_reply()), error_headers()
+            with contextlib.suppress(nats.errors.Error):  # the caller's deadline tells it
+                await self.nc.publish(msg.reply, body, headers=headers)
 
         async def on_msg(msg: Msg) -> None:
             self.spawn(process(msg))
@@ -323,6 +350,61 @@ class Bus:
             log.exception("handler for %s failed", msg.subject)
             err = AiosError("internal", clip(f"{type(exc).__name__}: {exc}", 500))
             return encode(err.to_reply()), error_headers()
+
+    async def _beat(self, reply: str, every_s: float) -> None:
+        """Tell a watched request's caller this worker is on it, now and every `every_s`."""
+        while True:
+            with contextlib.suppress(nats.errors.Error):
+                await self.nc.publish(reply, b"", headers={RUNNING_HEADER: self.name})
+            await asyncio.sleep(every_s)
+
+    async def request_watched(
+        self,
+        subject: str,
+        msg: BaseModel,
+        reply: type[Rep],
+        *,
+        timeout: float,
+        heartbeat_s: float = 1.0,
+        silence_s: float = 5.0,
+    ) -> Rep:
+        """Request/reply to a worker that says it is alive while it works: raises WorkerGone when
+        nothing (neither a heartbeat nor the answer) came for `silence_s`, so that a worker that
+        died is noticed within seconds, not at the deadline. NoRespondersError if no worker
+        listens; nats TimeoutError at `timeout`; an ErrorReply comes back as AiosError."""
+        loop = asyncio.get_running_loop()
+        inbox = self.nc.new_inbox()
+        got: asyncio.Queue[Msg] = asyncio.Queue()
+
+        async def on(m: Msg) -> None:
+            got.put_nowait(m)
+
+        sub = await self.nc.subscribe(inbox, cb=on)
+        try:
+            headers = inject({HEARTBEAT_HEADER: f"{heartbeat_s:g}"})
+            await self.nc.publish(subject, encode(msg), reply=inbox, headers=headers)
+            deadline = loop.time() + timeout
+            worker = None
+            while True:
+                left = deadline - loop.time()
+                if left <= 0:
+                    raise nats.errors.TimeoutError
+                try:
+                    m = await asyncio.wait_for(got.get(), min(left, silence_s))
+                except TimeoutError:
+                    if left <= silence_s:
+                        raise nats.errors.TimeoutError from None
+                    raise WorkerGone(worker or "the worker that took it") from None
+                status = (m.headers or {}).get("Status")
+                if status == "503" and not m.data:
+                    raise nats.errors.NoRespondersError
+                if m.headers and RUNNING_HEADER in m.headers:
+                    worker = m.headers[RUNNING_HEADER] or worker
+                    continue
+                return decode_reply(m.data, m.headers, reply)
+        finally:
+            with contextlib.suppress(nats.errors.Error):
+                await sub.unsubscribe()
 
     async def request(self, subject: str, msg: BaseModel, reply: type[Rep], *, timeout: float) -> Rep:
         """Request/reply with trace context; an ErrorReply comes back as AiosError."""

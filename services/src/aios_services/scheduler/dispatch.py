@@ -21,6 +21,7 @@ from pydantic import JsonValue
 from aios_schemas import AiosError, ControlRequest, ExecReply, ExecRequest, SyscallResult
 
 from ..runtime import Bus
+from ..runtime.bus import WorkerGone
 from .accounting import Accounts
 from .breaker import CircuitBreaker
 from .groups import BackendState, Group, Held
@@ -32,6 +33,7 @@ log = logging.getLogger(__name__)
 tracer = trace.get_tracer(__name__)
 FALLBACK_CODES = frozenset({"backend_unavailable", "rate_limited"})
 PREEMPTING_POLICIES = frozenset({"rr", "priority", "las"})
+WORKER_SILENCE_S = 3.0  # a worker not heard from for this long (3 heartbeats) while running a call is gone
 
 Complete = Callable[[Held, Group | None, SyscallResult], Awaitable[None]]
 
@@ -59,7 +61,13 @@ class BusExecutor:
         # To the workers that serve the chosen lane (replicas may serve different lanes).
         ns = self.bus.ns
         subject = ns.exec_lane(service, req.resource, req.backend) if req.backend else ns.exec(service)
-        request = asyncio.ensure_future(self.bus.request(subject, req, ExecReply, timeout=timeout))
+        # Watched: the worker that takes it says so every second; one that falls silent (killed,
+        # cut off) is noticed within WORKER_SILENCE_S, and the call is sent again, to any worker.
+        request = asyncio.ensure_future(
+            self.bus.request_watched(
+                subject, req, ExecReply, timeout=timeout, heartbeat_s=1.0, silence_s=WORKER_SILENCE_S
+            )
+        )
         waiters: set[asyncio.Future[Any]] = {request, reconnect}
         await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
         if request.done():
@@ -69,6 +77,9 @@ class BusExecutor:
                 raise NoWorker(service) from exc
             except nats.errors.TimeoutError as exc:
                 raise AiosError("deadline_exceeded", "no answer before the deadline") from exc
+            except WorkerGone as exc:
+                log.warning("%s went silent while running %s: asking again", exc, req.syscall.id)
+                return None
         # The bus reconnected: replies addressed to us during the outage are lost.
         request.cancel()
         with contextlib.suppress(asyncio.CancelledError, nats.errors.Error, AiosError):
