@@ -16,6 +16,7 @@ import nats
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
+from nats.errors import StaleConnectionError
 from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, StorageType, StreamConfig
 from nats.js.errors import BucketNotFoundError, NotFoundError
@@ -94,8 +95,8 @@ def guard_headers(nc: NATS) -> None:
     nats-py (2.16) decodes the status line of a header block outside its own error handling: a
     message whose headers are `NATS/1.0 \\xff\\xfe\\xfd` (nats-server forwards any bytes a publisher
     sends) raises UnicodeDecodeError in the read loop, which then ends while the client still says
-    it is connected: the process is deaf. Such a block is taken as no headers (reported once to the
-    error callback); the watchdog in `Bus.watch_connection` covers any other way the loop dies.
+    it is connected: the process is deaf. Such a block is taken as no headers (with a warning in
+    the log); the watchdog in `Bus.watch_connection` covers any other way the loop dies.
     """
     parse = getattr(nc, "_process_headers", None)
     if parse is None:  # another nats-py: nothing to guard (the watchdog still covers it)
@@ -140,8 +141,6 @@ def reading(nc: NATS) -> bool:
 async def force_reconnect(nc: NATS) -> None:
     """Drop the connection and reconnect through nats-py's own path (the one its stale-connection
     check takes), which keeps every subscription, pull consumer and KV watcher of the client."""
-    from nats.errors import StaleConnectionError
-
     process_op_err = getattr(nc, "_process_op_err", None)
     if process_op_err is None:
         raise Wedged("this nats-py cannot be told to reconnect")
