@@ -19,7 +19,7 @@ from openai import AsyncOpenAI
 from aios_sdk import AIOS
 from aios_services.sim.runner import run_sim
 from tests.kernel import running_kernel
-from tests.servers import nats_server, running
+from tests.servers import authed_nats
 
 MODEL = "sim-llama-8b"
 
@@ -89,8 +89,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=200)
     args = ap.parse_args()
-    with tempfile.TemporaryDirectory() as d, running(nats_server(Path(d)), Path(d) / "nats.log") as srv:
-        res = asyncio.run(measure(srv.address, Path(d), args.n))
+    with tempfile.TemporaryDirectory() as d, authed_nats(Path(d) / "nats") as url:
+        res = asyncio.run(measure(url, Path(d), args.n))
     report(
         f"chat syscall latency, n={args.n} sequential, in-process services, simulator with zero model time",
         res,

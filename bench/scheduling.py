@@ -25,7 +25,7 @@ from openai import AsyncOpenAI
 
 from aios_services.sim.runner import run_sim
 from tests.kernel import running_kernel
-from tests.servers import nats_server, running
+from tests.servers import authed_nats
 
 MODEL = "sim-llama-8b"
 SLOTS = 8
@@ -96,13 +96,14 @@ def main() -> None:
     agents = workload(args.seed)
     sim_kw = {"models": (MODEL,), "time_scale": args.time_scale, "max_num_seqs": SLOTS}
     rows: list[tuple[str, float, float, float]] = []
-    with tempfile.TemporaryDirectory() as d, running(nats_server(Path(d)), Path(d) / "nats.log") as srv:
+    names = tuple(a.name for a in agents)
+    with tempfile.TemporaryDirectory() as d, authed_nats(Path(d) / "nats", names) as url:
         direct = asyncio.run(run_direct(agents, **sim_kw))
         rows.append(("direct (no kernel, engine queue FCFS)", *summary(direct), max(direct)))
         for i, policy in enumerate(("fifo", "rr", "las")):
             root = Path(d) / f"k{i}"
             root.mkdir()
-            times = asyncio.run(run_kernel(srv.address, root, policy, agents, **sim_kw))
+            times = asyncio.run(run_kernel(url, root, policy, agents, **sim_kw))
             rows.append((f"kernel {policy} ({SLOTS} slots)", *summary(times), max(times)))
     print(
         f"SIMULATOR figures: 50 agents (40 short, 10 long), 3 calls each, seed {args.seed}, "

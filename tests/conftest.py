@@ -14,21 +14,29 @@ import pytest
 from nats.aio.client import Client as NATS
 
 from aios_schemas import Namespace
-from tests.servers import Server, nats_server, running, s3_server
+from tests.servers import AUTH, BusAuth, Server, nats_server, running, s3_server
 
 S3_ACCESS, S3_SECRET = "aiostest", "aiostest-secret-key"
 
 
 @pytest.fixture(scope="session")
-def nats_srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def bus_auth(tmp_path_factory: pytest.TempPathFactory) -> BusAuth:
+    return BusAuth(tmp_path_factory.mktemp("nats-auth") / "nats.conf")
+
+
+@pytest.fixture(scope="session")
+def nats_srv(tmp_path_factory: pytest.TempPathFactory, bus_auth: BusAuth) -> Iterator[Server]:
+    """nats-server with the users and permissions `aios up` would give (agents confined)."""
     root = tmp_path_factory.mktemp("nats")
-    with running(nats_server(root), root / "nats.log") as srv:
+    with running(nats_server(root, auth=bus_auth), root / "nats.log") as srv:
+        AUTH[bus_auth.admin_url(srv.address)] = bus_auth
         yield srv
 
 
 @pytest.fixture(scope="session")
-def nats_url(nats_srv: Server) -> str:
-    return nats_srv.address
+def nats_url(nats_srv: Server, bus_auth: BusAuth) -> str:
+    """The bus as the kernel sees it (admin credentials in the URL)."""
+    return bus_auth.admin_url(nats_srv.address)
 
 
 @dataclass(frozen=True)

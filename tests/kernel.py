@@ -17,22 +17,27 @@ from aios_services.cli.procs import service_probe
 from aios_services.llm import main as llm_main
 from aios_services.llm.settings import LlmSettings
 from aios_services.runtime import run_service
-from aios_services.runtime.tokens import TokenEntry, TokenStore, hash_token, new_token
 from aios_services.scheduler import main as sched_main
 from aios_services.scheduler.settings import SchedulerSettings
+from tests.servers import auth_for
 
 
 @dataclass(frozen=True)
 class Kernel:
-    nats_url: str
+    nats_url: str  # the kernel's view: admin credentials in it
     ns: Namespace
-    token: str
     root: Path
 
+    @property
+    def token(self) -> str:
+        """agent-1's token (its NATS password on the test server)."""
+        return auth_for(self.nats_url).token("agent-1")
+
     def connect(self, agent: str = "agent-1", **kw: object) -> AbstractAsyncContextManager[AIOS]:
+        """The SDK, as `agent` (NATS authenticates it with its own token, confined to its subjects)."""
         return AIOS.connect(
             url=self.nats_url,
-            token=self.token,
+            token=auth_for(self.nats_url).token(agent),
             agent=agent,
             namespace=self.ns.name,
             **kw,  # type: ignore[arg-type]
@@ -84,12 +89,9 @@ async def running_kernel(
     **scheduler_overrides: object,
 ) -> AsyncIterator[Kernel]:
     ns = Namespace("t" + uuid.uuid4().hex[:12])
-    token = new_token()
-    tokens = root / "tokens.json"
-    TokenStore.write(tokens, [TokenEntry(name="test", sha256=hash_token(token), agents=["agent-*"])])
     write_llm_config(root / "llm.toml", models)
     common = {"nats_url": nats_url, "namespace": ns.name}
-    sched = SchedulerSettings(**common, tokens_file=tokens, **scheduler_overrides)  # type: ignore[arg-type]
+    sched = SchedulerSettings(**common, **scheduler_overrides)  # type: ignore[arg-type]
     llm = LlmSettings(**common, llm_config=root / "llm.toml")  # type: ignore[arg-type]
     starters = {
         "scheduler": lambda bus, st: sched_main.start(bus, st, sched),
@@ -113,7 +115,7 @@ async def running_kernel(
                 await asyncio.sleep(0.02)
             else:
                 raise RuntimeError(f"{name} did not become healthy")
-        yield Kernel(nats_url=nats_url, ns=ns, token=token, root=root)
+        yield Kernel(nats_url=nats_url, ns=ns, root=root)
     finally:
         for ev in stops.values():
             ev.set()

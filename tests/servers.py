@@ -16,6 +16,43 @@ from pathlib import Path
 
 from aios_services.cli.home import Home
 from aios_services.cli.procs import S3Ports, Spec, free_port, nats_spec, s3_spec
+from aios_services.runtime.natsauth import Identity, new_password, server_config, with_credentials
+from aios_services.runtime.tokens import new_token
+
+# The agents tests act as. The test nats-server knows them (each with its own token and only its own
+# subjects, as `aios up` configures agents), plus an admin with the kernel's rights for the services
+# and for tests that play a raw client.
+TEST_AGENTS = ("agent-1", "agent-2", "agent-3", "agent-a", "agent-b", "agent-free", "agent-q1", "local")
+
+
+class BusAuth:
+    """The users of a test nats-server and their secrets."""
+
+    def __init__(self, conf: Path, agents: tuple[str, ...] = TEST_AGENTS) -> None:
+        self.conf = conf
+        self.admin = Identity("admin", new_password(), "kernel")
+        self.tokens = {agent: new_token() for agent in agents}
+        conf.write_text(
+            server_config([self.admin, *(Identity(a, t, "agent") for a, t in self.tokens.items())])
+        )
+        conf.chmod(0o600)
+
+    def admin_url(self, url: str) -> str:
+        return with_credentials(url, self.admin.user, self.admin.password)
+
+    def token(self, agent: str) -> str:
+        if agent not in self.tokens:
+            raise KeyError(f"test agent {agent!r} is unknown to the test nats-server: add it to TEST_AGENTS")
+        return self.tokens[agent]
+
+
+# Each running test nats-server's users, by its admin URL (kernel helpers look them up from the URL
+# the tests already pass around).
+AUTH: dict[str, BusAuth] = {}
+
+
+def auth_for(url: str) -> BusAuth:
+    return AUTH[url]
 
 
 @dataclass(frozen=True)
@@ -58,8 +95,22 @@ def running(spec: Spec, log: Path) -> Iterator[Server]:
             spec.cleanup()
 
 
-def nats_server(root: Path, port: int | None = None) -> Spec:
-    return nats_spec(Home(root), port or free_port(), free_port())
+def nats_server(root: Path, port: int | None = None, auth: BusAuth | None = None) -> Spec:
+    return nats_spec(Home(root), port or free_port(), free_port(), auth.conf if auth else None)
+
+
+@contextmanager
+def authed_nats(root: Path, agents: tuple[str, ...] = TEST_AGENTS) -> Iterator[str]:
+    """A nats-server with the users `aios up` would give, for benchmarks: yields the admin URL."""
+    root.mkdir(parents=True, exist_ok=True)
+    auth = BusAuth(root / "nats.conf", agents)
+    with running(nats_server(root, auth=auth), root / "nats.log") as srv:
+        url = auth.admin_url(srv.address)
+        AUTH[url] = auth
+        try:
+            yield url
+        finally:
+            AUTH.pop(url, None)
 
 
 def s3_server(root: Path, access_key: str, secret_key: str) -> Spec:

@@ -76,7 +76,6 @@ async def scheduler_replica(k: Kernel, instance: str) -> AsyncIterator[None]:
     settings = SchedulerSettings(  # type: ignore[call-arg]
         nats_url=k.nats_url,
         namespace=k.ns.name,
-        tokens_file=k.root / "tokens.json",
         policy="fifo",
         instance=instance,
     )

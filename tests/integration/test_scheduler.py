@@ -288,7 +288,6 @@ async def test_two_scheduler_replicas_share_the_slots(
             settings = SchedulerSettings(  # type: ignore[call-arg]
                 nats_url=nats_url,
                 namespace=k.ns.name,
-                tokens_file=k.root / "tokens.json",
                 policy="fifo",
                 instance="s-2",
             )

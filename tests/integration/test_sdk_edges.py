@@ -20,6 +20,7 @@ from aios_sdk import AIOS, BackendUnavailable, InvalidRequest
 from aios_services.cli.procs import free_port
 from aios_services.sim.runner import SimServer, run_sim
 from tests.kernel import Kernel, running_kernel
+from tests.servers import auth_for
 
 MODEL = "sim-llama-8b"
 # A generation that takes ~50 s on the simulator (decode_ms=10): far longer than any wait below.
@@ -112,7 +113,8 @@ async def test_a_broken_connection_file_is_invalid_request_naming_the_file(
 
 
 async def test_reconnects_stay_unlimited_after_the_first_connect(nats_url: str) -> None:
-    async with AIOS.connect(url=nats_url, token="t", connect_timeout=1.0) as aios:
+    token = auth_for(nats_url).token("local")
+    async with AIOS.connect(url=nats_url, token=token, connect_timeout=1.0) as aios:
         # The time limit is for the first connect only: an outage later is ridden out.
         assert aios._nc.options["max_reconnect_attempts"] == -1
 
@@ -225,7 +227,8 @@ async def test_a_stream_read_to_the_end_sends_no_cancel(one_slot: Kernel, nc: NA
 @pytest.fixture
 async def aios(nats_url: str) -> AsyncIterator[AIOS]:
     """A connection to the bus (no kernel is needed: these calls must fail before reaching it)."""
-    async with AIOS.connect(url=nats_url, token="t", namespace="t" + uuid.uuid4().hex[:12]) as client:
+    token = auth_for(nats_url).token("local")
+    async with AIOS.connect(url=nats_url, token=token, namespace="t" + uuid.uuid4().hex[:12]) as client:
         yield client
 
 

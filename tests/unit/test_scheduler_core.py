@@ -20,7 +20,6 @@ from aios_schemas import (
     Usage,
     new_id,
 )
-from aios_services.runtime.tokens import TokenEntry, TokenStore, hash_token
 from aios_services.scheduler.accounting import Accounts
 from aios_services.scheduler.admission import Accept, Admission, Refuse, Replay
 from aios_services.scheduler.dispatch import Dispatcher, NoWorker
@@ -54,16 +53,9 @@ class FakeResults:
 
 
 def admission(results: FakeResults | None = None, catalog: Catalog | None = None) -> Admission:
-    tokens = TokenStore([TokenEntry(name="t", sha256=hash_token(TOKEN), agents=["agent-*"])])
     cat = catalog or Catalog()
-    return Admission(
-        NS,
-        tokens,
-        results or FakeResults(),
-        Quotas(None, {}),
-        cat,
-        default_deadline_s=60.0,  # type: ignore[arg-type]
-    )
+    quotas = Quotas(None, {})  # type: ignore[arg-type]  # no quota configured: never touches KV
+    return Admission(NS, results or FakeResults(), quotas, cat, default_deadline_s=60.0)
 
 
 # --- resources --------------------------------------------------------------------------------
@@ -88,13 +80,14 @@ async def test_admission_accepts_a_valid_call_bound_to_its_resource() -> None:
     assert isinstance(d, Accept)
     h = d.held
     assert h.group == "llm.m" and h.service == "llm" and h.job.program == "prog-1" and h.job.priority == 3
+    assert h.call.token is None  # no secret travels past admission
     assert h.deadline > time.time()
 
 
 async def test_admission_refuses_with_typed_errors() -> None:
     a = admission()
     cases = {
-        "unauthenticated": (call(token="wrong"), NS.sys("llm.chat", "agent-1")),
+        "forbidden": (call(agent="agent-2"), NS.sys("llm.chat", "agent-1")),  # on another's subject
         "invalid_request": (call(), NS.sys("llm.embed", "agent-1")),  # published on another kind's subject
         "deadline_exceeded": (call(deadline=time.time() - 1), NS.sys("llm.chat", "agent-1")),
     }

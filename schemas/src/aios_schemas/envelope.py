@@ -35,7 +35,14 @@ class Syscall(BaseModel):
 
     id: str = Field(pattern=ID_PATTERN, description="Client-made id (UUIDv7); also the JetStream Msg-Id.")
     agent: str = Field(pattern=AGENT_PATTERN, description="Agent name making the call.")
-    token: str = Field(min_length=1, max_length=512, repr=False, description="The agent's secret token.")
+    token: str | None = Field(
+        None,
+        min_length=1,
+        max_length=512,
+        repr=False,
+        description="Deprecated and ignored: an agent is who NATS authenticated it as (its token is its"
+        " NATS password), and syscalls travel without secrets. Stripped at admission.",
+    )
     session: str | None = Field(
         None, pattern=NAME_PATTERN, description="Agent program/session id: the unit of fair scheduling."
     )
@@ -136,7 +143,9 @@ class CancelRequest(BaseModel):
 
     id: str = Field(pattern=ID_PATTERN, description="Syscall id.")
     agent: str = Field(pattern=AGENT_PATTERN, description="Agent that made the call.")
-    token: str = Field(min_length=1, max_length=512, repr=False, description="The agent's token.")
+    token: str | None = Field(
+        None, min_length=1, max_length=512, repr=False, description="Deprecated and ignored (see Syscall)."
+    )
 
 
 class CancelReply(BaseModel):
@@ -183,7 +192,9 @@ class ResultQuery(BaseModel):
 
     id: str = Field(pattern=ID_PATTERN, description="Syscall id.")
     agent: str = Field(pattern=AGENT_PATTERN, description="Agent that made the call.")
-    token: str = Field(min_length=1, max_length=512, repr=False, description="The agent's token.")
+    token: str | None = Field(
+        None, min_length=1, max_length=512, repr=False, description="Deprecated and ignored (see Syscall)."
+    )
 
 
 class HealthQuery(BaseModel):

@@ -43,13 +43,14 @@ from aios_schemas import (
 from aios_schemas.llm import NamedToolChoice, ResponseFormat
 from aios_schemas.wire import validation_error
 
-from .config import Located, locate
+from .config import Located, locate, without_credentials
 from .errors import (
     BackendUnavailable,
     Conflict,
     DeadlineExceeded,
     InvalidRequest,
     NotFound,
+    Unauthenticated,
     error_from_reply,
     typed,
 )
@@ -294,6 +295,7 @@ class _BusWatch:
         self.live = False  # connected once, not closing: outages are worth a warning
         self._warned = False
         self._next: asyncio.Future[None] | None = None
+        self.refused = asyncio.Event()  # the server refused our credentials: retrying cannot help
 
     def next(self) -> asyncio.Future[None]:
         if self._next is None or self._next.done():
@@ -302,6 +304,8 @@ class _BusWatch:
 
     async def on_error(self, exc: Exception) -> None:
         self.last_error = exc
+        if "authorization violation" in str(exc).lower():
+            self.refused.set()
         if self.live and not self._warned:
             self._warned = True
             log.warning("AIOS bus %s: %s", self.url, str(exc) or type(exc).__name__)
@@ -323,11 +327,16 @@ async def _first_connect(where: Located, timeout: float) -> tuple[NATS, _BusWatc
     """Connect within `timeout` seconds (retrying meanwhile: the stack may be starting), or raise
     BackendUnavailable saying what was tried and what to do. Reconnects after that are unlimited."""
     conn = where.conn
-    watch = _BusWatch(conn.nats_url)
+    url = without_credentials(conn.nats_url)
+    watch = _BusWatch(url)
     nc = NATS()
     attempt = asyncio.ensure_future(
         nc.connect(
-            servers=conn.nats_url.split(","),
+            servers=url.split(","),
+            # The agent is who NATS authenticates: its name and token are its user and password,
+            # and the server's permissions confine it to its own subjects.
+            user=conn.agent,
+            password=conn.token,
             name=f"aios-sdk-{conn.agent}",
             inbox_prefix=Namespace.inbox_prefix(conn.agent),  # replies only this agent may hear
             max_reconnect_attempts=-1,
@@ -338,10 +347,12 @@ async def _first_connect(where: Located, timeout: float) -> tuple[NATS, _BusWatc
             reconnected_cb=watch.on_reconnected,
         )
     )
+    refused = asyncio.ensure_future(watch.refused.wait())
     try:
-        await asyncio.wait({attempt}, timeout=timeout)
+        await asyncio.wait({attempt, refused}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        if not attempt.done():  # out of time (or the caller was cancelled): stop retrying
+        refused.cancel()
+        if not attempt.done():  # out of time, refused (or the caller was cancelled): stop retrying
             await _finish(attempt, 0.0)
     if not attempt.cancelled() and attempt.exception() is None:
         watch.live = True
@@ -349,11 +360,17 @@ async def _first_connect(where: Located, timeout: float) -> tuple[NATS, _BusWatc
     with contextlib.suppress(Exception):  # release what the attempts left; the error says the rest
         await nc.close()
     cause = (None if attempt.cancelled() else attempt.exception()) or watch.last_error
+    if watch.refused.is_set() or "authorization violation" in str(cause).lower():
+        raise Unauthenticated(
+            f"the AIOS bus at {url} refused agent {conn.agent!r}: unknown agent or wrong token"
+            f" (from {where.url_from})",
+            details={"url": url, "agent": conn.agent},
+        ) from cause
     why = f"{cause}" if cause is not None and str(cause) else type(cause).__name__ if cause else "no answer"
     raise BackendUnavailable(
-        f"cannot reach the AIOS bus at {conn.nats_url} (from {where.url_from}) within {timeout:g}s "
+        f"cannot reach the AIOS bus at {url} (from {where.url_from}) within {timeout:g}s "
         f"({why}): {where.unreachable_hint()}",
-        details={"url": conn.nats_url, "from": where.url_from},
+        details={"url": url, "from": where.url_from},
     ) from cause
 
 
@@ -427,7 +444,6 @@ class AIOS:
             call = Syscall(
                 id=id or new_id(),
                 agent=self.agent,
-                token=self.conn.token,
                 session=session or self.session,
                 payload=payload,
                 deadline=time.time() + timeout,
@@ -613,9 +629,7 @@ class AIOS:
 
     async def cancel(self, syscall_id: str, *, timeout: float = 5.0) -> CancelReply:
         """Cancel one of this agent's syscalls, queued or running; its caller gets `Cancelled`."""
-        req = _model(
-            CancelRequest, {"id": syscall_id, "agent": self.agent, "token": self.conn.token}, "cancel"
-        )
+        req = _model(CancelRequest, {"id": syscall_id, "agent": self.agent}, "cancel")
         try:
             msg = await self._nc.request(
                 self.ns.ctl_for("scheduler", "cancel", self.agent), encode(req), timeout=timeout
@@ -629,9 +643,7 @@ class AIOS:
 
     async def result(self, syscall_id: str, *, timeout: float = 5.0) -> SyscallResult | None:
         """The stored result of an earlier syscall of this agent (e.g. after a reconnect), or None."""
-        q = _model(
-            ResultQuery, {"id": syscall_id, "agent": self.agent, "token": self.conn.token}, "result query"
-        )
+        q = _model(ResultQuery, {"id": syscall_id, "agent": self.agent}, "result query")
         try:
             msg = await self._nc.request(
                 self.ns.ctl_for("scheduler", "result", self.agent), encode(q), timeout=timeout

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import ValidationError
 
@@ -12,6 +13,16 @@ from aios_schemas import CONNECTION_FILE, Connection
 from aios_schemas.wire import validation_error
 
 from .errors import BackendUnavailable, InvalidRequest
+
+
+def without_credentials(url: str) -> str:
+    """`url` (comma-separated servers) with any `user:password@` removed: to show it, or to connect
+    as the agent rather than as whoever the URL names."""
+    out = []
+    for one in url.split(","):
+        parts = urlsplit(one.strip())
+        out.append(urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[-1])))
+    return ",".join(out)
 
 
 def default_home() -> Path:
@@ -89,6 +100,12 @@ def locate(
         )
     if base is None and not token:
         raise InvalidRequest(f"a token is needed with {url_from} ({url}): pass token= or set AIOS_TOKEN")
+    if agent and not token and base is not None:
+        # Another agent of this home: its own token, which `aios up` keeps in agents/NAME.token
+        # (the home's connection file holds the local agent's).
+        own = path.parent / "agents" / f"{agent}.token"
+        if own.is_file():
+            token = own.read_text().strip() or None
     fields: dict[str, str] = {}
     if url:
         fields["nats_url"] = url

@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
@@ -99,13 +101,17 @@ async def agents(home: Home) -> None:
     console.rule("6. What the scheduler saw (`aios top --once`)")
     state = home.read_state()
     assert state is not None
-    console.print(render(await fetch_stats(state.nats_url, Namespace())))
+    console.print(render(await fetch_stats(home.bus_url(state), Namespace())))
 
 
 def main() -> None:
     home = Home.resolve(None)
     console.rule("AIOS demo: starting the embedded stack (nats-server, weed mini, simulator, SmolLM2)")
-    if _aios("up", "--detach", "--local-model", "--home", str(home.root)) != 0:
+    # The demo's agents, each with its own token (agents/NAME.token) and only its own subjects.
+    names = ", ".join(f'"{a}"' for a in ["researcher", *(f"agent-{i:02d}" for i in range(32))])
+    config = Path(tempfile.mkdtemp(prefix="aios-demo-")) / "aios.toml"
+    config.write_text(f"agents = [{names}]\n")
+    if _aios("up", "--detach", "--local-model", "--home", str(home.root), "--config", str(config)) != 0:
         sys.exit(1)
     code = 0
     try:

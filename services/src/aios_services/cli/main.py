@@ -311,14 +311,14 @@ def top(
     ns = Namespace(os.environ.get("AIOS_NAMESPACE", ""))
     try:
         if once or as_json:
-            st = asyncio.run(fetch_stats(state.nats_url, ns))
+            st = asyncio.run(fetch_stats(h.bus_url(state), ns))
             if as_json:
                 print(st.model_dump_json(indent=2))
             else:
                 console.print(render(st))
             return
         with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(live(state.nats_url, ns))
+            asyncio.run(live(h.bus_url(state), ns))
     except (OSError, nats.errors.Error, AiosError) as exc:
         fail(f"cannot read the scheduler's stats: {exc or type(exc).__name__}", code=1)
 

@@ -76,13 +76,15 @@ def service_probe(nats_url: str, ns: Namespace, service: str) -> Probe:
     return probe
 
 
-def nats_spec(home: Home, port: int, monitor: int) -> Spec:
+def nats_spec(home: Home, port: int, monitor: int, config: Path | None = None) -> Spec:
+    """nats-server with JetStream; `config` holds its users and their permissions (natsauth.py)."""
     home.nats_dir.mkdir(parents=True, exist_ok=True)
     return Spec(
         name="nats",
         kind="server",
         argv=[
             venv_bin("nats-server"),
+            *(["-c", str(config)] if config is not None else []),
             "-js",
             "-a",
             "127.0.0.1",

@@ -66,9 +66,9 @@ async def collect(home: Home, namespace: str = "") -> StackStatus:
         healthy = False
         if alive:
             if p.kind == "service":
-                healthy = await service_probe(state.nats_url, ns, p.name)()
+                healthy = await service_probe(home.bus_url(state), ns, p.name)()
             elif p.name == "nats":
-                healthy = await nats_probe(state.nats_url)
+                healthy = await nats_probe(home.bus_url(state))
             elif p.address:
                 url = p.address.removesuffix("/v1")
                 path = {"s3": "/healthz", "sim": "/health", "local-model": "/v1/models"}.get(p.name, "/")

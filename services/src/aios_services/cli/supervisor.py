@@ -22,6 +22,7 @@ from typing import IO
 from aios_schemas import Connection, Namespace
 
 from ..llm.config import BackendConfig, Capabilities, ModelConfig
+from ..runtime.natsauth import Identity, new_password, server_config, with_credentials
 from ..runtime.tokens import TokenEntry, TokenStore, hash_token, new_token
 from ..sim.profiles import PROFILES
 from .config import ConfigError, StackConfig, llm_toml, load_stack_config
@@ -150,7 +151,12 @@ class Supervisor:
         nats_url = f"nats://127.0.0.1:{nats_port}"
         s3_ports = S3Ports.allocate()
         access, secret = "aios" + secrets.token_hex(6), secrets.token_urlsafe(24)
-        specs = [nats_spec(h, nats_port, free_port()), s3_spec(h, s3_ports, access, secret)]
+        # Bus identities: the kernel's services, the operator's CLI, and each agent with its token as
+        # its password, confined by the server to its own subjects (runtime/natsauth.py).
+        kernel = Identity("kernel", new_password(), "kernel")
+        operator = Identity("operator", new_password(), "operator")
+        kernel_url = with_credentials(nats_url, kernel.user, kernel.password)
+        specs = [nats_spec(h, nats_port, free_port(), h.nats_config), s3_spec(h, s3_ports, access, secret)]
         sim_url = local_url = None
         if o.sim:
             sim = sim_spec(free_port(), o.sim_profile, [SIM_MODEL])
@@ -163,17 +169,23 @@ class Supervisor:
         cfg = load_stack_config(o.config, generated_models(sim_url, local_url), policy=o.policy)
         h.llm_config.write_text(llm_toml(cfg.llm))
         token = self._local_token()
-        tokens = [TokenEntry(name="local", sha256=hash_token(token), agents=["*"])]
-        for agent, t in self._agent_tokens(cfg.agents).items():
-            tokens.append(TokenEntry(name=agent, sha256=hash_token(t), agents=[agent]))
-        TokenStore.write(h.tokens_file, tokens)
+        agent_tokens = {"local": token, **self._agent_tokens(cfg.agents)}
+        agents = [Identity(a, t, "agent") for a, t in agent_tokens.items()]
+        write_private(h.nats_config, server_config([kernel, operator, *agents]))
+        write_private(h.operator_url_file, with_credentials(nats_url, operator.user, operator.password))
+        # Hashed agent tokens, for front doors that authenticate agents themselves (the gateway); a
+        # named local agent, not a wildcard.
+        TokenStore.write(
+            h.tokens_file,
+            [TokenEntry(name=a, sha256=hash_token(t), agents=[a]) for a, t in agent_tokens.items()],
+        )
         conn = Connection(
             nats_url=nats_url, namespace=o.namespace, token=token, agent="local", s3_endpoint=specs[1].address
         )
         h.connection_file.write_text(conn.model_dump_json(indent=2))
         h.connection_file.chmod(0o600)
         env = {
-            "AIOS_NATS_URL": nats_url,
+            "AIOS_NATS_URL": kernel_url,
             "AIOS_NAMESPACE": o.namespace,
             "AIOS_TOKENS_FILE": str(h.tokens_file),
             "AIOS_LLM_CONFIG": str(h.llm_config),
@@ -182,7 +194,7 @@ class Supervisor:
             "AIOS_S3_SECRET_KEY": secret,
         }
         own_env = {"scheduler": cfg.scheduler_env, "llm": cfg.llm_env}
-        specs += [python_service_spec(n, m, {**env, **own_env[n]}, nats_url, ns) for n, m in SERVICES]
+        specs += [python_service_spec(n, m, {**env, **own_env[n]}, kernel_url, ns) for n, m in SERVICES]
         self.nats_url = nats_url
         self._say(f"config: {cfg.source}; models: {', '.join(cfg.llm.models) or 'none'}")
         if cfg.agents:
@@ -398,3 +410,11 @@ def run_supervisor(home: Home, opts: UpOptions) -> int:
         return await Supervisor(home, opts).run(stop)
 
     return asyncio.run(main())
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write a file only its owner may read (it holds secrets), created so from the start."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    path.chmod(0o600)  # it may have existed with wider rights

@@ -1,7 +1,7 @@
 """Admission: what happens to a syscall taken off the stream before it is queued.
 
 Decides, without touching the queues: answer it from its stored result (a redelivery or a replay),
-refuse it (`conflict`, `unauthenticated`, `deadline_exceeded`, `quota_exceeded`...), or accept it
+refuse it (`conflict`, `forbidden`, `deadline_exceeded`, `quota_exceeded`...), or accept it
 as a `Held` syscall bound to its resource, with its quota reserved.
 """
 
@@ -14,7 +14,6 @@ from aios_schemas import AiosError, Namespace, Syscall, SyscallResult
 
 from ..runtime.consumer import Delivery
 from ..runtime.telemetry import extract
-from ..runtime.tokens import TokenStore
 from .groups import Held
 from .outcomes import ResultStore
 from .policies import Job
@@ -50,7 +49,6 @@ class Admission:
     def __init__(
         self,
         ns: Namespace,
-        tokens: TokenStore,
         results: ResultStore,
         quotas: Quotas,
         catalog: Catalog,
@@ -59,7 +57,6 @@ class Admission:
     ) -> None:
         self.ns = ns
         self.catalog = catalog
-        self.tokens = tokens
         self.results = results
         self.quotas = quotas
         self.default_deadline_s = default_deadline_s
@@ -73,8 +70,9 @@ class Admission:
         now = time.time()
         deadline = call.deadline or (call.created + self.default_deadline_s)
         try:
-            self.tokens.authenticate(call.token, call.agent)
-            if self.ns.sys_agent(subject) != call.agent:  # NATS let only that agent publish there
+            # Who the agent is: NATS authenticated its connection and let it publish only on
+            # subjects that carry its name (runtime/natsauth.py), so the subject says who sent it.
+            if self.ns.sys_agent(subject) != call.agent:
                 raise AiosError("forbidden", f"a syscall of agent {call.agent!r} published on {subject}")
             if subject != self.ns.sys(call.kind, call.agent):
                 raise AiosError("invalid_request", f"{call.kind} published on {subject}")
@@ -89,7 +87,7 @@ class Admission:
         except AiosError as exc:
             return Refuse(exc)
         held = Held(
-            call=call,
+            call=call.model_copy(update={"token": None}),  # no secret travels past admission
             delivery=delivery,
             trace=extract(delivery.headers) if delivery is not None else None,
             group=ref.name,

@@ -39,7 +39,6 @@ from aios_schemas.envelope import ID_PATTERN
 
 from ..runtime import Bus
 from ..runtime.consumer import Delivery, JsConsumer
-from ..runtime.tokens import TokenStore
 from .accounting import Accounts
 from .admission import Accept, Admission, Refuse, Replay
 from .dispatch import BusExecutor, Dispatcher, Executor
@@ -62,7 +61,6 @@ class Scheduler:
         bus: Bus,
         results: ResultStore,
         limits: KeyValue,
-        tokens: TokenStore,
         settings: SchedulerSettings,
         *,
         executor: Executor | None = None,
@@ -71,7 +69,6 @@ class Scheduler:
         self.ns = bus.ns
         self.results = results
         self.limits = limits
-        self.tokens = tokens
         self.settings = settings
         self.held: dict[str, Held] = {}
         self.groups: dict[str, Group] = {}
@@ -92,7 +89,6 @@ class Scheduler:
         self.holds: JsConsumer[Syscall] | None = None
         self.admission = Admission(
             self.ns,
-            tokens,
             self.results,
             self.quotas,
             self.catalog,
@@ -244,6 +240,16 @@ class Scheduler:
     async def admit(self, d: Delivery[Syscall]) -> None:
         """Take one syscall off the stream: answer it, refuse it, or queue it."""
         call = d.value
+        sender = self.ns.sys_agent(d.subject)
+        if sender != call.agent:
+            # NATS let only `sender` publish on this subject: a body naming someone else is refused,
+            # answered to the sender alone, and touches nothing of the agent it names.
+            err = AiosError("forbidden", f"agent {sender!r} may not make syscalls as {call.agent!r}")
+            if sender:
+                await self.outbox.answer(sender, call.id, SyscallResult.fail(call.id, err.to_reply()))
+            await d.term()
+            self.counters["refused"] += 1
+            return
         mine = self.held.get(call.id)
         if mine is not None:
             reused = Admission.reused_while_held(mine, call)

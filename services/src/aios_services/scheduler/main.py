@@ -12,7 +12,6 @@ from ..runtime import Bus, HealthDetails, keep_running, main_for
 from ..runtime.agent_requests import serve_agent_requests
 from ..runtime.consumer import JsConsumer
 from ..runtime.service import load_settings
-from ..runtime.tokens import TokenStore
 from . import streams
 from .control import Control
 from .core import Scheduler
@@ -39,8 +38,7 @@ async def start(bus: Bus, stack: AsyncExitStack, settings: SchedulerSettings) ->
     await bus.ensure_stream(streams.events_stream(ns))
     results = await bus.ensure_kv(ns.results_bucket, ttl_s=settings.results_ttl_s)
     limits = await bus.ensure_kv(ns.limits_bucket)
-    tokens = TokenStore.load(settings.tokens_file) if settings.tokens_file else TokenStore([])
-    sched = Scheduler(bus, KvResults(results), limits, tokens, settings)
+    sched = Scheduler(bus, KvResults(results), limits, settings)
     control = Control(sched)
     replicas_kv = await bus.ensure_kv(ns.replicas_bucket, ttl_s=settings.replica_ttl_s * 4)
     replicas = Replicas(replicas_kv, settings.instance, settings.replica_ttl_s, sched.resize)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -26,7 +25,6 @@ class Quota(BaseModel):
 
 
 class SchedulerSettings(ServiceSettings):
-    tokens_file: Path | None = Field(None, description="Hashed agent tokens (tokens.json in the home).")
     policy: str = Field("las", description="Default policy of every resource: fifo | rr | priority | las.")
     policy_params: dict[str, float] = Field(default_factory=dict, description="Parameters of that policy.")
     resource_policies: dict[str, dict[str, float | str]] = Field(

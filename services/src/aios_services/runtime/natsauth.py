@@ -1,0 +1,103 @@
+"""Who may publish and subscribe where on the bus: the NATS users of a deployment and their subject
+permissions, written into the nats-server config by `aios up` (and by the test fixtures).
+
+Choice: static users with per-user permissions in the server's `authorization` block. The bundled
+nats-server enforces them on every message with no extra tool or service (decentralised JWT needs
+an operator/account set-up and `nsc`; auth callout needs a service that signs user JWTs); the
+password of an agent is its agent token, stored here only as a bcrypt hash; a new agent is a config
+reload. When identities become dynamic (the access service), auth callout is the step up.
+
+Roles:
+- agent `A`: publishes only its own syscalls (`sys.A.>`) and its own cancel/result requests
+  (`ctl.scheduler.{cancel,result}.A`); hears only its results, its token streams and its private
+  inbox (`res.A.>`, `stream.A.>`, `_INBOX.A.>`). No JetStream API, no KV, no events, no exec or
+  control subjects: nothing of another agent.
+- kernel (the services) and operator (the CLI): the whole bus.
+Every subject is allowed with and without a namespace prefix (`*.aios.v1...`), so the same rules
+serve a deployment and the isolated namespaces of tests.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+from dataclasses import dataclass
+from typing import Literal
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import bcrypt
+
+from aios_schemas.envelope import AGENT_PATTERN
+from aios_sdk.config import without_credentials
+
+Role = Literal["agent", "kernel", "operator"]
+_AGENT = re.compile(AGENT_PATTERN)
+# Agent tokens and kernel passwords are 256-bit random strings: a slow hash adds nothing against
+# guessing them, and every connect (each SDK client, each service) pays its cost on the server.
+_BCRYPT_ROUNDS = 4
+
+
+@dataclass(frozen=True)
+class Identity:
+    user: str
+    password: str  # the secret itself: only its hash goes into the server config
+    role: Role
+
+    def __post_init__(self) -> None:
+        if self.role == "agent" and not _AGENT.match(self.user):
+            raise ValueError(f"agent name {self.user!r} must match {AGENT_PATTERN}")
+
+
+def new_password() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def _both(subject: str) -> list[str]:
+    """`subject` with and without a namespace prefix."""
+    return [subject, "*." + subject]
+
+
+def agent_permissions(agent: str) -> dict[str, dict[str, list[str]]]:
+    publish = _both(f"aios.v1.sys.{agent}.>")
+    for op in ("cancel", "result"):
+        publish += _both(f"aios.v1.ctl.scheduler.{op}.{agent}")
+    subscribe = [f"_INBOX.{agent}.>", *_both(f"aios.v1.res.{agent}.>"), *_both(f"aios.v1.stream.{agent}.>")]
+    return {"publish": {"allow": publish}, "subscribe": {"allow": subscribe}}
+
+
+def server_config(identities: list[Identity]) -> str:
+    """The `authorization` block of a nats-server config (JSON values are valid there)."""
+    users = []
+    seen: set[str] = set()
+    for ident in identities:
+        if ident.user in seen:
+            raise ValueError(f"NATS user {ident.user!r} defined twice")
+        seen.add(ident.user)
+        hashed = bcrypt.hashpw(ident.password.encode(), bcrypt.gensalt(_BCRYPT_ROUNDS)).decode()
+        user: dict[str, object] = {"user": ident.user, "password": hashed}
+        if ident.role == "agent":
+            user["permissions"] = agent_permissions(ident.user)
+        users.append(user)
+    return "authorization {\n  users = " + json.dumps(users, indent=2) + "\n}\n"
+
+
+def with_credentials(url: str, user: str, password: str) -> str:
+    """Each server URL of `url` (comma-separated) with `user:password@` in it."""
+    out = []
+    for one in url.split(","):
+        parts = urlsplit(one.strip())
+        host = parts.netloc.rsplit("@", 1)[-1]
+        netloc = f"{quote(user, safe='')}:{quote(password, safe='')}@{host}"
+        out.append(urlunsplit(parts._replace(netloc=netloc)))
+    return ",".join(out)
+
+
+__all__ = [
+    "Identity",
+    "agent_permissions",
+    "new_password",
+    "server_config",
+    "with_credentials",
+    "without_credentials",
+]
