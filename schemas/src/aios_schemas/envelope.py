@@ -115,6 +115,11 @@ class ExecRequest(BaseModel):
     backend: str | None = Field(None, description="Backend chosen by the scheduler (llm.*).")
     resume: bool = Field(False, description="Continue from the context snapshot of this syscall.")
     preemptible: bool = Field(False, description="The scheduler may ask to suspend this run.")
+    again: bool = Field(
+        False,
+        description="The syscall was delivered to the scheduler before (it crashed holding it): a worker"
+        " that already finished it answers with that reply instead of running it twice.",
+    )
 
 
 class ExecReply(BaseModel):

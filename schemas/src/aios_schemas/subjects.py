@@ -47,6 +47,10 @@ class Namespace:
         return self._bucket("AIOS_CONTEXTS")
 
     @property
+    def finished_bucket(self) -> str:
+        return self._bucket("AIOS_FINISHED")
+
+    @property
     def replicas_bucket(self) -> str:
         return self._bucket("AIOS_REPLICAS")
 

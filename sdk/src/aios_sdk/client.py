@@ -84,9 +84,16 @@ class ChatStream:
         self._accepted = asyncio.Event()
         # Set when the kernel's answer (or a local failure) has arrived: nothing is left to cancel.
         self._ended = False
+        self._next_seq = 0
 
     def _put(self, item: StreamChunk | SyscallResult | BaseException) -> None:
-        if not isinstance(item, StreamChunk):
+        if isinstance(item, StreamChunk):
+            # A run sent again (its worker died) streams again from the start: the agent already
+            # has those chunks. Each is delivered once, in order.
+            if item.seq < self._next_seq:
+                return
+            self._next_seq = item.seq + 1
+        else:
             self._ended = True
         self._queue.put_nowait(item)
 

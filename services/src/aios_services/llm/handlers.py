@@ -40,7 +40,7 @@ from aios_schemas.llm import FinishReason
 from ..runtime import Bus
 from .backends import Backend, translate
 from .config import ModelKind
-from .contexts import ContextStore
+from .contexts import ContextStore, FinishedRuns
 from .control import Action, Run, Runs
 from .generation import Generation, add_usage, finish_reason
 from .output import check_schema, mismatch
@@ -62,6 +62,7 @@ class Deps:
     models: Mapping[str, Model]
     contexts: ContextStore
     runs: Runs
+    finished: FinishedRuns | None = None
 
 
 @dataclass
@@ -107,6 +108,7 @@ class LlmHandlers:
         self.deps = deps
         self.bus = deps.bus
         self._inflight: dict[str, asyncio.Future[ExecReply]] = {}
+        self._keeping: dict[str, ExecReply] = {}  # finished, on their way into FinishedRuns
 
     # --- entry point ---------------------------------------------------------------------------
     async def exec(self, req: ExecRequest) -> ExecReply:
@@ -114,12 +116,35 @@ class LlmHandlers:
         an exec request whose reply an outage may have lost), answer with that same run."""
         sid = req.syscall.id
         run = self._inflight.get(sid)
+        if run is None and req.again and self.deps.finished is not None:
+            done = self._keeping.get(sid) or await self.deps.finished.get(sid)
+            if done is not None:  # generated before the scheduler that asked for it crashed
+                return done
+            run = self._inflight.get(sid)
         if run is None:
-            run = asyncio.ensure_future(self._exec(req))
+            run = asyncio.ensure_future(self._exec_and_keep(req))
             self._inflight[sid] = run
             run.add_done_callback(lambda _: self._inflight.pop(sid, None))
         # shield: a waiter that goes away (drain, a duplicate) must not cancel the run itself.
         return await asyncio.shield(run)
+
+    async def _exec_and_keep(self, req: ExecRequest) -> ExecReply:
+        reply = await self._exec(req)
+        finished = self.deps.finished
+        if finished is not None and reply.result is not None and reply.result.status == "ok":
+            # Kept off the reply's path; only successes (a failure is retried, maybe elsewhere).
+            sid = req.syscall.id
+            self._keeping[sid] = reply
+            self.bus.spawn(self._keep(finished, sid, reply))
+        return reply
+
+    async def _keep(self, finished: FinishedRuns, syscall_id: str, reply: ExecReply) -> None:
+        try:
+            await finished.put(syscall_id, reply)
+        except Exception as exc:  # only a crash-recovery shortcut is lost
+            log.warning("could not keep the reply of %s: %s", syscall_id, exc)
+        finally:
+            self._keeping.pop(syscall_id, None)
 
     async def _exec(self, req: ExecRequest) -> ExecReply:
         sid = req.syscall.id

@@ -29,7 +29,7 @@ from ..runtime import Bus, HealthDetails, keep_running, main_for
 from ..runtime.service import load_settings
 from .backends import Backend
 from .config import ConfigError, LlmConfig, api_keys, load_config
-from .contexts import CONTEXT_TTL_S, ContextStore
+from .contexts import CONTEXT_TTL_S, FINISHED_TTL_S, ContextStore, FinishedRuns
 from .control import Runs
 from .handlers import Deps, LlmHandlers, Model
 from .settings import LlmSettings
@@ -112,8 +112,9 @@ async def start(
     stack.push_async_callback(withdraw)
     stack.push_async_callback(_stop, refresher)
     contexts = ContextStore(await bus.ensure_kv(bus.ns.contexts_bucket, ttl_s=CONTEXT_TTL_S))
+    finished = FinishedRuns(await bus.ensure_kv(bus.ns.finished_bucket, ttl_s=FINISHED_TTL_S))
     runs = Runs()
-    handlers = LlmHandlers(Deps(bus=bus, models=models, contexts=contexts, runs=runs))
+    handlers = LlmHandlers(Deps(bus=bus, models=models, contexts=contexts, runs=runs, finished=finished))
 
     async def on_control(msg: Msg) -> None:
         try:

@@ -68,7 +68,9 @@ class Admission:
                 return Refuse(_reused(call), store=False)
             return Replay(stored.result)
         now = time.time()
-        deadline = call.deadline or (call.created + self.default_deadline_s)
+        # No deadline: the default, from when the call was made (a `created` in the future cannot
+        # push it further away than from now).
+        deadline = call.deadline or (min(call.created, now) + self.default_deadline_s)
         try:
             # Who the agent is: NATS authenticated its connection and let it publish only on
             # subjects that carry its name (runtime/natsauth.py), so the subject says who sent it.
@@ -102,6 +104,7 @@ class Admission:
                 priority=call.priority,
             ),
             reservation=reservation,
+            redelivered=delivery is not None and delivery.delivered > 1,
         )
         return Accept(held)
 

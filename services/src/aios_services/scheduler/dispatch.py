@@ -206,6 +206,7 @@ class Dispatcher:
             backend=lane.entry.name,
             resume=held.resume,
             preemptible=held.job.preemptible and group.policy.name in PREEMPTING_POLICIES,
+            again=held.redelivered,
         )
         backoff = 0.05
         try:

@@ -49,6 +49,7 @@ class Held:
     service_s: float = 0.0
     tokens: int = 0
     reservation: Reservation | None = None  # quota set aside at admission, settled at completion
+    redelivered: bool = False  # JetStream delivered it before: a crashed scheduler may have run it
 
 
 @dataclass

@@ -37,7 +37,12 @@ class SchedulerSettings(ServiceSettings):
         " the first matching pattern wins.",
     )
     default_deadline_s: float = Field(600.0, gt=0, description="Deadline of a syscall that sets none.")
-    ack_wait_s: float = Field(30.0, gt=0, description="JetStream ack wait; held syscalls are heartbeated.")
+    ack_wait_s: float = Field(
+        10.0,
+        gt=0,
+        description="JetStream ack wait: how long after a scheduler dies what it held is redelivered"
+        " (held syscalls are heartbeated every third of it).",
+    )
     max_deliver: int = Field(20, ge=1, description="Deliveries before JetStream gives a syscall up.")
     max_inflight: int = Field(20_000, ge=1, description="Accepted, unfinished syscalls held at once.")
     results_ttl_s: float = Field(24 * 3600.0, gt=0, description="How long results stay fetchable.")
