@@ -4,8 +4,12 @@ agents reconnect, every caller still gets its answer."""
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
+import pytest
+
+from aios_sdk import DeadlineExceeded
 from aios_services.cli.procs import free_port
 from aios_services.sim.runner import run_sim
 from tests.kernel import running_kernel
@@ -51,3 +55,31 @@ async def test_nats_restart_mid_load_loses_no_syscall(tmp_path: Path) -> None:
                 assert len(replies) == 24 and all(r.content for r in replies)
     finally:
         await asyncio.to_thread((second or first).__exit__, None, None, None)
+
+
+async def test_a_deadline_is_kept_while_the_bus_is_down(tmp_path: Path) -> None:
+    """The caller hears DeadlineExceeded on time even when nobody can answer it (the bus is away)."""
+    port = free_port()
+    auth = BusAuth(tmp_path / "nats.conf")
+    url = auth.admin_url(f"nats://127.0.0.1:{port}")
+    AUTH[url] = auth
+    server = running(nats_server(tmp_path / "nats", port, auth), tmp_path / "nats.log")
+    await asyncio.to_thread(server.__enter__)
+    stopped = False
+    try:
+        async with run_sim("fixed", models=(MODEL,), decode_ms=50.0) as sim:
+            backends = [{"name": "sim", "base_url": sim.base_url, "slots": 4}]
+            async with running_kernel(url, tmp_path, {MODEL: backends}) as k, k.connect() as aios:
+                long = [{"role": "user", "content": "long [sim:tokens=1000]"}]
+                call = asyncio.create_task(aios.llm.chat(MODEL, long, timeout=2.0))
+                await asyncio.sleep(0.3)  # the call is accepted and running (the scenario's timing)
+                await asyncio.to_thread(server.__exit__, None, None, None)
+                stopped = True
+                t0 = time.monotonic()
+                with pytest.raises(DeadlineExceeded):
+                    await call
+                # deadline (2 s from the call) + the SDK's grace (2 s), with a margin for a slow CI
+                assert time.monotonic() - t0 < 2.0 + 2.0 + 2.5
+    finally:
+        if not stopped:
+            await asyncio.to_thread(server.__exit__, None, None, None)

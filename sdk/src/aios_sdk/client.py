@@ -277,6 +277,17 @@ async def _finish(task: asyncio.Future[Any], wait: float) -> None:
         task.exception()  # retrieved: the error went to the stream's reader, or nobody wants it
 
 
+async def _close(nc: NATS) -> None:
+    """Drain the connection if the bus is there, else just close it: leaving `connect()` while the
+    bus is away must not raise."""
+    if nc.is_connected:
+        with contextlib.suppress(nats.errors.Error, OSError, TimeoutError):
+            await nc.drain()
+    if not nc.is_closed:
+        with contextlib.suppress(nats.errors.Error, OSError):
+            await nc.close()
+
+
 def _seconds(value: object, name: str) -> float:
     """A timeout argument, checked here: past this point it becomes a deadline nobody could meet."""
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
@@ -434,7 +445,7 @@ class AIOS:
             if client is not None and client._background:  # let pending cancels reach the kernel
                 await asyncio.wait(set(client._background), timeout=_LEAVE_S)
             watch.live = False
-            await nc.drain()
+            await _close(nc)
 
     def _prepare(
         self,
@@ -518,7 +529,10 @@ class AIOS:
                     subs.append(await self._nc.subscribe(self.ns.stream(call.agent, call.id), cb=on_chunk))
                 try:
                     ack = await self._js.publish(
-                        self.ns.sys(call.kind, call.agent), data, headers=headers, timeout=min(timeout, 10.0)
+                        self.ns.sys(call.kind, call.agent),
+                        data,
+                        headers=headers,
+                        timeout=max(2.0, min(timeout, 10.0)),
                     )
                 except nats.js.errors.NoStreamResponseError as exc:
                     raise BackendUnavailable("the AIOS kernel is not running (no syscall stream)") from exc
@@ -627,10 +641,14 @@ class AIOS:
             if done.done():
                 msg = done.result()
                 return decode_reply(msg.data, msg.headers, SyscallResult)
-            with contextlib.suppress(BackendUnavailable):
-                stored = await self.result(syscall_id)
-                if stored is not None:
-                    return stored
+            # Past the deadline the store gets what is left of the grace, no more: the caller hears
+            # DeadlineExceeded on time also while the bus is away.
+            left = until - time.time()
+            if self._nc.is_connected:
+                with contextlib.suppress(BackendUnavailable, DeadlineExceeded):
+                    stored = await self.result(syscall_id, timeout=max(0.2, min(5.0, left)))
+                    if stored is not None:
+                        return stored
             if time.time() >= until:
                 raise DeadlineExceeded(f"no result for {syscall_id} within {timeout:.1f}s")
 
@@ -655,8 +673,8 @@ class AIOS:
             msg = await self._nc.request(
                 self.ns.ctl_for("scheduler", "result", self.agent), encode(q), timeout=timeout
             )
-        except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as exc:
-            raise BackendUnavailable(f"scheduler unreachable: {exc}") from exc
+        except nats.errors.Error as exc:  # no answer, no scheduler, or the bus is away
+            raise BackendUnavailable(f"scheduler unreachable: {exc or type(exc).__name__}") from exc
         try:
             return decode_reply(msg.data, msg.headers, SyscallResult)
         except AiosError as exc:

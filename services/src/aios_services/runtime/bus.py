@@ -456,6 +456,8 @@ class Bus:
         if not self.nc.is_closed:
             # flush + close rather than nc.drain(): drain also waits on pull-consumer inboxes whose
             # fetch loops are already cancelled, and would sit out its whole timeout.
-            with contextlib.suppress(nats.errors.Error, TimeoutError):
+            # The bus may be away (a service stopped during an outage): stop anyway.
+            with contextlib.suppress(nats.errors.Error, TimeoutError, OSError):
                 await self.nc.flush(timeout=max(1, int(timeout)))
-            await self.nc.close()
+            with contextlib.suppress(nats.errors.Error, OSError):
+                await self.nc.close()

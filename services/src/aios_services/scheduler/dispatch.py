@@ -194,7 +194,12 @@ class Dispatcher:
             except asyncio.CancelledError:  # cancelled by its agent: it says nothing of the backend
                 lane.breaker.on_inconclusive(held.call.id)
                 raise
-            await self.after_run(group, lane, held, reply)
+            try:
+                await self.after_run(group, lane, held, reply)
+            except (nats.errors.Error, OSError) as exc:
+                # The result could not be stored or sent (the bus is away): the syscall stays unacked,
+                # JetStream redelivers it, and the worker answers it with the reply it kept.
+                log.warning("completing %s failed (%s); it will be redelivered", held.call.id, exc)
 
     async def _execute(self, group: Group, lane: BackendState, held: Held) -> ExecReply:
         call = held.call
