@@ -17,10 +17,12 @@ from tests.e2e.helpers import aios
 
 pytestmark = pytest.mark.e2e
 
+# weed names a unix socket after each of its gRPC ports: /tmp/seaweedfs-<kind>-grpc-<port>.sock
+SOCKET_KINDS = ("master", "volume", "filer", "s3", "admin")
+
 
 def test_up_chat_status_down(tmp_path: Path) -> None:
     home = tmp_path / "home"
-    sockets_before = set(Path("/tmp").glob("seaweedfs-*.sock"))
     up = aios(home, "up", "--detach")
     assert up.returncode == 0, up.stdout + up.stderr
     try:
@@ -31,6 +33,12 @@ def test_up_chat_status_down(tmp_path: Path) -> None:
         assert st.returncode == 0, st.stderr
         status = json.loads(st.stdout)
         names = {p["name"]: p for p in status["processes"]}
+        # The unix sockets this stack's weed opens (one per gRPC port): none may outlive `down`.
+        weed_args = Path(f"/proc/{names['s3']['pid']}/cmdline").read_bytes().split(b"\0")
+        ports = [a.split(b"=", 1)[1].decode() for a in weed_args if b"port.grpc=" in a]
+        own_sockets = [
+            Path(f"/tmp/seaweedfs-{kind}-grpc-{port}.sock") for port in ports for kind in SOCKET_KINDS
+        ]
         assert set(names) == {"nats", "s3", "sim", "scheduler", "llm"}
         assert all(p["alive"] and p["healthy"] for p in names.values()), status
 
@@ -77,6 +85,6 @@ def test_up_chat_status_down(tmp_path: Path) -> None:
     pids = [status["supervisor_pid"]] + [p["pid"] for p in names.values()]
     assert not [p for p in pids if pid_alive(p)], "processes left after aios down"
     assert not (home / "state.json").exists()
-    assert set(Path("/tmp").glob("seaweedfs-*.sock")) <= sockets_before, "stale weed sockets left"
+    assert ports and not [p for p in own_sockets if p.exists()], "stale weed sockets left"
     st = aios(home, "status", "--json")
     assert st.returncode == 3 and json.loads(st.stdout)["running"] is False

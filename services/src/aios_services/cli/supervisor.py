@@ -151,11 +151,12 @@ class Supervisor:
         nats_url = f"nats://127.0.0.1:{nats_port}"
         s3_ports = S3Ports.allocate()
         access, secret = "aios" + secrets.token_hex(6), secrets.token_urlsafe(24)
-        # Bus identities: the kernel's services, the operator's CLI, and each agent with its token as
+        # Bus identities: each kernel service (only what it owns), the operator's CLI, and each agent
+        # with its token as
         # its password, confined by the server to its own subjects (runtime/natsauth.py).
-        kernel = Identity("kernel", new_password(), "kernel")
+        services = {n: Identity(f"svc-{n}", new_password(), "service", o.namespace) for n, _ in SERVICES}
         operator = Identity("operator", new_password(), "operator")
-        kernel_url = with_credentials(nats_url, kernel.user, kernel.password)
+        operator_url = with_credentials(nats_url, operator.user, operator.password)
         specs = [nats_spec(h, nats_port, free_port(), h.nats_config), s3_spec(h, s3_ports, access, secret)]
         sim_url = local_url = None
         if o.sim:
@@ -171,8 +172,8 @@ class Supervisor:
         token = self._local_token()
         agent_tokens = {"local": token, **self._agent_tokens(cfg.agents)}
         agents = [Identity(a, t, "agent") for a, t in agent_tokens.items()]
-        write_private(h.nats_config, server_config([kernel, operator, *agents]))
-        write_private(h.operator_url_file, with_credentials(nats_url, operator.user, operator.password))
+        write_private(h.nats_config, server_config([*services.values(), operator, *agents]))
+        write_private(h.operator_url_file, operator_url)
         # Hashed agent tokens, for front doors that authenticate agents themselves (the gateway); a
         # named local agent, not a wildcard.
         TokenStore.write(
@@ -185,7 +186,6 @@ class Supervisor:
         h.connection_file.write_text(conn.model_dump_json(indent=2))
         h.connection_file.chmod(0o600)
         env = {
-            "AIOS_NATS_URL": kernel_url,
             "AIOS_NAMESPACE": o.namespace,
             "AIOS_TOKENS_FILE": str(h.tokens_file),
             "AIOS_LLM_CONFIG": str(h.llm_config),
@@ -194,7 +194,11 @@ class Supervisor:
             "AIOS_S3_SECRET_KEY": secret,
         }
         own_env = {"scheduler": cfg.scheduler_env, "llm": cfg.llm_env}
-        specs += [python_service_spec(n, m, {**env, **own_env[n]}, kernel_url, ns) for n, m in SERVICES]
+        for n, m in SERVICES:
+            svc = services[n]
+            own = {"AIOS_NATS_URL": with_credentials(nats_url, svc.user, svc.password), **own_env[n]}
+            # Its readiness is probed as the operator (a service's own user may not ask others).
+            specs.append(python_service_spec(n, m, {**env, **own}, operator_url, ns))
         self.nats_url = nats_url
         self._say(f"config: {cfg.source}; models: {', '.join(cfg.llm.models) or 'none'}")
         if cfg.agents:

@@ -60,6 +60,7 @@ async def connect(
     *,
     connect_timeout: float = 5.0,
     on_reconnect: Callable[[], Awaitable[None]] | None = None,
+    inbox_prefix: str = "_INBOX",
 ) -> NATS:
     """Connect with unlimited reconnects: a restarted nats-server must not kill a service."""
 
@@ -75,6 +76,7 @@ async def connect(
         reconnected_cb=on_reconnected,
         servers=[u.strip() for u in url.split(",") if u.strip()],
         name=name,
+        inbox_prefix=inbox_prefix,  # a service's own replies: its NATS user may hear only those
         connect_timeout=connect_timeout,
         max_reconnect_attempts=-1,
         reconnect_time_wait=0.25,
@@ -165,7 +167,7 @@ class Bus:
         self._reconnected: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     @classmethod
-    async def open(cls, url: str, name: str, ns: Namespace) -> Bus:
+    async def open(cls, url: str, name: str, ns: Namespace, *, inbox_prefix: str = "_INBOX") -> Bus:
         """Connect and wrap: the bus then knows when the connection came back after an outage."""
         holder: list[Bus] = []
 
@@ -173,7 +175,7 @@ class Bus:
             if holder:
                 holder[0].reconnected()
 
-        bus = cls(await connect(url, name, on_reconnect=on_reconnect), ns)
+        bus = cls(await connect(url, name, on_reconnect=on_reconnect, inbox_prefix=inbox_prefix), ns)
         holder.append(bus)
         return bus
 

@@ -12,7 +12,9 @@ Roles:
   (`ctl.scheduler.{cancel,result}.A`); hears only its results, its token streams and its private
   inbox (`res.A.>`, `stream.A.>`, `_INBOX.A.>`). No JetStream API, no KV, no events, no exec or
   control subjects: nothing of another agent.
-- kernel (the services) and operator (the CLI): the whole bus.
+- a kernel service (`service` role, one user per service): only the subjects, streams and KV
+  buckets it owns or serves (`service_permissions`), its own inbox, and replies to what it is asked.
+- kernel (tests, tools) and operator (the CLI): the whole bus.
 Every subject is allowed with and without a namespace prefix (`*.aios.v1...`), so the same rules
 serve a deployment and the isolated namespaces of tests.
 """
@@ -28,10 +30,11 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import bcrypt
 
+from aios_schemas import Namespace
 from aios_schemas.envelope import AGENT_PATTERN
 from aios_sdk.config import without_credentials
 
-Role = Literal["agent", "kernel", "operator"]
+Role = Literal["agent", "service", "kernel", "operator"]
 _AGENT = re.compile(AGENT_PATTERN)
 # Agent tokens and kernel passwords are 256-bit random strings: a slow hash adds nothing against
 # guessing them, and every connect (each SDK client, each service) pays its cost on the server.
@@ -43,6 +46,7 @@ class Identity:
     user: str
     password: str  # the secret itself: only its hash goes into the server config
     role: Role
+    namespace: str = ""  # for a service: the deployment whose streams and buckets it may use
 
     def __post_init__(self) -> None:
         if self.role == "agent" and not _AGENT.match(self.user):
@@ -66,6 +70,68 @@ def agent_permissions(agent: str) -> dict[str, dict[str, list[str]]]:
     return {"publish": {"allow": publish}, "subscribe": {"allow": subscribe}}
 
 
+def kernel_inbox(service: str) -> str:
+    """The inbox prefix of a kernel service's connections (its user may hear only these)."""
+    return f"_INBOX.svc-{service}"
+
+
+def _js_stream(stream: str) -> list[str]:
+    """The JetStream API of one stream (info, create, update, get, consumers, acks, flow control)."""
+    return [
+        f"$JS.API.*.*.{stream}",  # STREAM.INFO, STREAM.CREATE, DIRECT.GET...
+        f"$JS.API.*.*.{stream}.>",  # CONSUMER.CREATE with a name, DIRECT.GET of a subject...
+        f"$JS.API.*.*.*.{stream}",  # STREAM.MSG.GET, STREAM.MSG.DELETE
+        f"$JS.API.*.*.*.{stream}.>",  # CONSUMER.MSG.NEXT, CONSUMER.DURABLE.CREATE
+        f"$JS.ACK.{stream}.>",
+        f"$JS.FC.{stream}.>",
+    ]
+
+
+def _kv(bucket: str, keys: str = ">") -> list[str]:
+    return [*_js_stream(f"KV_{bucket}"), f"$KV.{bucket}.{keys}"]
+
+
+def service_permissions(service: str, namespace: str = "") -> dict[str, object]:
+    """What one kernel service may do: least privilege among the services too, so a compromised or
+    buggy llm worker cannot read results or rewrite quotas, and the scheduler cannot stream tokens."""
+    ns = Namespace(namespace)
+    root = ns.root
+    common_pub = ["$JS.API.INFO"]
+    common_sub = [f"{kernel_inbox(service)}.>", f"{root}.ctl.{service}.>"]
+    if service == "scheduler":
+        pub = [
+            f"{root}.res.>",
+            f"{root}.evt.>",
+            f"{root}.exec.>",
+            f"{root}.ctl.llm.control",
+            f"{root}.ctl.scheduler.>",  # its replicas' stats and who holds a syscall
+            *_js_stream(ns.syscalls_stream),
+            *_js_stream(ns.events_stream),
+            *_kv(ns.results_bucket),
+            *_kv(ns.limits_bucket),
+            *_kv(ns.replicas_bucket),
+        ]
+        sub: list[str] = []
+    elif service == "llm":
+        pub = [
+            f"{root}.stream.>",
+            f"{kernel_inbox('scheduler')}.>",  # exec replies and heartbeats go to the scheduler
+            *_kv(ns.contexts_bucket),
+            *_kv(ns.finished_bucket),
+            f"$JS.API.STREAM.INFO.KV_{ns.limits_bucket}",
+            f"$KV.{ns.limits_bucket}.model.>",  # its catalogue entries, nothing else of that bucket
+        ]
+        sub = [f"{root}.exec.llm", f"{root}.exec.llm.>"]
+    else:
+        raise ValueError(f"no permissions defined for kernel service {service!r}")
+    return {
+        "publish": {"allow": [*common_pub, *pub]},
+        "subscribe": {"allow": [*common_sub, *sub]},
+        # Replies to requests it receives (health probes, exec requests, agents' requests).
+        "allow_responses": {"max": 100000, "expires": "24h"},
+    }
+
+
 def server_config(identities: list[Identity]) -> str:
     """The `authorization` block of a nats-server config (JSON values are valid there)."""
     users = []
@@ -78,6 +144,8 @@ def server_config(identities: list[Identity]) -> str:
         user: dict[str, object] = {"user": ident.user, "password": hashed}
         if ident.role == "agent":
             user["permissions"] = agent_permissions(ident.user)
+        elif ident.role == "service":
+            user["permissions"] = service_permissions(ident.user.removeprefix("svc-"), ident.namespace)
         users.append(user)
     return "authorization {\n  users = " + json.dumps(users, indent=2) + "\n}\n"
 

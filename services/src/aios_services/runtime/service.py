@@ -25,6 +25,7 @@ from pydantic import JsonValue, ValidationError
 from aios_schemas import Health, HealthQuery
 
 from .bus import Bus, Wedged
+from .natsauth import kernel_inbox
 from .settings import ServiceSettings
 from .telemetry import setup_tracing
 
@@ -73,7 +74,12 @@ async def run_service(
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
     async with AsyncExitStack() as stack:
-        bus = await Bus.open(settings.nats_url, f"aios-{name}-{settings.instance}", settings.ns)
+        bus = await Bus.open(
+            settings.nats_url,
+            f"aios-{name}-{settings.instance}",
+            settings.ns,
+            inbox_prefix=kernel_inbox(name),
+        )
         watchdog = asyncio.create_task(bus.watch_connection(), name=f"{name} nats watchdog")
         stack.push_async_callback(_cancel, watchdog)
         details = await start(bus, stack)
