@@ -125,6 +125,7 @@ async def test_request_reply_answers_poison_with_a_bounded_invalid_request(
 
     subject = kernel.ns.ctl("echo", "do")
     await bus.serve(subject, Echo, echo)
+    await bus.nc.flush()  # the subscription is on the server before another connection asks
     deep = b'{"text": ' + b"[" * DEEP + b"]" * DEEP + b"}"
     many = json.dumps({f"k{i}": i for i in range(50_000)}).encode()
     for body in (deep, b'{"text": "\xff\xfe"}', many):

@@ -334,6 +334,10 @@ class Bus:
 
         sub = await self.nc.subscribe(subject, queue=queue, cb=on_msg)
         self._subs.append(sub)
+        # Once serve() returns the subscription is on the server: a request sent right after, from
+        # any connection, finds a responder.
+        with contextlib.suppress(nats.errors.Error, TimeoutError):
+            await self.nc.flush(timeout=5)
         return sub
 
     @staticmethod

@@ -77,8 +77,11 @@ class Control:
                 expect=len(s.replicas.live),
                 timeout=s.settings.cancel_grace_s,
             )
-            if any(p.held for p in peers if p.instance != s.settings.instance):
-                raise Silent  # the holder answers; a second answer would race it
+            others = [p for p in peers if p.instance != s.settings.instance]
+            if any(p.held for p in others) or len(others) < len(s.replicas.live) - 1:
+                # The holder answers (a second answer would race it); and a peer that did not say
+                # may be the holder, slow: only when every peer said "not mine" is it not found.
+                raise Silent
             stored = await s.results.get(req.id)  # it may have finished meanwhile
         if stored is not None and stored.agent == req.agent:
             err = stored.result.error
