@@ -111,7 +111,7 @@ class Admission:
     @staticmethod
     def reused_while_held(held: Held, call: Syscall) -> AiosError | None:
         """A message with the id of a syscall in hand: a redelivery (None) or another request."""
-        if held.call.agent != call.agent or held.call.digest() != call.digest():
+        if held.call.agent != call.agent or held.digest != call.digest():
             return _reused(call)
         return None
 

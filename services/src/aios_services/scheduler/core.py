@@ -330,7 +330,7 @@ class Scheduler:
             update={
                 "queued_ms": held.wait_s * 1000.0,
                 "service_ms": held.service_s * 1000.0,
-                "request": held.call.digest(),
+                "request": held.digest,
             }
         )
         self.held.pop(held.call.id, None)

@@ -50,6 +50,14 @@ class Held:
     tokens: int = 0
     reservation: Reservation | None = None  # quota set aside at admission, settled at completion
     redelivered: bool = False  # JetStream delivered it before: a crashed scheduler may have run it
+    _digest: str | None = None
+
+    @property
+    def digest(self) -> str:
+        """`call.digest()`, computed once (a JSON dump and a hash of the whole request)."""
+        if self._digest is None:
+            self._digest = self.call.digest()
+        return self._digest
 
 
 @dataclass

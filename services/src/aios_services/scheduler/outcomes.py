@@ -30,7 +30,9 @@ class StoredResult(BaseModel):
 class ResultStore(Protocol):
     async def get(self, syscall_id: str) -> StoredResult | None: ...
 
-    async def put(self, call: Syscall, res: SyscallResult) -> None: ...
+    async def put(self, call: Syscall, res: SyscallResult) -> None:
+        """Store `res` as the answer to `call` (its digest is `res.request` when set)."""
+        ...
 
 
 class KvResults:
@@ -47,7 +49,8 @@ class KvResults:
         return StoredResult.model_validate_json(entry.value) if entry.value else None
 
     async def put(self, call: Syscall, res: SyscallResult) -> None:
-        await self.kv.put(call.id, encode(StoredResult(agent=call.agent, digest=call.digest(), result=res)))
+        digest = res.request or call.digest()  # computed once per call, at completion
+        await self.kv.put(call.id, encode(StoredResult(agent=call.agent, digest=digest, result=res)))
 
 
 class Outbox:
