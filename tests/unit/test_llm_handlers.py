@@ -138,7 +138,8 @@ async def test_capability_refusals_do_not_reach_the_backend() -> None:
     assert bodies == []
 
 
-def chunk(delta: dict[str, object], finish: str | None = None) -> ChatCompletionChunk:
+def chunk(delta: dict[str, object], finish: str | None = None) -> dict[str, object]:
+    """A stream chunk as the backend sends it (validated against openai's type, then as JSON)."""
     return ChatCompletionChunk.model_validate(
         {
             "id": "x",
@@ -147,7 +148,7 @@ def chunk(delta: dict[str, object], finish: str | None = None) -> ChatCompletion
             "model": "m",
             "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
         }
-    )
+    ).model_dump(mode="json")
 
 
 def test_tool_call_deltas_are_assembled() -> None:
