@@ -8,6 +8,7 @@ completion time when program lengths are unknown and skewed, which agent workloa
 from __future__ import annotations
 
 import bisect
+import heapq
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -75,9 +76,15 @@ class LasPolicy(Policy):
 
     A job's queue is its program's level, or 0 once it has waited `beta * attained` (promotion).
     The program's attained service is the sum of the service of its finished and suspended calls
-    (a call in flight counts when it ends). Levels move with program accounting and promotions
-    with time, so `pop` scans the waiting jobs: O(n) per dispatch, for the n waiting on one resource
-    of one replica (thousands at most), cheaper than keeping time-dependent indexes consistent.
+    (a call in flight counts when it ends).
+
+    Indexed, so a decision costs O(log n) for n waiting jobs (the scheduler makes several per
+    dispatch): one heap per queue ordered by (queued_at, arrival, id), a heap of promotion times
+    (queued_at + beta * attained) for jobs outside queue 0, and a count per queue. Entries are
+    versioned and skipped lazily once stale. A job moves between heaps only when its program's
+    attained service changes (its program's waiting jobs are re-indexed: usually one) or when its
+    promotion time passes. The decisions are exactly those of the scan it replaced
+    (tests/unit/test_las_indexed.py drives both with random operations).
 
     Preemption, as in Autellix's multi-level queues: when every slot is busy, a running call whose
     program (counting the call's own run so far) has passed into a strictly lower queue than a
@@ -97,6 +104,13 @@ class LasPolicy(Policy):
         # Jobs dispatched through anti-starvation promotion keep top-queue rank while they run:
         # otherwise the promoted call would be preempted at once by any fresh program.
         self._promoted: set[str] = set()
+        # The index: where each waiting job is (queue, version), the queues, promotion times.
+        self._queues: list[list[tuple[float, float, str, int]]] = [[] for _ in range(self.config.queues)]
+        self._counts = [0] * self.config.queues
+        self._where: dict[str, tuple[int, int]] = {}
+        self._promotions: list[tuple[float, str, int]] = []
+        self._by_program: dict[str, set[str]] = {}
+        self._version = 0
 
     # -- accounting ----------------------------------------------------------------------------------
 
@@ -126,12 +140,18 @@ class LasPolicy(Policy):
         known = self._programs.get(program)
         return known.attained if known else 0.0
 
+    def _program_level(self, attained: float) -> int:
+        return bisect.bisect_right(self._thresholds, attained)
+
+    def _starving(self, job: Job, attained: float, now: float) -> bool:
+        return job.waited(now) >= self.config.beta * attained
+
     def level(self, job: Job, now: float) -> int:
         """The queue the job competes in at `now`: 0 is served first."""
         attained = self.program_attained(job.program)
-        if job.waited(now) >= self.config.beta * attained:
+        if self._starving(job, attained, now):
             return 0  # starving relative to its program's service (or a program with none yet)
-        return bisect.bisect_right(self._thresholds, attained)
+        return self._program_level(attained)
 
     def _key(self, job: Job, now: float) -> tuple[int, float, float, str]:
         queued = job.arrival if job.queued_at is None else job.queued_at
@@ -142,7 +162,64 @@ class LasPolicy(Policy):
         program = self._program(job.program, now)
         program.attained += service
         program.running = max(0, program.running - 1)
+        for other in list(self._by_program.get(job.program, ())):  # their level and promotion moved
+            self._index(self._waiting[other])
         self._prune(now)
+
+    # -- the index -----------------------------------------------------------------------------------
+
+    def _index(self, job: Job) -> None:
+        """(Re)place a waiting job in its program's queue, with its promotion time."""
+        self._unindex(job.id)
+        self._version += 1
+        version = self._version
+        attained = self.program_attained(job.program)
+        level = self._program_level(attained)
+        queued = job.arrival if job.queued_at is None else job.queued_at
+        if level > 0:
+            promote_at = queued + self.config.beta * attained
+            if promote_at != float("inf"):
+                heapq.heappush(self._promotions, (promote_at, job.id, version))
+        self._place(job, level, version)
+
+    def _place(self, job: Job, level: int, version: int) -> None:
+        queued = job.arrival if job.queued_at is None else job.queued_at
+        heapq.heappush(self._queues[level], (queued, job.arrival, job.id, version))
+        self._where[job.id] = (level, version)
+        self._counts[level] += 1
+
+    def _unindex(self, job_id: str) -> None:
+        where = self._where.pop(job_id, None)
+        if where is not None:
+            self._counts[where[0]] -= 1
+
+    def _promote(self, now: float) -> None:
+        """Move the jobs whose promotion time has come into queue 0."""
+        recheck: list[tuple[float, str, int]] = []
+        while self._promotions and self._promotions[0][0] <= now + 1e-9:
+            entry = heapq.heappop(self._promotions)
+            _, job_id, version = entry
+            where = self._where.get(job_id)
+            if where is None or where[1] != version or where[0] == 0:
+                continue  # stale, or already in queue 0
+            job = self._waiting[job_id]
+            if not self._starving(job, self.program_attained(job.program), now):
+                recheck.append(entry)  # a rounding hair early: the exact test decides, later
+                continue
+            self._unindex(job_id)
+            self._place(job, 0, version)
+        for entry in recheck:
+            heapq.heappush(self._promotions, entry)
+
+    def _head(self, level: int) -> Job | None:
+        queue = self._queues[level]
+        while queue:
+            _, _, job_id, version = queue[0]
+            where = self._where.get(job_id)
+            if where is not None and where == (level, version):
+                return self._waiting[job_id]
+            heapq.heappop(queue)  # stale: moved, re-indexed or gone
+        return None
 
     # -- queue ---------------------------------------------------------------------------------------
 
@@ -152,28 +229,44 @@ class LasPolicy(Policy):
         job.queued_at = now
         self._waiting[job.id] = job
         self._program(job.program, now).waiting += 1
+        self._by_program.setdefault(job.program, set()).add(job.id)
+        self._index(job)
         self._prune(now)
 
     def peek(self, now: float) -> Job | None:
         if not self._waiting:
             return None
-        return min(self._waiting.values(), key=lambda job: self._key(job, now))
+        self._promote(now)
+        for level, count in enumerate(self._counts):
+            if count:
+                return self._head(level)
+        return None
 
     def pop(self, now: float) -> Job | None:
         job = self.peek(now)
         if job is not None:
             attained = self.program_attained(job.program)
-            if self.level(job, now) < bisect.bisect_right(self._thresholds, attained):
+            if self.level(job, now) < self._program_level(attained):
                 self._promoted.add(job.id)
-            del self._waiting[job.id]
+            self._forget(job)
             program = self._program(job.program, now)
             program.waiting -= 1
             program.running += 1
         return job
 
+    def _forget(self, job: Job) -> None:
+        del self._waiting[job.id]
+        self._unindex(job.id)
+        ids = self._by_program.get(job.program)
+        if ids is not None:
+            ids.discard(job.id)
+            if not ids:
+                del self._by_program[job.program]
+
     def remove(self, job_id: str) -> Job | None:
-        job = self._waiting.pop(job_id, None)
+        job = self._waiting.get(job_id)
         if job is not None:
+            self._forget(job)
             program = self._programs.get(job.program)
             if program is not None:
                 program.waiting -= 1
@@ -201,17 +294,27 @@ class LasPolicy(Policy):
     def _running_attained(self, r: RunningJob, now: float) -> float:
         return self.program_attained(r.job.program) + r.ran(now)
 
+    def _levels(self, now: float, n: int) -> list[int]:
+        """The queues of the `n` best waiting jobs, best first."""
+        self._promote(now)
+        out: list[int] = []
+        for level, count in enumerate(self._counts):
+            out.extend([level] * min(count, n - len(out)))
+            if len(out) >= n:
+                break
+        return out
+
     def preempt(self, running: Sequence[RunningJob], now: float, *, free_slots: int = 0) -> list[str]:
         if free_slots > 0 or not self._waiting:
             return []
-        wanted = sorted(self.level(j, now) for j in self._waiting.values())
         victims = sorted(
             (r for r in running if r.job.preemptible and r.job.id not in self._promoted),
             key=lambda r: -self._running_attained(r, now),
         )
+        wanted = self._levels(now, len(victims))
         out: list[str] = []
         for level, victim in zip(wanted, victims, strict=False):
-            if bisect.bisect_right(self._thresholds, self._running_attained(victim, now)) <= level:
+            if self._program_level(self._running_attained(victim, now)) <= level:
                 break  # the most-served running call is no worse than the best waiting job
             out.append(victim.job.id)
         return out
@@ -219,7 +322,7 @@ class LasPolicy(Policy):
     def next_preemption(self, running: Sequence[RunningJob], now: float) -> float | None:
         if not self._waiting:
             return None
-        best = min(self.level(j, now) for j in self._waiting.values())
+        best = self._levels(now, 1)[0]
         if best >= len(self._thresholds):
             return None  # the best waiting job is in the last queue: nothing can be worse
         crossing = self._thresholds[best]  # a running call past this is in a worse queue
