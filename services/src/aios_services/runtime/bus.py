@@ -10,6 +10,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import TypeVar
 
 import nats
@@ -282,12 +283,22 @@ class Bus:
         await self.ensure_stream(config)
 
     async def ensure_kv(self, bucket: str, *, ttl_s: float | None = None, history: int = 1) -> KeyValue:
+        """The bucket, created if missing. Reads are direct gets (`allow_direct`): the server answers
+        a key with the message itself, not a JetStream API reply with the value in base64 JSON."""
         try:
-            return await self.js.key_value(bucket)
+            kv = await self.js.key_value(bucket)
         except BucketNotFoundError:
             return await self.js.create_key_value(
-                KeyValueConfig(bucket=bucket, ttl=ttl_s, history=history, storage=StorageType.FILE)
+                KeyValueConfig(
+                    bucket=bucket, ttl=ttl_s, history=history, storage=StorageType.FILE, direct=True
+                )
             )
+        info = await self.js.stream_info(f"KV_{bucket}")
+        if not info.config.allow_direct:  # created by an older version: turn direct gets on
+            with contextlib.suppress(nats.errors.Error):
+                await self.js.update_stream(replace(info.config, allow_direct=True))
+                kv = await self.js.key_value(bucket)
+        return kv
 
     # --- request/reply ---------------------------------------------------------------------
     async def serve(
