@@ -87,13 +87,19 @@ async def test_admission_accepts_a_valid_call_bound_to_its_resource() -> None:
 async def test_admission_refuses_with_typed_errors() -> None:
     a = admission()
     cases = {
-        "forbidden": (call(agent="agent-2"), NS.sys("llm.chat", "agent-1")),  # on another's subject
         "invalid_request": (call(), NS.sys("llm.embed", "agent-1")),  # published on another kind's subject
         "deadline_exceeded": (call(deadline=time.time() - 1), NS.sys("llm.chat", "agent-1")),
     }
     for code, (c, subject) in cases.items():
         d = await a.decide(c, None, subject)
         assert isinstance(d, Refuse) and d.error.code == code and d.store, (code, d)
+
+
+def test_a_body_naming_another_agent_than_its_subject_is_an_impostor() -> None:
+    a = admission()
+    assert a.impostor(call(agent="agent-1"), NS.sys("llm.chat", "agent-1")) is None
+    found = a.impostor(call(agent="agent-2"), NS.sys("llm.chat", "agent-1"))
+    assert found is not None and found[0] == "agent-1" and found[1].code == "forbidden"
 
 
 async def test_admission_refuses_an_unknown_resource_once_its_service_published() -> None:

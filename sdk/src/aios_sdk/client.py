@@ -392,13 +392,9 @@ async def _first_connect(where: Located, timeout: float) -> tuple[NATS, _BusWatc
     ) from cause
 
 
-def _for_another_request(msg: Msg, mine: str) -> bool:
+def _for_another_request(res: SyscallResult, mine: str) -> bool:
     """A `conflict` answer meant for another request that reused our id (it carries that request's
     digest): not ours to take."""
-    try:
-        res = SyscallResult.model_validate_json(msg.data)
-    except ValidationError:
-        return False
     return res.request not in (None, mine) and res.error is not None and res.error.code == "conflict"
 
 
@@ -498,15 +494,20 @@ class AIOS:
 
     async def _submit(self, call: Syscall, timeout: float, stream: ChatStream | None) -> ResultPayload:
         loop = asyncio.get_running_loop()
-        done: asyncio.Future[Msg] = loop.create_future()
+        done: asyncio.Future[SyscallResult] = loop.create_future()
 
         mine = call.digest()
 
         async def on_result(msg: Msg) -> None:
-            if _for_another_request(msg, mine):
+            if done.done():
                 return
-            if not done.done():
-                done.set_result(msg)
+            try:
+                res = decode_reply(msg.data, msg.headers, SyscallResult)  # parsed once, here
+            except AiosError as exc:
+                done.set_exception(exc)
+                return
+            if not _for_another_request(res, mine):
+                done.set_result(res)
 
         async def on_chunk(msg: Msg) -> None:
             assert stream is not None
@@ -627,7 +628,7 @@ class AIOS:
                 return False
 
     async def _wait_result(
-        self, syscall_id: str, done: asyncio.Future[Msg], deadline: float, timeout: float
+        self, syscall_id: str, done: asyncio.Future[SyscallResult], deadline: float, timeout: float
     ) -> SyscallResult:
         """The result from its subject; after a reconnect (it may have been published while we were
         away) or at the deadline, from the scheduler's store."""
@@ -639,8 +640,7 @@ class AIOS:
                 waiters, timeout=max(0.0, until - time.time()), return_when=asyncio.FIRST_COMPLETED
             )
             if done.done():
-                msg = done.result()
-                return decode_reply(msg.data, msg.headers, SyscallResult)
+                return done.result()
             # Past the deadline the store gets what is left of the grace, no more: the caller hears
             # DeadlineExceeded on time also while the bus is away.
             left = until - time.time()

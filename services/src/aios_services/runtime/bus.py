@@ -165,6 +165,12 @@ class Bus:
         self.answered_at = time.monotonic()  # the server last answered a PING (watchdog)
         self.wedged_since: float | None = None
         self.forced_reconnects = 0
+        # The shared reply inbox of watched requests: token -> that request's queue.
+        self._watch_sub: Subscription | None = None
+        self._watch_prefix = ""
+        self._watch_seq = 0
+        self._watched: dict[str, asyncio.Queue[Msg]] = {}
+        self._watch_lock = asyncio.Lock()
         self._reconnected: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     @classmethod
@@ -368,11 +374,12 @@ class Bus:
             return encode(err.to_reply()), error_headers()
 
     async def _beat(self, reply: str, every_s: float) -> None:
-        """Tell a watched request's caller this worker is on it, now and every `every_s`."""
+        """Tell a watched request's caller this worker is on it, every `every_s` until it answers
+        (the first after `every_s`: a call answered sooner costs no extra message)."""
         while True:
+            await asyncio.sleep(every_s)
             with contextlib.suppress(nats.errors.Error):
                 await self.nc.publish(reply, b"", headers={RUNNING_HEADER: self.name})
-            await asyncio.sleep(every_s)
 
     async def request_watched(
         self,
@@ -387,18 +394,18 @@ class Bus:
         """Request/reply to a worker that says it is alive while it works: raises WorkerGone when
         nothing (neither a heartbeat nor the answer) came for `silence_s`, so that a worker that
         died is noticed within seconds, not at the deadline. NoRespondersError if no worker
-        listens; nats TimeoutError at `timeout`; an ErrorReply comes back as AiosError."""
+        listens; nats TimeoutError at `timeout`; an ErrorReply comes back as AiosError.
+
+        This is on every syscall's path: replies come to one wildcard subscription shared by all
+        watched requests (like nats-py's own `request`), not a subscription per request."""
         loop = asyncio.get_running_loop()
-        inbox = self.nc.new_inbox()
         got: asyncio.Queue[Msg] = asyncio.Queue()
-
-        async def on(m: Msg) -> None:
-            got.put_nowait(m)
-
-        sub = await self.nc.subscribe(inbox, cb=on)
+        token = await self._watch_token(got)
         try:
             headers = inject({HEARTBEAT_HEADER: f"{heartbeat_s:g}"})
-            await self.nc.publish(subject, encode(msg), reply=inbox, headers=headers)
+            await self.nc.publish(
+                subject, encode(msg), reply=f"{self._watch_prefix}.{token}", headers=headers
+            )
             deadline = loop.time() + timeout
             worker = None
             while True:
@@ -419,8 +426,26 @@ class Bus:
                     continue
                 return decode_reply(m.data, m.headers, reply)
         finally:
-            with contextlib.suppress(nats.errors.Error):
-                await sub.unsubscribe()
+            self._watched.pop(token, None)
+
+    async def _watch_token(self, queue: asyncio.Queue[Msg]) -> str:
+        """A reply token of the shared watched-request inbox (subscribed on first use; nats-py
+        subscribes it again after a reconnect)."""
+        async with self._watch_lock:  # the first requests may come together
+            if self._watch_sub is None:
+                prefix = self.nc.new_inbox()
+
+                async def route(m: Msg) -> None:
+                    q = self._watched.get(m.subject.rsplit(".", 1)[-1])
+                    if q is not None:  # else: a late heartbeat or answer of a request given up
+                        q.put_nowait(m)
+
+                self._watch_sub = await self.nc.subscribe(f"{prefix}.*", cb=route)
+                self._watch_prefix = prefix
+        self._watch_seq += 1
+        token = str(self._watch_seq)
+        self._watched[token] = queue
+        return token
 
     async def request(self, subject: str, msg: BaseModel, reply: type[Rep], *, timeout: float) -> Rep:
         """Request/reply with trace context; an ErrorReply comes back as AiosError."""

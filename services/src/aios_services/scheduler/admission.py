@@ -72,10 +72,7 @@ class Admission:
         # push it further away than from now).
         deadline = call.deadline or (min(call.created, now) + self.default_deadline_s)
         try:
-            # Who the agent is: NATS authenticated its connection and let it publish only on
-            # subjects that carry its name (runtime/natsauth.py), so the subject says who sent it.
-            if self.ns.sys_agent(subject) != call.agent:
-                raise AiosError("forbidden", f"a syscall of agent {call.agent!r} published on {subject}")
+            # (Who sent it was settled before: `impostor`.)
             if subject != self.ns.sys(call.kind, call.agent):
                 raise AiosError("invalid_request", f"{call.kind} published on {subject}")
             if deadline <= now:
@@ -107,6 +104,15 @@ class Admission:
             redelivered=delivery is not None and delivery.delivered > 1,
         )
         return Accept(held)
+
+    def impostor(self, call: Syscall, subject: str) -> tuple[str | None, AiosError] | None:
+        """Who the agent is: NATS authenticated its connection and let it publish only on subjects
+        that carry its name (runtime/natsauth.py), so the subject says who sent the syscall. A body
+        naming someone else is refused: (the sender to answer, if any, and the error)."""
+        sender = self.ns.sys_agent(subject)
+        if sender == call.agent:
+            return None
+        return sender, AiosError("forbidden", f"agent {sender!r} may not make syscalls as {call.agent!r}")
 
     @staticmethod
     def reused_while_held(held: Held, call: Syscall) -> AiosError | None:

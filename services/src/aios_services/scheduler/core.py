@@ -240,11 +240,11 @@ class Scheduler:
     async def admit(self, d: Delivery[Syscall]) -> None:
         """Take one syscall off the stream: answer it, refuse it, or queue it."""
         call = d.value
-        sender = self.ns.sys_agent(d.subject)
-        if sender != call.agent:
-            # NATS let only `sender` publish on this subject: a body naming someone else is refused,
-            # answered to the sender alone, and touches nothing of the agent it names.
-            err = AiosError("forbidden", f"agent {sender!r} may not make syscalls as {call.agent!r}")
+        impostor = self.admission.impostor(call, d.subject)
+        if impostor is not None:
+            # Answered to the sender alone, before anything else: nothing of the agent it names
+            # (its syscall in hand, its stored result) is touched.
+            sender, err = impostor
             if sender:
                 await self.outbox.answer(sender, call.id, SyscallResult.fail(call.id, err.to_reply()))
             await d.term()
