@@ -46,7 +46,7 @@ from ..scheduler.settings import SchedulerSettings
 CONFIG_FILE = "aios.toml"
 
 # Settings `aios up` decides itself: the file may not set them.
-_OWNED = {"nats_url", "namespace", "instance", "tokens_file", "llm_config"}
+_OWNED = {"nats_url", "namespace", "instance", "llm_config"}
 
 
 class ConfigError(Exception):

@@ -62,10 +62,6 @@ class Home:
         return self.root / CONNECTION_FILE
 
     @property
-    def tokens_file(self) -> Path:
-        return self.root / "tokens.json"
-
-    @property
     def llm_config(self) -> Path:
         return self.root / "llm.toml"
 

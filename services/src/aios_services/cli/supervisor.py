@@ -23,7 +23,7 @@ from aios_schemas import Connection, Namespace
 
 from ..llm.config import BackendConfig, Capabilities, ModelConfig
 from ..runtime.natsauth import Identity, new_password, server_config, with_credentials
-from ..runtime.tokens import TokenEntry, TokenStore, hash_token, new_token
+from ..runtime.tokens import new_token
 from ..sim.profiles import PROFILES
 from .config import ConfigError, StackConfig, llm_toml, load_stack_config
 from .home import Home, ProcessInfo, State, StateStatus
@@ -174,12 +174,6 @@ class Supervisor:
         agents = [Identity(a, t, "agent") for a, t in agent_tokens.items()]
         write_private(h.nats_config, server_config([*services.values(), operator, *agents]))
         write_private(h.operator_url_file, operator_url)
-        # Hashed agent tokens, for front doors that authenticate agents themselves (the gateway); a
-        # named local agent, not a wildcard.
-        TokenStore.write(
-            h.tokens_file,
-            [TokenEntry(name=a, sha256=hash_token(t), agents=[a]) for a, t in agent_tokens.items()],
-        )
         conn = Connection(
             nats_url=nats_url, namespace=o.namespace, token=token, agent="local", s3_endpoint=specs[1].address
         )
@@ -187,7 +181,6 @@ class Supervisor:
         h.connection_file.chmod(0o600)
         env = {
             "AIOS_NAMESPACE": o.namespace,
-            "AIOS_TOKENS_FILE": str(h.tokens_file),
             "AIOS_LLM_CONFIG": str(h.llm_config),
             "AIOS_S3_ENDPOINT": specs[1].address or "",
             "AIOS_S3_ACCESS_KEY": access,
