@@ -11,9 +11,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
-
-from aios_services.cli.procs import free_port
+from aios_services.cli.procs import free_port, sim_spec
+from tests.servers import running
 
 
 def aios(home: Path | None, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -40,45 +39,9 @@ def wait_until(what: str, condition: Callable[[], bool], timeout: float = 30.0) 
         time.sleep(0.05)
 
 
-def _answers(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=1.0).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
 @contextmanager
 def engine(*models: str, log: Path) -> Iterator[str]:
-    """A simulator serving `models` on a free port (an operator's engine, e.g. vLLM); its base URL."""
-    port = free_port()
-    with open(log, "ab") as out:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "aios_services.sim",
-                "--port",
-                str(port),
-                *(f"--model={m}" for m in models),
-            ],
-            stdout=out,
-            stderr=out,
-            stdin=subprocess.DEVNULL,
-            env=clean_env(),
-        )
-
-    def ready() -> bool:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the engine exited: {log.read_text()[-2000:]}")
-        return _answers(f"http://127.0.0.1:{port}/health")
-
-    try:
-        wait_until("the engine", ready)
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    """A simulator serving `models` on a free port (an operator's engine, e.g. vLLM), started as
+    `aios up` starts its own; its base URL."""
+    with running(sim_spec(free_port(), "fixed", list(models)), log) as server:
+        yield server.address

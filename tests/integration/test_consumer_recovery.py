@@ -5,27 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import nats
-import pytest
 from nats.js.errors import NotFoundError
 
 from aios_services.scheduler.streams import DURABLE
-from aios_services.sim.runner import run_sim
-from tests.kernel import Kernel, running_kernel
+from tests.kernel import Kernel
 
 MODEL = "sim-llama-8b"
 HELLO = [{"role": "user", "content": "hello"}]
-
-
-@pytest.fixture
-async def kernel(nats_url: str, tmp_path: Path) -> AsyncIterator[Kernel]:
-    async with run_sim("fixed", models=(MODEL,), decode_ms=0.5) as sim:
-        models = {MODEL: [{"name": "sim", "base_url": sim.base_url, "slots": 4}]}
-        async with running_kernel(nats_url, tmp_path, models) as k:
-            yield k
 
 
 async def until_exists(js: nats.js.JetStreamContext, stream: str, durable: str) -> float:

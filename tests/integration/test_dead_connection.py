@@ -7,19 +7,15 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
-from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 import nats
-import pytest
 from pydantic import BaseModel, ConfigDict
 
 from aios_schemas import Health, HealthQuery, Namespace, decode_reply, encode
 from aios_services.runtime import Bus, ServiceSettings, run_service
 from aios_services.runtime.bus import connect, reading
-from aios_services.sim.runner import SimServer, run_sim
-from tests.kernel import Kernel, running_kernel
+from tests.kernel import Kernel
 
 MODEL = "sim-llama-8b"
 BAD_HEADERS = b"NATS/1.0 \xff\xfe\xfd\r\n\r\n"
@@ -130,19 +126,6 @@ async def test_health_is_degraded_while_a_check_fails(nats_url: str, ns: Namespa
     assert h is not None and h.status == "degraded" and h.details["problems"] == ["worker: stuck"]
     stop.set()
     await asyncio.wait_for(task, 10)
-
-
-@pytest.fixture
-async def sim() -> AsyncIterator[SimServer]:
-    async with run_sim("fixed", models=(MODEL,), decode_ms=0.5) as s:
-        yield s
-
-
-@pytest.fixture
-async def kernel(nats_url: str, tmp_path: Path, sim: SimServer) -> AsyncIterator[Kernel]:
-    models = {MODEL: [{"name": "sim", "base_url": sim.base_url, "slots": 4}]}
-    async with running_kernel(nats_url, tmp_path, models) as k:
-        yield k
 
 
 async def test_the_kernel_shrugs_off_malformed_headers_everywhere(kernel: Kernel, nc: nats.NATS) -> None:

@@ -9,7 +9,6 @@ import json
 import time
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import nats
 import pytest
@@ -32,7 +31,7 @@ from aios_schemas import (
 from aios_sdk import AIOS, Unauthenticated
 from aios_sdk.config import without_credentials
 from aios_services.sim.runner import SimServer, run_sim
-from tests.kernel import Kernel, running_kernel
+from tests.kernel import Kernel
 from tests.servers import auth_for
 
 MODEL = "sim-llama-8b"
@@ -68,14 +67,6 @@ class Attacker:
 async def sim() -> AsyncIterator[SimServer]:
     async with run_sim("fixed", models=(MODEL,), decode_ms=2.0) as s:
         yield s
-
-
-@pytest.fixture
-async def kernel(nats_url: str, tmp_path: Path, sim: SimServer) -> AsyncIterator[Kernel]:
-    async with running_kernel(
-        nats_url, tmp_path, {MODEL: [{"name": "sim", "base_url": sim.base_url, "slots": 4}]}
-    ) as k:
-        yield k
 
 
 @pytest.fixture

@@ -8,8 +8,6 @@ import asyncio
 import json
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import nats
 import pytest
@@ -20,24 +18,10 @@ from aios_schemas import AiosError, SyscallResult, decode_reply, new_id
 from aios_schemas.wire import MAX_LISTED_ERRORS
 from aios_services.runtime import Bus
 from aios_services.scheduler.streams import DURABLE
-from aios_services.sim.runner import SimServer, run_sim
-from tests.kernel import Kernel, running_kernel
+from tests.kernel import Kernel
 
 MODEL = "sim-llama-8b"
 DEEP = 1000
-
-
-@pytest.fixture
-async def sim() -> AsyncIterator[SimServer]:
-    async with run_sim("fixed", models=(MODEL,), decode_ms=0.5) as s:
-        yield s
-
-
-@pytest.fixture
-async def kernel(nats_url: str, tmp_path: Path, sim: SimServer) -> AsyncIterator[Kernel]:
-    models = {MODEL: [{"name": "sim", "base_url": sim.base_url, "slots": 4}]}
-    async with running_kernel(nats_url, tmp_path, models) as k:
-        yield k
 
 
 def envelope(k: Kernel, sid: str, payload: str) -> bytes:

@@ -1,10 +1,9 @@
-"""The indexed `las` makes exactly the decisions of the scan it replaced, and stays cheap with many
-waiting jobs: random operations drive both, every answer is compared."""
+"""The indexed `las` makes exactly the decisions of the scan it replaced: random operations drive
+both, every answer is compared. (What it costs is measured by `bench.las_policy`, not asserted.)"""
 
 from __future__ import annotations
 
 import random
-import time
 
 import pytest
 
@@ -76,22 +75,3 @@ def test_same_decisions_as_the_scan(seed: int) -> None:
         assert new.next_preemption(run_new, now) == ref.next_preemption(run_ref, now), step
         for j in list(jobs_new.values())[-5:]:
             assert new.backend_priority(j, now) == ref.backend_priority(jobs_ref[j.id], now)
-
-
-def test_a_decision_stays_cheap_with_thousands_waiting() -> None:
-    """Not a timing assertion on the result: a sanity bound that an O(n) scan per decision would
-    miss by far (2,000 waiting, 2,000 decisions); the real figures are in the benchmark."""
-    policy = LasPolicy()
-    for i in range(2000):
-        policy.push(Job(id=f"j{i}", agent="a", arrival=float(i), program=f"p{i % 500}"), float(i))
-    running = [RunningJob(Job(id=f"r{i}", agent="a", arrival=0.0, program=f"q{i}"), 0.0) for i in range(8)]
-    t = time.process_time()
-    for k in range(2000):
-        now = 2000.0 + k
-        policy.preempt(running, now)
-        policy.next_preemption(running, now)
-        job = policy.pop(now)
-        assert job is not None
-        policy.on_finished(job, 0.5, now)
-        policy.push(Job(id=f"n{k}", agent="a", arrival=now, program=job.program), now)
-    assert time.process_time() - t < 20.0
