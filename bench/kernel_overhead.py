@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import tempfile
 import time
@@ -61,16 +62,31 @@ async def measure(nats_url: str, root: Path, n: int) -> dict[str, list[float]]:
             return await interleave(sim.base_url, aios, n)
 
 
-async def measure_stack(home: Path, n: int) -> dict[str, list[float]]:
-    """The same comparison against a real `aios up` stack: every service its own process."""
+def cpu_s(pid: int) -> float:
+    """CPU time (user + system) a process has used, from /proc (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+KERNEL_PROCESSES = ("nats", "scheduler", "llm")
+
+
+async def measure_stack(home: Path, n: int) -> tuple[dict[str, list[float]], dict[str, float]]:
+    """The same comparison against a real `aios up` stack: every service its own process. Also the
+    CPU the kernel's processes spent per kernel call (the direct calls do not touch them)."""
     from aios_services.cli.home import Home
 
     state = Home(home).read_state()
     assert state is not None
     sim_url = next(p.address for p in state.processes if p.name == "sim")
     assert sim_url
+    pids = {p.name: p.pid for p in state.processes if p.name in KERNEL_PROCESSES}
     async with AIOS.connect(home=home) as aios:
-        return await interleave(sim_url, aios, n)
+        before = {name: cpu_s(pid) for name, pid in pids.items()}
+        res = await interleave(sim_url, aios, n)
+        after = {name: cpu_s(pid) for name, pid in pids.items()}
+    # The 20 warm-up calls of `interleave` are inside the window: n + 20 kernel calls in all.
+    return res, {name: (after[name] - before[name]) * 1000 / (n + 20) for name in pids}
 
 
 def report(title: str, res: dict[str, list[float]]) -> None:
@@ -99,10 +115,12 @@ def main() -> None:
         aios = [sys.executable, "-m", "aios_services.cli.main"]
         subprocess.run([*aios, "up", "--detach", "--home", d], check=True, capture_output=True)
         try:
-            res = asyncio.run(measure_stack(Path(d), args.n))
+            res, cpu = asyncio.run(measure_stack(Path(d), args.n))
         finally:
             subprocess.run([*aios, "down", "--home", d], check=True, capture_output=True)
     report("same, through `aios up` (each service its own process; sim profile fixed, 8 tokens)", res)
+    per = ", ".join(f"{name} {ms:.2f}" for name, ms in cpu.items())
+    print(f"kernel CPU per call (ms): {per}; total {sum(cpu.values()):.2f}")
 
 
 if __name__ == "__main__":

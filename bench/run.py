@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from bench import kernel_overhead, scheduling
+from bench import kernel_overhead, las_policy, scheduling
 
 
 def main() -> None:
     kernel_overhead.main()
+    las_policy.main()
     scheduling.main()
 
 

@@ -1,0 +1,44 @@
+"""CPU of the `las` policy per dispatch cycle as the queue grows: the indexed policy against the scan
+it replaced (kept as `tests/unit/las_reference.py`), in the same run.
+
+One cycle = preempt + next_preemption + pop + on_finished + push on one resource with 8 running;
+programs of 4 jobs each. Run: `.venv/bin/python -m bench.las_policy` (part of `make bench`).
+"""
+
+from __future__ import annotations
+
+import time
+
+from aios_services.scheduler.policies import Job, LasPolicy, Policy, RunningJob
+from tests.unit.las_reference import ReferenceLasPolicy
+
+CYCLES = 2000
+
+
+def per_cycle_us(policy: Policy, waiting: int) -> float:
+    for i in range(waiting):
+        policy.push(Job(id=f"j{i}", agent="a", arrival=float(i), program=f"p{i // 4}"), float(i))
+    running = [RunningJob(Job(id=f"r{i}", agent="a", arrival=0.0, program=f"q{i}"), 0.0) for i in range(8)]
+    t = time.process_time()
+    for k in range(CYCLES):
+        now = 10_000.0 + k
+        policy.preempt(running, now)
+        policy.next_preemption(running, now)
+        job = policy.pop(now)
+        assert job is not None
+        policy.on_finished(job, 0.5, now)
+        policy.push(Job(id=f"n{k}", agent="a", arrival=now, program=job.program), now)
+    return (time.process_time() - t) / CYCLES * 1e6
+
+
+def main() -> None:
+    print(f"las policy CPU per dispatch cycle (us), {CYCLES} cycles, 8 running")
+    print(f"{'waiting':>8} {'scan':>10} {'indexed':>10}")
+    for waiting in (10, 100, 2000):
+        scan = per_cycle_us(ReferenceLasPolicy(), waiting)
+        indexed = per_cycle_us(LasPolicy(), waiting)
+        print(f"{waiting:>8} {scan:>10.1f} {indexed:>10.1f}")
+
+
+if __name__ == "__main__":
+    main()
