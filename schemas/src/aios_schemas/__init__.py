@@ -1,7 +1,9 @@
 """AIOS protocol: every message model, subject name and error code. No I/O."""
 
-from .catalog import BackendEntry, ModelEntry, model_key
+from .catalog import BackendEntry, ModelEntry, ResourceEntry, model_key, resource_key
 from .envelope import (
+    AnyPayload,
+    AnyResult,
     CancelReply,
     CancelRequest,
     ControlRequest,
@@ -53,6 +55,8 @@ __all__ = [
     "ERROR_HEADER",
     "AgentStats",
     "AiosError",
+    "AnyPayload",
+    "AnyResult",
     "BackendEntry",
     "BackendStats",
     "CancelReply",
@@ -81,6 +85,7 @@ __all__ = [
     "ModelEntry",
     "NamedToolChoice",
     "Namespace",
+    "ResourceEntry",
     "ResourceStats",
     "ResultPayload",
     "ResultQuery",
@@ -103,4 +108,5 @@ __all__ = [
     "error_headers",
     "model_key",
     "new_id",
+    "resource_key",
 ]

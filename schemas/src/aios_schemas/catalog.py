@@ -1,5 +1,6 @@
 """What the scheduler needs to know about resources, published by the services that own them in KV
-`AIOS_LIMITS`: each model's backends with their slots, rate limits and capabilities."""
+`AIOS_LIMITS`: each model's backends with their slots, rate limits and capabilities (`model.*`), and
+every other resource's lanes (`res.*`: memory, files, each tool)."""
 
 from __future__ import annotations
 
@@ -37,4 +38,21 @@ def model_key(model: str, replica: str | None = None) -> str:
     """KV key of a model's entry (one per serving replica). Model names may hold characters NATS keys
     cannot (`llama3:8b`)."""
     key = "model." + _KEY_UNSAFE.sub("_", model)
+    return key if replica is None else key + "=" + _KEY_UNSAFE.sub("_", replica)
+
+
+class ResourceEntry(BaseModel):
+    """A non-LLM resource one worker replica serves (memory, files, a tool), with its lanes."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str = Field(description="Resource name the scheduler queues calls for (`memory`, `tools.calc`).")
+    service: str = Field(description="The worker service that runs its syscalls.")
+    lanes: list[BackendEntry] = Field(min_length=1, description="Where it runs and how many at once.")
+    replica: str | None = Field(None, description="The worker replica that serves it.")
+    ts: float | None = Field(None, description="Unix time the replica last confirmed it.")
+
+
+def resource_key(resource: str, replica: str | None = None) -> str:
+    """KV key of a resource's entry (one per serving replica)."""
+    key = "res." + _KEY_UNSAFE.sub("_", resource)
     return key if replica is None else key + "=" + _KEY_UNSAFE.sub("_", replica)

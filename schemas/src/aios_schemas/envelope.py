@@ -17,11 +17,14 @@ ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{7,63}$"
 # An agent's name is one subject token (no dots, no wildcards): its subjects carry it.
 AGENT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
 
-# Every syscall payload, tagged by `kind`. New kinds are added here (an additive change).
-SyscallPayload = Annotated[LlmChat | LlmEmbed, Field(discriminator="kind")]
+# Every syscall payload, tagged by `kind`. New kinds are added here (an additive change): the payload
+# class to `AnyPayload`, its `kind` to `SyscallKind`, its reply class to `AnyResult`.
+AnyPayload = LlmChat | LlmEmbed
+SyscallPayload = Annotated[AnyPayload, Field(discriminator="kind")]
 SyscallKind = Literal["llm.chat", "llm.embed"]
 # Every ok-result, tagged by the `kind` it answers.
-ResultPayload = Annotated[ChatReply | EmbedReply, Field(discriminator="kind")]
+AnyResult = ChatReply | EmbedReply
+ResultPayload = Annotated[AnyResult, Field(discriminator="kind")]
 
 SyscallState = Literal[
     "accepted", "queued", "dispatched", "suspended", "resumed", "done", "failed", "cancelled"
@@ -95,7 +98,7 @@ class SyscallResult(BaseModel):
     service_ms: float = Field(0.0, ge=0, description="Time spent executing.")
 
     @classmethod
-    def ok(cls, id: str, result: ChatReply | EmbedReply, **timing: float) -> SyscallResult:
+    def ok(cls, id: str, result: AnyResult, **timing: float) -> SyscallResult:
         return cls(id=id, status="ok", result=result, **timing)
 
     @classmethod

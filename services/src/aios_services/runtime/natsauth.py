@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import re
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import quote, urlsplit, urlunsplit
@@ -91,6 +92,13 @@ def _kv(bucket: str, keys: str = ">") -> list[str]:
     return [*_js_stream(f"KV_{bucket}"), f"$KV.{bucket}.{keys}"]
 
 
+# Worker services (runtime.worker) and the KV buckets each owns besides the shared ones.
+WORKER_SERVICES: dict[str, Callable[[Namespace], list[str]]] = {
+    "memory": lambda ns: [],
+    "storage": lambda ns: [],
+}
+
+
 def service_permissions(service: str, namespace: str = "") -> dict[str, object]:
     """What one kernel service may do: least privilege among the services too, so a compromised or
     buggy llm worker cannot read results or rewrite quotas, and the scheduler cannot stream tokens."""
@@ -122,6 +130,16 @@ def service_permissions(service: str, namespace: str = "") -> dict[str, object]:
             f"$KV.{ns.limits_bucket}.model.>",  # its catalogue entries, nothing else of that bucket
         ]
         sub = [f"{root}.exec.llm", f"{root}.exec.llm.>"]
+    elif service in WORKER_SERVICES:  # runtime.worker: one resource, its exec lane, its own state
+        pub = [
+            f"{kernel_inbox('scheduler')}.>",
+            *_kv(ns.finished_bucket),
+            f"$JS.API.STREAM.INFO.KV_{ns.limits_bucket}",
+            f"$KV.{ns.limits_bucket}.res.>",
+        ]
+        for bucket in WORKER_SERVICES[service](ns):
+            pub += _kv(bucket)
+        sub = [f"{root}.exec.{service}", f"{root}.exec.{service}.>"]
     else:
         raise ValueError(f"no permissions defined for kernel service {service!r}")
     return {

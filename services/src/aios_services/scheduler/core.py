@@ -30,6 +30,7 @@ from aios_schemas import (
     BackendEntry,
     ErrorCode,
     ModelEntry,
+    ResourceEntry,
     Syscall,
     SyscallEvent,
     SyscallResult,
@@ -100,8 +101,13 @@ class Scheduler:
 
     # --- catalogue -----------------------------------------------------------------------------
     async def watch_catalog(self) -> None:
-        """Follow the models the llm replicas publish (KV `model.*`, one entry per replica)."""
-        watcher = await self.limits.watch("model.>")
+        """Follow the models the llm replicas publish (KV `model.*`, one entry per replica) and the
+        other resources their worker services publish (`res.*`). Two watches, not one on the whole
+        bucket: it also holds rate windows and reservations, written on every admission."""
+        await asyncio.gather(self._watch_entries("model.>"), self._watch_entries("res.>"))
+
+    async def _watch_entries(self, keys: str) -> None:
+        watcher = await self.limits.watch(keys)
         async for entry in watcher:
             if entry is None:
                 continue
@@ -109,11 +115,14 @@ class Scheduler:
                 self.withdraw(entry.key)
                 continue
             try:
-                model = ModelEntry.model_validate_json(entry.value)
+                if entry.key.startswith("model."):
+                    model = ModelEntry.model_validate_json(entry.value)
+                    self.confirm(entry.key, f"llm.{model.name}", model.backends)
+                else:
+                    res = ResourceEntry.model_validate_json(entry.value)
+                    self.confirm(entry.key, res.name, res.lanes)
             except ValidationError:
                 log.warning("ignoring malformed catalogue entry %s", entry.key)
-                continue
-            self.confirm(entry.key, f"llm.{model.name}", model.backends)
 
     def confirm(self, key: str, resource: str, lanes: list[BackendEntry]) -> None:
         """A worker replica (its catalogue entry `key`) serves `resource` on `lanes`."""

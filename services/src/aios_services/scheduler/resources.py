@@ -59,7 +59,27 @@ class LlmKind:
         return sum(len(t) for t in p.input) // 4
 
 
-KINDS: dict[str, ResourceKind] = {"llm": LlmKind()}
+class ServiceKind:
+    """A family served as one resource by one worker service (memory, files): its syscalls cost no
+    tokens; fairness among agents is the policy's, capacity the service's published slots."""
+
+    def __init__(self, resource: str, service: str) -> None:
+        self.resource = resource
+        self.service = service
+        self.noun = resource
+
+    def ref(self, call: Syscall) -> ResourceRef:
+        return ResourceRef(name=self.resource, service=self.service, label=self.resource)
+
+    def cost(self, call: Syscall) -> int:
+        return 0
+
+
+KINDS: dict[str, ResourceKind] = {
+    "llm": LlmKind(),
+    "memory": ServiceKind("memory", "memory"),
+    "files": ServiceKind("files", "storage"),
+}
 
 
 def family(call: Syscall) -> ResourceKind:
@@ -94,7 +114,10 @@ class Catalog:
 
     def known(self, service: str) -> bool:
         """Whether any worker of `service` has published its catalogue yet."""
-        return any(name.startswith(service + ".") for name in self.lanes)
+        resources = {
+            k.resource for k in KINDS.values() if isinstance(k, ServiceKind) and k.service == service
+        }
+        return any(name.startswith(service + ".") or name in resources for name in self.lanes)
 
     def unknown(self, ref: ResourceRef) -> AiosError:
         noun = family_of_service(ref.service).noun

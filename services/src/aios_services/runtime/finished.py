@@ -1,0 +1,32 @@
+"""Replies of finished runs (KV `AIOS_FINISHED`, keyed by syscall id), shared by every worker service:
+a scheduler that crashed holding a syscall re-sends it with `again`, and the worker that already ran
+it answers with what it kept instead of running it twice."""
+
+from __future__ import annotations
+
+from nats.js.errors import KeyNotFoundError
+from nats.js.kv import KeyValue
+
+from aios_schemas import ExecReply, decode, encode
+
+# How long a finished run's reply is kept for a scheduler that may ask again: longer than the
+# scheduler's ack wait plus its restart, so a syscall redelivered after a scheduler crash is answered
+# with what the backend already generated instead of being generated twice.
+FINISHED_TTL_S = 600.0
+
+
+class FinishedRuns:
+    """Replies of finished runs, in KV `AIOS_FINISHED` keyed by syscall id (with a TTL)."""
+
+    def __init__(self, kv: KeyValue) -> None:
+        self.kv = kv
+
+    async def get(self, syscall_id: str) -> ExecReply | None:
+        try:
+            entry = await self.kv.get(syscall_id)
+        except KeyNotFoundError:
+            return None
+        return decode(entry.value, ExecReply) if entry.value else None
+
+    async def put(self, syscall_id: str, reply: ExecReply) -> None:
+        await self.kv.put(syscall_id, encode(reply))

@@ -1,0 +1,171 @@
+"""A worker service's side of the syscall path, for every resource that is not an LLM model (memory,
+files, tools): publish the resource in the scheduler's catalogue, take exec requests on its lane,
+run one handler per syscall, answer `done` with the result or a typed error, and keep successful
+replies so a syscall re-sent after a scheduler crash (`again`) is answered, not run twice.
+
+A service plugs in with one call: `await serve_resource(bus, stack, settings, ResourceSpec(...),
+handler)`, where the handler takes the admitted `Syscall` (its `agent` is the authenticated caller:
+the scheduler checked it against the NATS user that published it) and returns the result payload,
+or raises `AiosError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+
+import nats
+from pydantic import Field
+
+from aios_schemas import (
+    AiosError,
+    AnyResult,
+    BackendEntry,
+    ExecReply,
+    ExecRequest,
+    ResourceEntry,
+    Syscall,
+    SyscallResult,
+    encode,
+    resource_key,
+)
+
+from .bus import Bus
+from .finished import FINISHED_TTL_S, FinishedRuns
+from .service import keep_running
+from .settings import ServiceSettings
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[Syscall], Awaitable[AnyResult]]  # the result payload of the syscall's kind
+
+
+class WorkerSettings(ServiceSettings):
+    """What every worker service adds to the shared settings (environment, prefix `AIOS_`)."""
+
+    slots: int = Field(64, ge=1, description="Syscalls of this resource one replica runs at once.")
+    catalog_refresh_s: float = Field(
+        5.0, gt=0, description="How often this replica re-confirms its resource in the catalogue."
+    )
+
+
+@dataclass(frozen=True)
+class ResourceSpec:
+    service: str  # e.g. "memory", "storage"
+    resource: str  # e.g. "memory", "files": what the scheduler's `resources.KINDS` maps the kind to
+    lane: str = "local"
+
+
+async def serve_resource(
+    bus: Bus, stack: AsyncExitStack, settings: WorkerSettings, spec: ResourceSpec, handler: Handler
+) -> ResourceWorker:
+    finished = FinishedRuns(await bus.ensure_kv(bus.ns.finished_bucket, ttl_s=FINISHED_TTL_S))
+    worker = ResourceWorker(bus, spec, handler, finished)
+    limits = await bus.ensure_kv(bus.ns.limits_bucket)
+    key = resource_key(spec.resource, settings.instance)
+    entry = ResourceEntry(
+        name=spec.resource,
+        service=spec.service,
+        lanes=[BackendEntry(name=spec.lane, slots=settings.slots)],
+        replica=settings.instance,
+    )
+    confirmed = [time.monotonic()]
+
+    async def publish() -> None:
+        await limits.put(key, encode(entry.model_copy(update={"ts": time.time()})))
+        confirmed[0] = time.monotonic()
+
+    async def refresh_forever() -> None:
+        while True:
+            await asyncio.sleep(settings.catalog_refresh_s)
+            with contextlib.suppress(nats.errors.Error):
+                await publish()
+
+    async def withdraw() -> None:  # a graceful stop: the scheduler stops routing here at once
+        with contextlib.suppress(nats.errors.Error):
+            await limits.delete(key)
+
+    def problem() -> str | None:
+        late = time.monotonic() - confirmed[0]
+        return f"not confirmed for {late:.0f}s" if late > 3 * settings.catalog_refresh_s else None
+
+    # Serve before publishing: the scheduler dispatches as soon as it sees the entry.
+    await bus.serve(
+        bus.ns.exec_lane(spec.service, spec.resource, spec.lane),
+        ExecRequest,
+        worker.exec,
+        queue=spec.service,
+        max_concurrency=settings.slots,
+    )
+    await publish()
+    bus.add_check("catalogue", problem)
+    refresher = asyncio.create_task(keep_running("catalogue refresh", refresh_forever))
+    stack.push_async_callback(withdraw)
+    stack.push_async_callback(_cancel, refresher)
+    return worker
+
+
+class ResourceWorker:
+    def __init__(self, bus: Bus, spec: ResourceSpec, handler: Handler, finished: FinishedRuns) -> None:
+        self.bus = bus
+        self.spec = spec
+        self.handler = handler
+        self.finished = finished
+        self._inflight: dict[str, asyncio.Future[ExecReply]] = {}
+
+    async def exec(self, req: ExecRequest) -> ExecReply:
+        sid = req.syscall.id
+        run = self._inflight.get(sid)
+        if run is None and req.again:
+            kept = await self.finished.get(sid)
+            if kept is not None:  # done before the scheduler that asked for it crashed
+                return kept
+            run = self._inflight.get(sid)
+        if run is None:
+            run = asyncio.ensure_future(self._run(req))
+            self._inflight[sid] = run
+            run.add_done_callback(lambda _: self._inflight.pop(sid, None))
+        return await asyncio.shield(run)  # a waiter that goes away must not cancel the run
+
+    async def _run(self, req: ExecRequest) -> ExecReply:
+        call = req.syscall
+        started = time.monotonic()
+        try:
+            remaining = req.deadline - time.time()
+            if remaining <= 0:
+                raise AiosError("deadline_exceeded", "the deadline passed before the call ran")
+            payload = await asyncio.wait_for(self.handler(call), timeout=remaining)
+        except AiosError as exc:
+            return _done(SyscallResult.fail(call.id, exc.to_reply(), service_ms=_ms(started)))
+        except TimeoutError:
+            err = AiosError("deadline_exceeded", f"{call.kind} did not finish before its deadline")
+            return _done(SyscallResult.fail(call.id, err.to_reply(), service_ms=_ms(started)))
+        except Exception as exc:  # a bug in a handler: typed, logged, and the service keeps serving
+            log.exception("%s %s failed", call.kind, call.id)
+            err = AiosError("internal", f"{call.kind} failed: {type(exc).__name__}")
+            return _done(SyscallResult.fail(call.id, err.to_reply(), service_ms=_ms(started)))
+        reply = _done(SyscallResult.ok(call.id, payload, service_ms=_ms(started)))
+        try:  # before answering: a write answered but not kept could run twice after a crash
+            await self.finished.put(call.id, reply)
+        except nats.errors.Error as exc:
+            log.warning("could not keep the reply of %s: %s", call.id, exc)
+        return reply
+
+
+def _ms(started: float) -> float:
+    return (time.monotonic() - started) * 1000
+
+
+def _done(result: SyscallResult) -> ExecReply:
+    return ExecReply(outcome="done", result=result)
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
