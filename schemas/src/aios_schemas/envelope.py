@@ -10,7 +10,22 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
 from .errors import ErrorReply
+from .files import FilesKind, FilesPayload, FilesResult
 from .llm import ChatReply, EmbedReply, LlmChat, LlmEmbed, Usage
+from .memory import (
+    MemoryAdd,
+    MemoryAddReply,
+    MemoryDelete,
+    MemoryDeleteReply,
+    MemoryGet,
+    MemoryGetReply,
+    MemoryList,
+    MemoryListReply,
+    MemorySearch,
+    MemorySearchReply,
+    MemoryUpdate,
+    MemoryUpdateReply,
+)
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{7,63}$"
@@ -19,11 +34,43 @@ AGENT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
 
 # Every syscall payload, tagged by `kind`. New kinds are added here (an additive change): the payload
 # class to `AnyPayload`, its `kind` to `SyscallKind`, its reply class to `AnyResult`.
-AnyPayload = LlmChat | LlmEmbed
+AnyPayload = (
+    LlmChat
+    | LlmEmbed
+    | MemoryAdd
+    | MemoryGet
+    | MemoryUpdate
+    | MemoryDelete
+    | MemoryList
+    | MemorySearch
+    | FilesPayload
+)
 SyscallPayload = Annotated[AnyPayload, Field(discriminator="kind")]
-SyscallKind = Literal["llm.chat", "llm.embed"]
+SyscallKind = (
+    Literal[
+        "llm.chat",
+        "llm.embed",
+        "memory.add",
+        "memory.get",
+        "memory.update",
+        "memory.delete",
+        "memory.list",
+        "memory.search",
+    ]
+    | FilesKind
+)
 # Every ok-result, tagged by the `kind` it answers.
-AnyResult = ChatReply | EmbedReply
+AnyResult = (
+    ChatReply
+    | EmbedReply
+    | MemoryAddReply
+    | MemoryGetReply
+    | MemoryUpdateReply
+    | MemoryDeleteReply
+    | MemoryListReply
+    | MemorySearchReply
+    | FilesResult
+)
 ResultPayload = Annotated[AnyResult, Field(discriminator="kind")]
 
 SyscallState = Literal[
