@@ -10,6 +10,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
 from .errors import ErrorReply
+from .files import FilesKind, FilesPayload, FilesResult
 from .llm import ChatReply, EmbedReply, LlmChat, LlmEmbed, Usage
 from .memory import (
     MemoryAdd,
@@ -34,19 +35,30 @@ AGENT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
 # Every syscall payload, tagged by `kind`. New kinds are added here (an additive change): the payload
 # class to `AnyPayload`, its `kind` to `SyscallKind`, its reply class to `AnyResult`.
 AnyPayload = (
-    LlmChat | LlmEmbed | MemoryAdd | MemoryGet | MemoryUpdate | MemoryDelete | MemoryList | MemorySearch
+    LlmChat
+    | LlmEmbed
+    | MemoryAdd
+    | MemoryGet
+    | MemoryUpdate
+    | MemoryDelete
+    | MemoryList
+    | MemorySearch
+    | FilesPayload
 )
 SyscallPayload = Annotated[AnyPayload, Field(discriminator="kind")]
-SyscallKind = Literal[
-    "llm.chat",
-    "llm.embed",
-    "memory.add",
-    "memory.get",
-    "memory.update",
-    "memory.delete",
-    "memory.list",
-    "memory.search",
-]
+SyscallKind = (
+    Literal[
+        "llm.chat",
+        "llm.embed",
+        "memory.add",
+        "memory.get",
+        "memory.update",
+        "memory.delete",
+        "memory.list",
+        "memory.search",
+    ]
+    | FilesKind
+)
 # Every ok-result, tagged by the `kind` it answers.
 AnyResult = (
     ChatReply
@@ -57,6 +69,7 @@ AnyResult = (
     | MemoryDeleteReply
     | MemoryListReply
     | MemorySearchReply
+    | FilesResult
 )
 ResultPayload = Annotated[AnyResult, Field(discriminator="kind")]
 
