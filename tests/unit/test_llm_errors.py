@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import httpx2
-import openai
+import aiohttp
 import pytest
+from multidict import CIMultiDict
 
 from aios_services.llm.backends import retry_after_s, translate
+from aios_services.llm.http import BackendHTTPError, BackendStreamError, error_message
 
-REQ = httpx2.Request("POST", "http://b/v1/chat/completions")
 
-
-def status_error(status: int, headers: dict[str, str] | None = None) -> openai.APIStatusError:
-    resp = httpx2.Response(status, headers=headers, request=REQ, json={"error": {"message": "boom"}})
-    cls = {429: openai.RateLimitError, 400: openai.BadRequestError, 404: openai.NotFoundError}.get(
-        status, openai.APIStatusError
-    )
-    return cls("boom", response=resp, body=None)
+def status_error(status: int, headers: dict[str, str] | None = None) -> BackendHTTPError:
+    return BackendHTTPError(status, "boom", CIMultiDict(headers or {}))
 
 
 @pytest.mark.parametrize(
@@ -50,21 +45,34 @@ def test_rate_limit_carries_retry_after() -> None:
 
 
 def test_retry_after_as_http_date() -> None:
-    after = retry_after_s(httpx2.Headers({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}))
+    after = retry_after_s(CIMultiDict({"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"}))
     assert after == 0.0  # in the past
-    assert retry_after_s(httpx2.Headers({"retry-after": "soon"})) is None
+    assert retry_after_s(CIMultiDict({"retry-after": "soon"})) is None
 
 
 def test_connection_errors_and_timeouts_are_unavailable() -> None:
     for exc in (
-        openai.APIConnectionError(request=REQ),
-        openai.APITimeoutError(request=REQ),
-        httpx2.RemoteProtocolError("peer closed connection"),
+        aiohttp.ClientConnectorError(
+            aiohttp.client_reqrep.ConnectionKey("b", 80, False, True, None, None, None),
+            OSError(111, "refused"),
+        ),
+        aiohttp.ServerDisconnectedError(),
+        aiohttp.ClientPayloadError("response cut"),
+        TimeoutError(),
+        ConnectionResetError(),
     ):
         err = translate(exc, "b")
         assert (err.code, err.retryable, err.details) == ("backend_unavailable", True, {"backend": "b"})
 
 
 def test_anything_else_is_a_backend_error() -> None:
-    err = translate(ValueError("bad chunk"), "b")
-    assert (err.code, err.retryable) == ("backend_error", False)
+    for exc in (ValueError("bad chunk"), BackendStreamError("engine died")):
+        err = translate(exc, "b")
+        assert (err.code, err.retryable) == ("backend_error", False)
+
+
+def test_error_bodies_are_read_for_their_message() -> None:
+    assert error_message(b'{"error": {"message": "model not found", "code": 404}}') == "model not found"
+    assert error_message(b'{"error": "overloaded"}') == "overloaded"
+    assert error_message(b'{"detail": "Not Found"}') == "Not Found"
+    assert error_message(b"<html>502 Bad Gateway</html>") == "<html>502 Bad Gateway</html>"

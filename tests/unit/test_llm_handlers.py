@@ -1,14 +1,15 @@
-"""The exec handler with fake deps and a scripted backend (an httpx2 MockTransport): JSON output is
-retried once then refused, streaming without a streaming backend, and stream delta assembly."""
+"""The exec handler with fake deps and a scripted backend (a real HTTP server on loopback answering
+what each test scripts): JSON output is retried once then refused, streaming without a streaming
+backend, and stream delta assembly."""
 
 from __future__ import annotations
 
-import json
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import cast
 
-import httpx2
+from aiohttp import web
 from openai.types.chat import ChatCompletionChunk
 
 from aios_schemas import (
@@ -67,19 +68,28 @@ def completion(content: str) -> dict[str, object]:
     }
 
 
-def handlers(
+@asynccontextmanager
+async def handlers(
     respond: Callable[[dict[str, object]], dict[str, object]], **caps: bool
-) -> tuple[LlmHandlers, FakeBus, list[dict[str, object]]]:
+) -> AsyncIterator[tuple[LlmHandlers, FakeBus, list[dict[str, object]]]]:
     bodies: list[dict[str, object]] = []
 
-    def handle(request: httpx2.Request) -> httpx2.Response:
-        body = json.loads(request.content)
+    async def handle(request: web.Request) -> web.Response:
+        body = await request.json()
         bodies.append(body)
-        return httpx2.Response(200, json=respond(body))
+        return web.json_response(respond(body))
 
-    cfg = BackendConfig.model_validate({"name": "b", "base_url": "http://b/v1", "capabilities": caps})
-    client = httpx2.AsyncClient(transport=httpx2.MockTransport(handle))
-    backend = Backend("m", "chat", cfg, http_client=client)
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    cfg = BackendConfig.model_validate(
+        {"name": "b", "base_url": f"http://127.0.0.1:{port}/v1", "capabilities": caps}
+    )
+    backend = Backend("m", "chat", cfg)
     bus = FakeBus()
     deps = Deps(
         bus=cast(Bus, bus),
@@ -87,7 +97,11 @@ def handlers(
         contexts=cast(ContextStore, FakeContexts()),
         runs=Runs(),
     )
-    return LlmHandlers(deps), bus, bodies
+    try:
+        yield LlmHandlers(deps), bus, bodies
+    finally:
+        await backend.close()
+        await runner.cleanup()
 
 
 def request(**payload: object) -> ExecRequest:
@@ -103,39 +117,39 @@ def chat_reply(reply: ExecReply) -> ChatReply:
 
 async def test_bad_json_is_retried_once_then_accepted() -> None:
     answers = iter(["Sure! here it is", '{"ok": true}'])
-    h, _, bodies = handlers(lambda body: completion(next(answers)))
-    reply = await h.exec(request(response_format={"type": "json_object"}))
-    r = chat_reply(reply)
-    assert r.content == '{"ok": true}' and len(bodies) == 2 and bodies[0] == bodies[1]
-    assert r.usage.total_tokens == 16 == reply.usage.total_tokens  # both attempts are counted
+    async with handlers(lambda body: completion(next(answers))) as (h, _, bodies):
+        reply = await h.exec(request(response_format={"type": "json_object"}))
+        r = chat_reply(reply)
+        assert r.content == '{"ok": true}' and len(bodies) == 2 and bodies[0] == bodies[1]
+        assert r.usage.total_tokens == 16 == reply.usage.total_tokens  # both attempts are counted
 
 
 async def test_bad_json_twice_is_a_backend_error() -> None:
     schema = {"type": "object", "required": ["age"]}
     fmt = {"type": "json_schema", "json_schema": {"name": "p", "schema": schema}}
-    h, _, bodies = handlers(lambda body: completion('{"name": "x"}'))
-    reply = await h.exec(request(response_format=fmt))
-    assert reply.result and reply.result.error, reply
-    assert reply.result.error.code == "backend_error" and "age" in reply.result.error.message
-    assert reply.result.error.details == {"backend": "b", "attempts": 2}
-    assert len(bodies) == 2 and reply.usage.total_tokens == 16
+    async with handlers(lambda body: completion('{"name": "x"}')) as (h, _, bodies):
+        reply = await h.exec(request(response_format=fmt))
+        assert reply.result and reply.result.error, reply
+        assert reply.result.error.code == "backend_error" and "age" in reply.result.error.message
+        assert reply.result.error.details == {"backend": "b", "attempts": 2}
+        assert len(bodies) == 2 and reply.usage.total_tokens == 16
 
 
 async def test_agent_streams_from_a_backend_that_cannot() -> None:
-    h, bus, bodies = handlers(lambda body: completion("all at once"), streaming=False)
-    req = request(stream=True)
-    r = chat_reply(await h.exec(req))
-    assert "stream" not in bodies[0] and r.content == "all at once"
-    assert [(c.seq, c.delta, c.done) for c in bus.published] == [(0, "all at once", False), (1, "", True)]
-    assert all(c.id == req.syscall.id for c in bus.published)
+    async with handlers(lambda body: completion("all at once"), streaming=False) as (h, bus, bodies):
+        req = request(stream=True)
+        r = chat_reply(await h.exec(req))
+        assert "stream" not in bodies[0] and r.content == "all at once"
+        assert [(c.seq, c.delta, c.done) for c in bus.published] == [(0, "all at once", False), (1, "", True)]
+        assert all(c.id == req.syscall.id for c in bus.published)
 
 
 async def test_capability_refusals_do_not_reach_the_backend() -> None:
-    h, _, bodies = handlers(lambda body: completion("x"), tools=False)
-    tool = {"type": "function", "function": {"name": "f"}}
-    reply = await h.exec(request(tools=[tool]))
-    assert reply.result and reply.result.error and reply.result.error.code == "invalid_request"
-    assert bodies == []
+    async with handlers(lambda body: completion("x"), tools=False) as (h, _, bodies):
+        tool = {"type": "function", "function": {"name": "f"}}
+        reply = await h.exec(request(tools=[tool]))
+        assert reply.result and reply.result.error and reply.result.error.code == "invalid_request"
+        assert bodies == []
 
 
 def chunk(delta: dict[str, object], finish: str | None = None) -> dict[str, object]:

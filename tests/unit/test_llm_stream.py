@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
-import httpx2
-import openai
+from collections.abc import AsyncIterator
+from typing import Any
+
 import pytest
 
-from aios_services.llm.handlers import RawChunks
+from aios_services.llm.http import BackendStreamError, sse_events
 
 
-def stream(body: bytes) -> RawChunks:
-    request = httpx2.Request("POST", "http://backend/v1/chat/completions")
-    response = httpx2.Response(200, content=body, request=request)
-    client = openai.AsyncOpenAI(api_key="x", base_url="http://backend/v1")
-    return RawChunks(cast_to=dict, response=response, client=client)
+async def lines(body: bytes) -> AsyncIterator[bytes]:
+    for line in body.splitlines(keepends=True):  # as aiohttp's StreamReader yields them
+        yield line
+
+
+async def events(body: bytes) -> list[dict[str, Any]]:
+    return [c async for c in sse_events(lines(body))]
 
 
 async def test_events_become_dicts_until_done() -> None:
@@ -25,7 +28,7 @@ async def test_events_become_dicts_until_done() -> None:
         b"data: [DONE]\n\n"
         b'data: {"after": "done"}\n\n'
     )
-    chunks = [c async for c in stream(body)]
+    chunks = await events(body)
     assert [c.get("choices") for c in chunks[:2]] == [
         [{"delta": {"content": "He"}}],
         [{"delta": {"content": "llo"}}],
@@ -34,7 +37,13 @@ async def test_events_become_dicts_until_done() -> None:
     assert len(chunks) == 3  # nothing after [DONE]
 
 
-async def test_an_error_event_raises_the_openai_error() -> None:
+async def test_a_last_event_without_its_blank_line_is_kept() -> None:
+    chunks = await events(b'data: {"choices": []}\n\ndata: {"usage": {"prompt_tokens": 1}}')
+    assert chunks == [{"choices": []}, {"usage": {"prompt_tokens": 1}}]
+    assert await events(b"data: [DONE]") == []
+
+
+async def test_an_error_event_raises() -> None:
     body = b'data: {"choices": []}\n\ndata: {"error": {"message": "engine died"}}\n\n'
-    with pytest.raises(openai.APIError, match="engine died"):
-        [c async for c in stream(body)]
+    with pytest.raises(BackendStreamError, match="engine died"):
+        await events(body)

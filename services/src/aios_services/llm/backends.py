@@ -1,46 +1,34 @@
-"""One OpenAI-compatible backend (the `openai` client), and its failures as AIOS error codes."""
+"""One OpenAI-compatible backend (its config and HTTP client), and its failures as AIOS error codes."""
 
 from __future__ import annotations
 
 import email.utils
 import time
+from collections.abc import Mapping
 
-import httpx2
-import openai
-from openai import AsyncOpenAI
+import aiohttp
 from pydantic import JsonValue
 
 from aios_schemas import AiosError
 
 from .config import BackendConfig, ModelKind
+from .http import BackendClient, BackendHTTPError
 
 
 class Backend:
-    """A backend of one model: its config and a client. `http_client` lets tests inject a transport."""
+    """A backend of one model: its config and a pooled HTTP client. Retries and fallbacks are the
+    scheduler's job (it knows capacity and rate limits): the client never retries on its own, which
+    would hold a slot the scheduler believes free."""
 
     def __init__(
-        self,
-        model: str,
-        kind: ModelKind,
-        cfg: BackendConfig,
-        *,
-        api_key: str | None = None,
-        http_client: httpx2.AsyncClient | None = None,
+        self, model: str, kind: ModelKind, cfg: BackendConfig, *, api_key: str | None = None
     ) -> None:
         self.model = model
         self.kind = kind
         self.cfg = cfg
         self.name = cfg.name
         self.remote_model = cfg.model or model
-        # Retries and fallbacks are the scheduler's job (it knows capacity and rate limits); a client
-        # that retried on its own would hold a slot the scheduler believes free.
-        self.client = AsyncOpenAI(
-            base_url=cfg.base_url,
-            api_key=api_key or "not-needed",
-            max_retries=0,
-            timeout=cfg.timeout_s,
-            http_client=http_client,
-        )
+        self.client = BackendClient(cfg.base_url, api_key=api_key, timeout_s=cfg.timeout_s, slots=cfg.slots)
 
     async def close(self) -> None:
         await self.client.close()
@@ -49,17 +37,17 @@ class Backend:
 def translate(exc: BaseException, backend: str) -> AiosError:
     """Map a backend failure to an AIOS error; `details.backend` tells the scheduler whom to avoid."""
     details: dict[str, JsonValue] = {"backend": backend}
-    if isinstance(exc, openai.APITimeoutError):
+    if isinstance(exc, TimeoutError):  # aiohttp's own timeouts (the call's timeout_s, reads)
         return AiosError("backend_unavailable", f"{backend}: timed out", details=details)
-    if isinstance(exc, openai.APIConnectionError | httpx2.TransportError):
-        # Transport (httpx2) errors surface unwrapped when a stream breaks mid-response.
+    if isinstance(exc, aiohttp.ClientError | ConnectionError):
+        # Refused, reset, or a response cut in the middle (also mid-stream).
         return AiosError("backend_unavailable", f"{backend}: {type(exc).__name__}: {exc}", details=details)
-    if isinstance(exc, openai.APIStatusError):
-        status = exc.status_code
+    if isinstance(exc, BackendHTTPError):
+        status = exc.status
         details["status"] = status
         text = f"{backend}: HTTP {status}: {exc.message}"
         if status == 429:
-            after = retry_after_s(exc.response.headers)
+            after = retry_after_s(exc.headers)
             if after is not None:
                 details["retry_after_s"] = after
             return AiosError("rate_limited", text, details=details)
@@ -72,7 +60,7 @@ def translate(exc: BaseException, backend: str) -> AiosError:
     return AiosError("backend_error", f"{backend}: {type(exc).__name__}: {exc}", details=details)
 
 
-def retry_after_s(headers: httpx2.Headers) -> float | None:
+def retry_after_s(headers: Mapping[str, str]) -> float | None:
     """Seconds to wait from `retry-after-ms` (OpenAI) or `retry-after` (seconds or an HTTP date)."""
     ms = headers.get("retry-after-ms")
     if ms is not None:

@@ -7,9 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, get_args
 
-from openai.types.chat import ChatCompletion
-
-from aios_schemas import FunctionCall, ToolCall, Usage
+from aios_schemas import AiosError, FunctionCall, ToolCall, Usage
 from aios_schemas.llm import FinishReason
 
 _FINISH: dict[str, FinishReason] = {r: r for r in get_args(FinishReason)}
@@ -92,18 +90,31 @@ class Generation:
             self.deltas += 1
         return delta
 
-    def set_completion(self, resp: ChatCompletion) -> None:
-        if resp.usage is not None:
-            self.reported = _usage(resp.usage.prompt_tokens, resp.usage.completion_tokens)
-        if not resp.choices:
+    def set_completion(self, resp: Mapping[str, Any]) -> None:
+        """Take a whole (non-streamed) chat completion, as the JSON the backend sent."""
+        usage = resp.get("usage")
+        if isinstance(usage, dict):
+            self.reported = _usage(
+                int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
+            )
+        choices = resp.get("choices")
+        if not choices or not isinstance(choices, list) or not isinstance(choices[0], dict):
             return
-        choice = resp.choices[0]
-        self.finish = choice.finish_reason
-        if choice.message.content:
-            self.pieces.append(choice.message.content)
-        for i, c in enumerate(choice.message.tool_calls or []):
-            if c.type == "function":
-                self.calls[i] = _CallParts(c.id, c.function.name, [c.function.arguments])
+        choice = choices[0]
+        if choice.get("finish_reason"):
+            self.finish = str(choice["finish_reason"])
+        message = choice.get("message")
+        if not isinstance(message, dict):
+            return
+        content = message.get("content")
+        if isinstance(content, str) and content:
+            self.pieces.append(content)
+        for i, c in enumerate(message.get("tool_calls") or []):
+            fn = c.get("function") if isinstance(c, dict) else None
+            if isinstance(fn, dict) and c.get("type", "function") == "function":
+                self.calls[i] = _CallParts(
+                    str(c.get("id") or ""), str(fn.get("name") or ""), [str(fn.get("arguments") or "")]
+                )
 
     def tool_calls(self) -> list[ToolCall] | None:
         calls = [
@@ -126,3 +137,18 @@ class Generation:
 
 def _usage(prompt: int, completion: int) -> Usage:
     return Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)
+
+
+def embeddings(resp: Mapping[str, Any], backend: str) -> tuple[Usage, list[list[float]]]:
+    """Usage and vectors (in input order) of an embeddings reply, as the JSON the backend sent."""
+    try:
+        data = sorted(resp["data"], key=lambda d: int(d.get("index") or 0))
+        vectors = [[float(x) for x in d["embedding"]] for d in data]
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise AiosError(
+            "backend_error", f"{backend}: malformed embeddings reply ({exc})", details={"backend": backend}
+        ) from exc
+    u = resp.get("usage") if isinstance(resp.get("usage"), dict) else {}
+    assert isinstance(u, dict)
+    prompt = int(u.get("prompt_tokens") or 0)
+    return Usage(prompt_tokens=prompt, total_tokens=int(u.get("total_tokens") or prompt)), vectors

@@ -9,17 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
-import openai
-from openai import AsyncStream
-from openai.types import CreateEmbeddingResponse
-from openai.types.chat import ChatCompletion
 from pydantic import JsonValue
 
 from aios_schemas import (
@@ -44,7 +39,7 @@ from .backends import Backend, translate
 from .config import ModelKind
 from .contexts import ContextStore, FinishedRuns
 from .control import Action, Run, Runs
-from .generation import Generation, add_usage, finish_reason
+from .generation import Generation, add_usage, embeddings, finish_reason
 from .output import check_schema, mismatch
 from .requests import Body, chat_body, check_capabilities, embed_body, prompt_chars
 
@@ -162,8 +157,10 @@ class LlmHandlers:
                 with self.deps.runs.open(sid, preemptible=preemptible) as run:
                     if isinstance(payload, LlmChat):
                         reply: ChatReply | EmbedReply | None = await self._chat(req, payload, run, spent)
-                    else:
+                    elif isinstance(payload, LlmEmbed):
                         reply = await self._embed(req, payload, run, spent)
+                    else:  # the scheduler sends only llm.* here
+                        raise AiosError("invalid_request", f"the llm service does not run {payload.kind}")
         except (TimeoutError, AiosError) as exc:
             err = exc if isinstance(exc, AiosError) else _deadline(req)
             if req.resume and not err.details.get("resumable"):
@@ -282,17 +279,15 @@ class LlmHandlers:
     ) -> None:
         try:
             if not streaming:
-                gen.set_completion(await _create(backend)(**body))
+                gen.set_completion(await backend.client.post("/chat/completions", body))
                 return
-            stream = await _create_stream(backend)(**body)
-            try:
-                async for chunk in stream:
+            # Leaving the block closes the response: what frees the slot at the backend, also when
+            # the run is stopped (suspend, cancel, deadline).
+            async with backend.client.stream("/chat/completions", body) as chunks:
+                async for chunk in chunks:
                     delta = gen.add_chunk(chunk)
                     if delta:
                         await pub.send(delta)
-            finally:
-                # Closing the response is what frees the slot at the backend, also when stopped.
-                await stream.close()
         except Exception as exc:
             raise translate(exc, backend.name) from exc
 
@@ -327,21 +322,18 @@ class LlmHandlers:
     async def _embed(self, req: ExecRequest, p: LlmEmbed, run: Run, spent: _Spent) -> EmbedReply:
         backend = self._backend(p.model, "embedding", req.backend)
         body = embed_body(p, backend)
-        box: list[CreateEmbeddingResponse] = []
+        box: list[dict[str, Any]] = []
 
         async def call() -> None:
             try:
-                box.append(await _create_embedding(backend)(**body))
+                box.append(await backend.client.post("/embeddings", body))
             except Exception as exc:
                 raise translate(exc, backend.name) from exc
 
         if await _race(call(), run) == "cancel":
             raise AiosError("cancelled", "cancelled while running", retryable=False)
-        resp = box[0]
-        u = resp.usage
-        usage = Usage(prompt_tokens=u.prompt_tokens, total_tokens=u.total_tokens)
+        usage, vectors = embeddings(box[0], backend.name)
         spent.add(usage)
-        vectors = [d.embedding for d in sorted(resp.data, key=lambda d: d.index)]
         if len(vectors) != len(p.input):
             raise AiosError(
                 "backend_error",
@@ -402,83 +394,3 @@ def _deadline(req: ExecRequest) -> AiosError:
         "the deadline passed before the backend finished",
         details={"backend": req.backend} if req.backend else {},
     )
-
-
-# `chat.completions.create` first runs its typed-dict transformation over the body (~0.7 ms a call
-# on this machine, the largest single cost of the kernel path); our bodies are already plain JSON
-# built from validated models, so they are posted as they are, through the same client (same
-# retries policy, timeouts, errors and SSE parsing).
-async def _post(backend: Backend, body: dict[str, object], stream: bool) -> object:
-    body = dict(body)
-    timeout = body.pop("timeout", None)
-    extra = body.pop("extra_body", None)
-    if isinstance(extra, dict):
-        body.update(extra)
-    if stream:
-        body["stream"] = True
-    options: dict[str, object] = {} if timeout is None else {"timeout": timeout}
-    post = cast(Callable[..., Awaitable[object]], backend.client.post)  # overloads want literals
-    return await post(
-        "/chat/completions",
-        body=body,
-        cast_to=ChatCompletion,
-        options=options,
-        stream=stream,
-        stream_cls=RawChunks,
-    )
-
-
-class RawChunks(AsyncStream[dict[str, Any]]):
-    """A chat stream's chunks as the JSON the backend sent, one dict per `data:` event.
-
-    openai's own stream builds a pydantic model per chunk through its generic SSE decoder: ~30% of
-    the llm service's CPU under load (py-spy), for the five fields `Generation.add_chunk` reads.
-    This reads the response's lines (httpx) and parses each event with `json.loads`; the request,
-    its retries, timeouts and HTTP errors stay the openai client's.
-    """
-
-    async def __stream__(self) -> AsyncIterator[dict[str, Any]]:
-        data: list[str] = []
-        done = False
-        async for line in self.response.aiter_lines():
-            if line.startswith("data:"):
-                data.append(line[5:].removeprefix(" "))
-                continue
-            if line or not data:  # other SSE fields (event, id, comments) are not used
-                continue
-            payload, data = "\n".join(data), []
-            # After [DONE] the rest of the body is still read: the connection then goes back to the
-            # pool instead of being closed.
-            if done or payload.startswith("[DONE]"):
-                done = True
-                continue
-            chunk = json.loads(payload)
-            if isinstance(chunk, dict) and chunk.get("error"):
-                err = chunk["error"]
-                message = err.get("message") if isinstance(err, dict) else None
-                raise openai.APIError(
-                    message=message if isinstance(message, str) else "an error occurred during streaming",
-                    request=self.response.request,
-                    body=err,
-                )
-            if isinstance(chunk, dict):
-                yield chunk
-
-
-def _create(backend: Backend) -> Callable[..., Awaitable[ChatCompletion]]:
-    async def create(**body: object) -> ChatCompletion:
-        return cast(ChatCompletion, await _post(backend, body, stream=False))
-
-    return create
-
-
-def _create_stream(backend: Backend) -> Callable[..., Awaitable[RawChunks]]:
-    async def create(**body: object) -> RawChunks:
-        body.pop("stream", None)
-        return cast(RawChunks, await _post(backend, body, stream=True))
-
-    return create
-
-
-def _create_embedding(backend: Backend) -> Callable[..., Awaitable[CreateEmbeddingResponse]]:
-    return cast(Callable[..., Awaitable[CreateEmbeddingResponse]], backend.client.embeddings.create)

@@ -29,7 +29,7 @@ def chat_body(
     partial: str = "",
     done_tokens: int = 0,
 ) -> Body:
-    """Keyword arguments of `chat.completions.create` for one run.
+    """The JSON body of one `/chat/completions` request.
 
     With a `partial` answer (a resumed generation) the assistant message is sent last and the backend
     continues it (vLLM `continue_final_message`); `max_tokens` then counts only the tokens still
@@ -61,8 +61,7 @@ def chat_body(
         ]
         extra["continue_final_message"] = True
         extra["add_generation_prompt"] = False
-    if extra:
-        body["extra_body"] = extra
+    body.update(extra)  # engine-specific parameters (vLLM's), sent beside the standard ones
     if stream:
         # include_usage: the last chunk carries the usage, which accounting needs.
         body["stream"] = True

@@ -28,6 +28,8 @@ from pydantic import JsonValue, ValidationError
 from aios_schemas import (
     AiosError,
     BackendEntry,
+    ChatReply,
+    EmbedReply,
     ErrorCode,
     ModelEntry,
     ResourceEntry,
@@ -356,7 +358,7 @@ class Scheduler:
         code = res.error.code if res.error else None
         state: SyscallState = "done" if code is None else ("cancelled" if code == "cancelled" else "failed")
         self.counters[state] += 1
-        if res.result is not None:
+        if isinstance(res.result, ChatReply | EmbedReply):  # what costs tokens
             held.tokens = max(held.tokens, res.result.usage.total_tokens)
         self.accounts.record(held)
         try:

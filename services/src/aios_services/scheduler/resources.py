@@ -46,17 +46,23 @@ class LlmKind:
     noun = "model"
 
     def ref(self, call: Syscall) -> ResourceRef:
-        model = call.payload.model
+        model = _llm(call).model
         return ResourceRef(name=f"llm.{model}", service=self.service, label=model)
 
     def cost(self, call: Syscall) -> int:
         # ~4 characters a token, plus the output cap (what vLLM reserves too).
-        p = call.payload
+        p = _llm(call)
         if isinstance(p, LlmChat):
             chars = sum(len(m.content or "") for m in p.messages)
             return chars // 4 + (p.max_tokens or 256)
-        assert isinstance(p, LlmEmbed)
         return sum(len(t) for t in p.input) // 4
+
+
+def _llm(call: Syscall) -> LlmChat | LlmEmbed:
+    p = call.payload
+    if not isinstance(p, LlmChat | LlmEmbed):  # family() maps only llm.* kinds here: a kernel bug
+        raise AiosError("internal", f"{call.kind} is not an llm syscall")
+    return p
 
 
 class ServiceKind:
