@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +16,8 @@ from aios_sdk import AIOS
 from aios_services.cli.procs import service_probe
 from aios_services.llm import main as llm_main
 from aios_services.llm.settings import LlmSettings
-from aios_services.runtime import run_service
+from aios_services.runtime import ServiceSettings, run_service
+from aios_services.runtime.service import Starter
 from aios_services.scheduler import main as sched_main
 from aios_services.scheduler.settings import SchedulerSettings
 from tests.servers import auth_for
@@ -79,6 +80,11 @@ def write_llm_config(path: Path, models: Mapping[str, Sequence[Mapping[str, obje
     path.write_text("\n".join(tables))
 
 
+# A worker service to run in the kernel too (opt-in): given the common settings (NATS URL, namespace),
+# its settings and its starter, e.g. the storage service with its S3 bucket and DuckDB file.
+ExtraService = Callable[[Mapping[str, str]], tuple[ServiceSettings, Starter]]
+
+
 @asynccontextmanager
 async def running_kernel(
     nats_url: str,
@@ -86,6 +92,7 @@ async def running_kernel(
     models: Mapping[str, Sequence[Mapping[str, object]]],
     *,
     services: Sequence[str] = ("scheduler", "llm"),
+    extra: Mapping[str, ExtraService] | None = None,
     **scheduler_overrides: object,
 ) -> AsyncIterator[Kernel]:
     ns = Namespace("t" + uuid.uuid4().hex[:12])
@@ -93,15 +100,17 @@ async def running_kernel(
     common = {"nats_url": nats_url, "namespace": ns.name}
     sched = SchedulerSettings(**common, **scheduler_overrides)  # type: ignore[arg-type]
     llm = LlmSettings(**common, llm_config=root / "llm.toml")  # type: ignore[arg-type]
-    starters = {
+    starters: dict[str, Starter] = {
         "scheduler": lambda bus, st: sched_main.start(bus, st, sched),
         "llm": lambda bus, st: llm_main.start(bus, st, llm),
     }
+    settings: dict[str, ServiceSettings] = {"scheduler": sched, "llm": llm}
+    for name, make in (extra or {}).items():
+        settings[name], starters[name] = make(common)
+    services = [*services, *(extra or {})]
     stops = {name: asyncio.Event() for name in services}
     tasks = {
-        name: asyncio.create_task(
-            run_service(name, sched if name == "scheduler" else llm, starters[name], stop=stops[name])
-        )
+        name: asyncio.create_task(run_service(name, settings[name], starters[name], stop=stops[name]))
         for name in services
     }
     try:

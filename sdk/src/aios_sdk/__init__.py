@@ -18,6 +18,7 @@ from .errors import (
     Unauthenticated,
     error_from_reply,
 )
+from .files import FilesApi
 
 __all__ = [
     "AIOS",
@@ -28,6 +29,7 @@ __all__ = [
     "ChatStream",
     "Conflict",
     "DeadlineExceeded",
+    "FilesApi",
     "Forbidden",
     "InternalError",
     "InvalidRequest",

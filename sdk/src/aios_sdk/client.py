@@ -54,6 +54,7 @@ from .errors import (
     error_from_reply,
     typed,
 )
+from .files import FilesApi
 
 tracer = trace.get_tracer(__name__)
 log = logging.getLogger("aios_sdk")
@@ -409,6 +410,7 @@ class AIOS:
         self.agent = conn.agent
         self.session = session
         self.llm = LlmApi(self)
+        self.files = FilesApi(self)
         self._bus = _BusWatch(conn.nats_url)
         self._background: set[asyncio.Task[None]] = set()  # cancels of abandoned syscalls
 

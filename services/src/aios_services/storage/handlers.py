@@ -1,0 +1,534 @@
+"""`files.*` syscalls: one handler per kind, for the caller the scheduler authenticated.
+
+Who may do what: an agent owns the namespace named after it. A path without `@owner/` is the
+caller's own; `@owner/path` is another agent's, reachable only through that owner's grants (read, or
+write: read, write, delete, move, rollback). Only owners share. Nothing in a payload can name the
+caller: it is `call.agent`, set by the kernel.
+
+Large files (DESIGN: never one NATS message, never whole in memory): `files.upload` answers a
+presigned PUT URL for a staging key of the caller's own, valid `url_ttl_s`; the client streams the
+file straight to S3; `files.commit` copies the staging object server-side to its version key, then
+reads that copy as a stream (1 MiB at a time) to check size and SHA-256 before recording it. The copy,
+not the staging object, is checked and kept, so a client that writes the staging key again after
+committing changes nothing. A read larger than `inline_max_bytes` answers a presigned GET URL of the
+version's object with an expiry. Chosen over chunked transfer through NATS because the bytes then
+never cross the bus nor the service, and S3 already does resumable, authenticated transfer; a
+single presigned PUT bounds a file at 5 GiB (multipart part URLs would lift that).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+import json
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from urllib.parse import quote
+
+from pydantic import JsonValue
+
+from aios_schemas import (
+    AiosError,
+    AnyResult,
+    FileContent,
+    FileHit,
+    FileHits,
+    FileInfo,
+    FileList,
+    FilesCommit,
+    FilesDelete,
+    FileShares,
+    FilesList,
+    FilesMove,
+    FilesRead,
+    FilesRollback,
+    FilesSearch,
+    FilesShare,
+    FilesShares,
+    FilesStat,
+    FileStat,
+    FilesUpload,
+    FilesVersions,
+    FilesWrite,
+    FileUploadTicket,
+    FileVersions,
+    FileWritten,
+    Grant,
+    Syscall,
+    split_owner,
+)
+
+from .blobs import Blobs
+from .meta import Meta, Share, Upload, Version
+from .settings import StorageSettings
+
+log = logging.getLogger(__name__)
+Mode = str  # "read" | "write"
+
+
+def extract_text(data: bytes) -> str | None:
+    """The text of a file worth indexing: valid UTF-8 with no NUL byte (else a binary file)."""
+    if b"\x00" in data:
+        return None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+def snippet(text: str, words: list[str], width: int = 160) -> str:
+    low = text.lower()
+    at = min((i for i in (low.find(w) for w in words) if i >= 0), default=0)
+    start = max(0, at - width // 3)
+    return " ".join(text[start : start + width].split())
+
+
+class _PathLock:
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self.users = 0
+
+
+@dataclass(frozen=True)
+class Target:
+    """A path resolved for a caller: whose namespace, where in it, and how the caller names it."""
+
+    owner: str
+    path: str
+    caller: str
+
+    @property
+    def shown(self) -> str:
+        return self.path if self.owner == self.caller else f"@{self.owner}/{self.path}"
+
+
+class StorageHandlers:
+    def __init__(self, settings: StorageSettings, meta: Meta, blobs: Blobs) -> None:
+        self.s = settings
+        self.meta = meta
+        self.blobs = blobs
+        self._locks: dict[tuple[str, str], _PathLock] = {}
+
+    # --- dispatch ---------------------------------------------------------------------------
+    async def handle(self, call: Syscall) -> AnyResult:
+        p = call.payload
+        agent = call.agent
+        if isinstance(p, FilesWrite):
+            return await self.write(agent, p)
+        if isinstance(p, FilesRead):
+            return await self.read(agent, p)
+        if isinstance(p, FilesStat):
+            return await self.stat(agent, p)
+        if isinstance(p, FilesList):
+            return await self.list(agent, p)
+        if isinstance(p, FilesDelete):
+            return await self.delete(agent, p)
+        if isinstance(p, FilesMove):
+            return await self.move(agent, p)
+        if isinstance(p, FilesVersions):
+            return await self.versions(agent, p)
+        if isinstance(p, FilesRollback):
+            return await self.rollback(agent, p)
+        if isinstance(p, FilesShare):
+            return await self.share(agent, p)
+        if isinstance(p, FilesShares):
+            return await self.shares(agent)
+        if isinstance(p, FilesSearch):
+            return await self.search(agent, p)
+        if isinstance(p, FilesUpload):
+            return await self.upload(agent, p)
+        if isinstance(p, FilesCommit):
+            return await self.commit(agent, p)
+        raise AiosError("invalid_request", f"the storage service does not run {call.kind}")
+
+    # --- access -----------------------------------------------------------------------------
+    async def resolve(self, caller: str, path: str, need: Mode) -> Target:
+        """The target of `path` for `caller`, or `forbidden` when it is another agent's and no grant
+        of that agent gives `need` (the same answer whether the file exists or not)."""
+        owner, rel = split_owner(path)
+        t = Target(owner or caller, rel, caller)
+        if t.owner == caller:
+            return t
+        mode = await self.meta.run(lambda: self.meta.access(t.owner, t.path, caller))
+        if mode is None or (need == "write" and mode != "write"):
+            raise AiosError(
+                "forbidden",
+                f"{caller} may not {need} @{t.owner}/{t.path}",
+                details={"owner": t.owner, "need": need},
+            )
+        return t
+
+    @asynccontextmanager
+    async def _locked(self, *targets: Target) -> AsyncIterator[None]:
+        """Changes to one path run one at a time (version numbers stay dense and ordered)."""
+        keys = sorted({(t.owner, t.path) for t in targets})
+        entries = []
+        for k in keys:
+            entry = self._locks.setdefault(k, _PathLock())
+            entry.users += 1
+            entries.append(entry)
+        held: list[_PathLock] = []
+        try:
+            for entry in entries:
+                await entry.lock.acquire()
+                held.append(entry)
+            yield
+        finally:
+            for entry in held:
+                entry.lock.release()
+            for k, entry in zip(keys, entries, strict=True):
+                entry.users -= 1
+                if entry.users == 0:
+                    self._locks.pop(k, None)
+
+    def info(self, v: Version, caller: str) -> FileInfo:
+        return FileInfo(
+            path=Target(v.owner, v.path, caller).shown,
+            version=v.version,
+            size=v.size,
+            sha256=v.sha256,
+            author=v.author,
+            created=v.created,
+            deleted=v.deleted,
+            content_type=v.content_type,
+            restored_from=v.restored_from,
+        )
+
+    async def _existing(self, t: Target, version: int | None) -> Version:
+        """The version asked for (the newest by default), `not_found` if none or if the newest is a
+        deletion."""
+        if version is None:
+            v = await self.meta.run(lambda: self.meta.head(t.owner, t.path))
+            if v is not None and v.deleted:
+                raise AiosError(
+                    "not_found",
+                    f"{t.shown} was deleted",
+                    details={"path": t.shown, "deleted_version": v.version},
+                )
+        else:
+            v = await self.meta.run(lambda: self.meta.version(t.owner, t.path, version))
+        if v is None:
+            what = t.shown if version is None else f"{t.shown} version {version}"
+            raise AiosError("not_found", f"no file {what}", details={"path": t.shown})
+        return v
+
+    # --- new versions -----------------------------------------------------------------------
+    def _meta_headers(self, v: Version, ref: str | None = None) -> dict[str, str]:
+        """What the S3 object of a version says about it, for a rebuild of the index from S3."""
+        headers = {
+            "aios-owner": v.owner,
+            "aios-path": quote(v.path, safe=""),
+            "aios-version": str(v.version),
+            "aios-sha256": v.sha256,
+            "aios-size": str(v.size),
+            "aios-author": v.author,
+            "aios-created": repr(v.created),
+            "aios-deleted": "1" if v.deleted else "0",
+        }
+        if ref is not None:
+            headers["aios-ref"] = ref
+        if v.restored_from is not None:
+            headers["aios-restored-from"] = str(v.restored_from)
+        return headers
+
+    def _new_key(self, owner: str) -> str:
+        return f"v/{owner}/{uuid.uuid4().hex}"
+
+    async def _next(self, t: Target, if_version: int | None) -> int:
+        head = await self.meta.run(lambda: self.meta.head(t.owner, t.path))
+        current = 0 if head is None else head.version
+        if if_version is not None:
+            live = 0 if head is None or head.deleted else head.version
+            if if_version != live:
+                raise AiosError(
+                    "conflict",
+                    f"{t.shown} is at version {live}, not {if_version}",
+                    details={"path": t.shown, "version": live},
+                )
+        return current + 1
+
+    async def _pointer(self, t: Target, v: Version, ref: str) -> Version:
+        """Record version `v` whose content is object `ref` (or a deletion when '') as a small S3
+        object of its own; returns it with its content key."""
+        key = self._new_key(t.owner)
+        headers = self._meta_headers(v, ref)
+        await self.blobs.run(lambda: self.blobs.put(key, b"", headers))
+        return dataclasses.replace(v, object=ref)
+
+    async def write(self, agent: str, p: FilesWrite) -> FileWritten:
+        t = await self.resolve(agent, p.path, "write")
+        data = p.content
+        digest = hashlib.sha256(data).hexdigest()
+        if p.sha256 is not None and p.sha256 != digest:
+            raise AiosError(
+                "invalid_request",
+                f"content of {t.shown} does not match its sha256: nothing stored",
+                details={"expected": p.sha256, "received": digest, "size": len(data)},
+            )
+        text = extract_text(data) if len(data) <= self.s.search_text_max_bytes else None
+        async with self._locked(t):
+            n = await self._next(t, p.if_version)
+            key = self._new_key(t.owner)
+            v = Version(t.owner, t.path, n, key, len(data), digest, agent, time.time(), False, p.content_type)
+            headers = self._meta_headers(v)
+            await self.blobs.run(lambda: self.blobs.put(key, data, headers, p.content_type))
+            await self.meta.run(lambda: self.meta.add_versions([(v, text)]))
+        return FileWritten(kind="files.write", info=self.info(v, agent))
+
+    async def delete(self, agent: str, p: FilesDelete) -> FileWritten:
+        t = await self.resolve(agent, p.path, "write")
+        async with self._locked(t):
+            await self._existing(t, None)
+            n = await self._next(t, p.if_version)
+            v = await self._pointer(t, Version(t.owner, t.path, n, "", 0, "", agent, time.time(), True), "")
+            await self.meta.run(lambda: self.meta.add_versions([(v, None)]))
+        return FileWritten(kind="files.delete", info=self.info(v, agent))
+
+    async def rollback(self, agent: str, p: FilesRollback) -> FileWritten:
+        t = await self.resolve(agent, p.path, "write")
+        async with self._locked(t):
+            old = await self._existing(t, p.version)
+            if old.deleted:
+                raise AiosError(
+                    "invalid_request",
+                    f"version {p.version} of {t.shown} is a deletion: delete the file instead",
+                    details={"path": t.shown, "version": p.version},
+                )
+            n = await self._next(t, None)
+            new = Version(
+                t.owner,
+                t.path,
+                n,
+                "",
+                old.size,
+                old.sha256,
+                agent,
+                time.time(),
+                False,
+                old.content_type,
+                old.version,
+            )
+            v = await self._pointer(t, new, old.object)
+            text = await self.meta.run(lambda: self.meta.text_of(t.owner, t.path, old.version))
+            await self.meta.run(lambda: self.meta.add_versions([(v, text)]))
+        return FileWritten(kind="files.rollback", info=self.info(v, agent))
+
+    async def move(self, agent: str, p: FilesMove) -> FileWritten:
+        src = await self.resolve(agent, p.path, "write")
+        dst = await self.resolve(agent, p.to, "write")
+        if src.owner != dst.owner:
+            raise AiosError("invalid_request", "a move stays within one namespace", details={"to": p.to})
+        if src.path == dst.path:
+            raise AiosError("invalid_request", f"{src.shown} is already there")
+        async with self._locked(src, dst):
+            old = await self._existing(src, None)
+            there = await self.meta.run(lambda: self.meta.head(dst.owner, dst.path))
+            if there is not None and not there.deleted and not p.overwrite:
+                raise AiosError(
+                    "conflict", f"{dst.shown} exists (overwrite=true replaces it)", details={"to": dst.shown}
+                )
+            now = time.time()
+            text = await self.meta.run(lambda: self.meta.text_of(src.owner, src.path, old.version))
+            n_dst = await self._next(dst, None)
+            moved = Version(
+                dst.owner, dst.path, n_dst, "", old.size, old.sha256, agent, now, False, old.content_type
+            )
+            moved = await self._pointer(dst, moved, old.object)
+            n_src = await self._next(src, None)
+            gone = await self._pointer(
+                src, Version(src.owner, src.path, n_src, "", 0, "", agent, now, True), ""
+            )
+            await self.meta.run(lambda: self.meta.add_versions([(moved, text), (gone, None)]))
+        return FileWritten(kind="files.move", info=self.info(moved, agent))
+
+    # --- large files --------------------------------------------------------------------------
+    async def upload(self, agent: str, p: FilesUpload) -> FileUploadTicket:
+        t = await self.resolve(agent, p.path, "write")
+        if p.size > self.s.max_file_bytes:
+            raise AiosError(
+                "invalid_request",
+                f"{p.size} bytes is over the largest file of {self.s.max_file_bytes} bytes",
+                details={"size": p.size, "limit": self.s.max_file_bytes},
+            )
+        upload_id = uuid.uuid4().hex
+        # The caller's own staging area, whoever owns the target: a grantee never writes there.
+        key = f"staging/{agent}/{upload_id}"
+        expires = time.time() + self.s.url_ttl_s
+        u = Upload(
+            upload_id, t.owner, t.path, agent, key, p.size, p.sha256, p.content_type, p.if_version, expires
+        )
+        await self.meta.run(lambda: self.meta.put_upload(u))
+        url = await self.blobs.run(lambda: self.blobs.put_url(key, self.s.url_ttl_s))
+        return FileUploadTicket(upload=upload_id, url=url, expires=expires)
+
+    async def commit(self, agent: str, p: FilesCommit) -> FileWritten:
+        u = await self.meta.run(lambda: self.meta.upload(p.upload))
+        if u is None or u.author != agent:  # another agent's upload id is as unknown as a made-up one
+            raise AiosError("not_found", f"no upload {p.upload}", details={"upload": p.upload})
+        t = await self.resolve(agent, u.path if u.owner == agent else f"@{u.owner}/{u.path}", "write")
+        size = await self.blobs.run(lambda: self.blobs.size(u.object))
+        if size is None:
+            raise AiosError(
+                "conflict", f"nothing was uploaded for {p.upload} yet", details={"upload": p.upload}
+            )
+        if size != u.size:
+            await self._drop_upload(u)
+            raise AiosError(
+                "invalid_request",
+                f"uploaded {size} bytes, announced {u.size}: nothing stored",
+                details={"upload": p.upload, "size": size, "expected": u.size},
+            )
+        keep = u.size if u.size <= self.s.search_text_max_bytes else 0
+        async with self._locked(t):
+            n = await self._next(t, u.if_version)
+            key = self._new_key(t.owner)
+            v = Version(t.owner, t.path, n, key, u.size, u.sha256, agent, time.time(), False, u.content_type)
+            headers = self._meta_headers(v)
+            await self.blobs.run(lambda: self.blobs.copy(u.object, key, headers, u.content_type))
+            got = await self.blobs.run(lambda: self.blobs.digest(key, keep))
+            if (got.size, got.sha256) != (u.size, u.sha256):
+                await self.blobs.run(lambda: self.blobs.remove(key))
+                await self._drop_upload(u)
+                raise AiosError(
+                    "invalid_request",
+                    f"uploaded content of {t.shown} does not match its sha256: nothing stored",
+                    details={"expected": u.sha256, "received": got.sha256, "size": got.size},
+                )
+            text = extract_text(got.head) if keep else None
+
+            def record() -> None:
+                self.meta.add_versions([(v, text)])
+                self.meta.drop_upload(u.id)
+
+            await self.meta.run(record)
+        await self._remove_quietly(u.object)
+        return FileWritten(kind="files.commit", info=self.info(v, agent))
+
+    async def _drop_upload(self, u: Upload) -> None:
+        await self.meta.run(lambda: self.meta.drop_upload(u.id))
+        await self._remove_quietly(u.object)
+
+    async def _remove_quietly(self, key: str) -> None:
+        try:
+            await self.blobs.run(lambda: self.blobs.remove(key))
+        except Exception as exc:  # a leftover staging object is swept later, not a failed call
+            log.warning("could not remove %s: %s", key, exc)
+
+    async def sweep(self) -> int:
+        """Forget uploads whose URL has expired without a commit, and their staging objects."""
+        expired = await self.meta.run(lambda: self.meta.expired_uploads(time.time() - 60))
+        for u in expired:
+            await self._drop_upload(u)
+        return len(expired)
+
+    # --- reads --------------------------------------------------------------------------------
+    async def read(self, agent: str, p: FilesRead) -> FileContent:
+        t = await self.resolve(agent, p.path, "read")
+        v = await self._existing(t, p.version)
+        if v.deleted:
+            raise AiosError(
+                "not_found", f"version {v.version} of {t.shown} is a deletion", details={"path": t.shown}
+            )
+        if p.url or v.size > self.s.inline_max_bytes:
+            ttl = self.s.url_ttl_s
+            url = await self.blobs.run(lambda: self.blobs.get_url(v.object, ttl))
+            return FileContent(info=self.info(v, agent), url=url, url_expires=time.time() + ttl)
+        data = await self.blobs.run(lambda: self.blobs.get(v.object))
+        if hashlib.sha256(data).hexdigest() != v.sha256:  # S3 is the truth; a mismatch is damage
+            raise AiosError("internal", f"stored content of {t.shown} v{v.version} fails its checksum")
+        return FileContent(info=self.info(v, agent), content=data)
+
+    async def stat(self, agent: str, p: FilesStat) -> FileStat:
+        t = await self.resolve(agent, p.path, "read")
+        return FileStat(info=self.info(await self._existing(t, p.version), agent))
+
+    async def versions(self, agent: str, p: FilesVersions) -> FileVersions:
+        t = await self.resolve(agent, p.path, "read")
+        rows = await self.meta.run(lambda: self.meta.versions(t.owner, t.path, p.limit))
+        if not rows:
+            raise AiosError("not_found", f"no file {t.shown}", details={"path": t.shown})
+        return FileVersions(versions=[self.info(v, agent) for v in rows])
+
+    async def list(self, agent: str, p: FilesList) -> FileList:
+        owner, prefix = split_owner(p.prefix)
+        owner = owner or agent
+        after = None
+        if p.after is not None:
+            a_owner, after = split_owner(p.after)
+            if (a_owner or agent) != owner:
+                raise AiosError("invalid_request", "`after` must be a path of the listed namespace")
+        grantee = None if owner == agent else agent
+        rows = await self.meta.run(
+            lambda: self.meta.listing(
+                owner,
+                prefix,
+                grantee=grantee,
+                include_deleted=p.include_deleted,
+                after=after,
+                limit=p.limit + 1,
+            )
+        )
+        return FileList(entries=[self.info(v, agent) for v in rows[: p.limit]], truncated=len(rows) > p.limit)
+
+    async def search(self, agent: str, p: FilesSearch) -> FileHits:
+        owner, prefix = split_owner(p.prefix)
+        words = [w for w in dict.fromkeys(p.query.lower().split()) if w][:16]
+        if not words:
+            raise AiosError("invalid_request", "the query has no words")
+        rows = await self.meta.run(lambda: self.meta.search(agent, owner, prefix, words, p.k))
+        return FileHits(
+            hits=[
+                FileHit(info=self.info(v, agent), score=score, snippet=snippet(text, words))
+                for v, text, score in rows
+            ]
+        )
+
+    # --- shares -------------------------------------------------------------------------------
+    async def share(self, agent: str, p: FilesShare) -> FileShares:
+        owner, path = split_owner(p.path)
+        if owner not in (None, agent):
+            raise AiosError("forbidden", "only the owner of a file shares it", details={"owner": owner})
+        if p.grantee == agent:
+            raise AiosError("invalid_request", "an agent cannot share with itself")
+        if not path and not p.prefix:
+            raise AiosError("invalid_request", "an empty path is shared only as a prefix (everything)")
+        if p.revoke:
+            dropped = await self.meta.run(lambda: self.meta.drop_share(agent, path, p.prefix, p.grantee))
+            if not dropped:
+                raise AiosError("not_found", f"{p.grantee} has no such grant on {path or '(all)'}")
+        else:
+            s = Share(agent, path, p.prefix, p.grantee, p.mode, time.time())
+            await self.meta.run(lambda: self.meta.put_share(s))
+        result = await self.shares(agent, kind="files.share")
+        # The grants also live on S3, so a rebuilt index has them.
+        doc = json.dumps([g.model_dump(mode="json") for g in result.given]).encode()
+        await self.blobs.run(lambda: self.blobs.put(f"shares/{agent}.json", doc, {}, "application/json"))
+        return result
+
+    async def shares(self, agent: str, kind: str = "files.shares") -> FileShares:
+        given = await self.meta.run(lambda: self.meta.shares(owner=agent))
+        received = await self.meta.run(lambda: self.meta.shares(grantee=agent))
+        return FileShares(
+            kind="files.share" if kind == "files.share" else "files.shares",
+            given=[_grant(s) for s in given],
+            received=[_grant(s) for s in received],
+        )
+
+    def health(self) -> dict[str, JsonValue]:
+        return {"locks": len(self._locks), "bucket": self.blobs.bucket}
+
+
+def _grant(s: Share) -> Grant:
+    return Grant(
+        owner=s.owner,
+        path=s.path,
+        prefix=s.prefix,
+        grantee=s.grantee,
+        mode="write" if s.mode == "write" else "read",
+        created=s.created,
+    )

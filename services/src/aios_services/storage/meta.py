@@ -1,0 +1,360 @@
+"""The storage service's metadata in its DuckDB file: versions of every path, the newest of each,
+shares, and uploads in progress. One process owns the file; every call runs on one thread.
+
+Every change is one transaction, committed before the service answers: a version answered is a
+version kept across a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+import duckdb
+
+from ..runtime.storage import connect_duckdb
+
+T = TypeVar("T")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS versions (
+    owner VARCHAR NOT NULL,
+    path VARCHAR NOT NULL,
+    version INTEGER NOT NULL,
+    object VARCHAR NOT NULL,        -- S3 key of the content ('' for a deletion)
+    size BIGINT NOT NULL,
+    sha256 VARCHAR NOT NULL,
+    author VARCHAR NOT NULL,
+    created DOUBLE NOT NULL,
+    deleted BOOLEAN NOT NULL,
+    content_type VARCHAR,
+    restored_from INTEGER,
+    text VARCHAR,                   -- extracted text of small text files, for search
+    PRIMARY KEY (owner, path, version)
+);
+CREATE TABLE IF NOT EXISTS heads (
+    owner VARCHAR NOT NULL,
+    path VARCHAR NOT NULL,
+    version INTEGER NOT NULL,
+    PRIMARY KEY (owner, path)
+);
+CREATE TABLE IF NOT EXISTS shares (
+    owner VARCHAR NOT NULL,
+    path VARCHAR NOT NULL,
+    prefix BOOLEAN NOT NULL,
+    grantee VARCHAR NOT NULL,
+    mode VARCHAR NOT NULL,
+    created DOUBLE NOT NULL,
+    PRIMARY KEY (owner, path, prefix, grantee)
+);
+CREATE TABLE IF NOT EXISTS uploads (
+    id VARCHAR PRIMARY KEY,
+    owner VARCHAR NOT NULL,
+    path VARCHAR NOT NULL,
+    author VARCHAR NOT NULL,
+    object VARCHAR NOT NULL,        -- the staging key the presigned URL writes
+    size BIGINT NOT NULL,
+    sha256 VARCHAR NOT NULL,
+    content_type VARCHAR,
+    if_version INTEGER,
+    expires DOUBLE NOT NULL
+);
+"""
+
+_VERSION_COLS = (
+    "owner, path, version, object, size, sha256, author, created, deleted, content_type, restored_from"
+)
+
+
+@dataclass(frozen=True)
+class Version:
+    owner: str
+    path: str
+    version: int
+    object: str
+    size: int
+    sha256: str
+    author: str
+    created: float
+    deleted: bool
+    content_type: str | None = None
+    restored_from: int | None = None
+
+
+@dataclass(frozen=True)
+class Share:
+    owner: str
+    path: str
+    prefix: bool
+    grantee: str
+    mode: str
+    created: float
+
+
+@dataclass(frozen=True)
+class Upload:
+    id: str
+    owner: str
+    path: str
+    author: str
+    object: str
+    size: int
+    sha256: str
+    content_type: str | None
+    if_version: int | None
+    expires: float
+
+
+def _version(row: Sequence[object]) -> Version:
+    return Version(*row)  # type: ignore[arg-type]
+
+
+# A grant covers a path if it names it, or it is a prefix grant of a directory above it ('' = all).
+_COVERS = "(s.path = {p} OR (s.prefix AND (s.path = '' OR starts_with({p}, s.path || '/'))))"
+
+
+class Meta:
+    """The metadata store. Methods are synchronous and run on the store's own thread through
+    `run`; the handlers never touch the connection from the event loop."""
+
+    def __init__(self, path: Path) -> None:
+        self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="storage-db")
+        self.con: duckdb.DuckDBPyConnection = self._pool.submit(self._open, path).result()
+
+    @staticmethod
+    def _open(path: Path) -> duckdb.DuckDBPyConnection:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        con = connect_duckdb(path)
+        con.execute(SCHEMA)
+        return con
+
+    async def run(self, fn: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn)
+
+    def close(self) -> None:
+        self._pool.submit(self.con.close).result()
+        self._pool.shutdown()
+
+    # --- reads -----------------------------------------------------------------------------
+    def head(self, owner: str, path: str) -> Version | None:
+        row = self.con.execute(
+            f"SELECT {', '.join('v.' + c.strip() for c in _VERSION_COLS.split(','))} FROM heads h"
+            " JOIN versions v USING (owner, path, version) WHERE h.owner = ? AND h.path = ?",
+            [owner, path],
+        ).fetchone()
+        return _version(row) if row else None
+
+    def version(self, owner: str, path: str, version: int) -> Version | None:
+        row = self.con.execute(
+            f"SELECT {_VERSION_COLS} FROM versions WHERE owner = ? AND path = ? AND version = ?",
+            [owner, path, version],
+        ).fetchone()
+        return _version(row) if row else None
+
+    def versions(self, owner: str, path: str, limit: int) -> list[Version]:
+        rows = self.con.execute(
+            f"SELECT {_VERSION_COLS} FROM versions WHERE owner = ? AND path = ?"
+            " ORDER BY version DESC LIMIT ?",
+            [owner, path, limit],
+        ).fetchall()
+        return [_version(r) for r in rows]
+
+    def listing(
+        self,
+        owner: str,
+        prefix: str,
+        *,
+        grantee: str | None,
+        include_deleted: bool,
+        after: str | None,
+        limit: int,
+    ) -> list[Version]:
+        """Newest version of each path under `prefix` (a directory; '' all) of `owner`; with
+        `grantee`, only paths a grant of `owner` to `grantee` covers."""
+        where = ["h.owner = ?"]
+        args: list[object] = [owner]
+        if prefix:
+            where.append("(h.path = ? OR starts_with(h.path, ?))")
+            args += [prefix, prefix + "/"]
+        if not include_deleted:
+            where.append("NOT v.deleted")
+        if after is not None:
+            where.append("h.path > ?")
+            args.append(after)
+        if grantee is not None:
+            where.append(
+                "EXISTS (SELECT 1 FROM shares s WHERE s.owner = h.owner AND s.grantee = ? AND "
+                + _COVERS.format(p="h.path")
+                + ")"
+            )
+            args.append(grantee)
+        cols = ", ".join("v." + c.strip() for c in _VERSION_COLS.split(","))
+        rows = self.con.execute(
+            f"SELECT {cols} FROM heads h JOIN versions v USING (owner, path, version)"
+            f" WHERE {' AND '.join(where)} ORDER BY h.path LIMIT ?",
+            [*args, limit],
+        ).fetchall()
+        return [_version(r) for r in rows]
+
+    def search(
+        self, agent: str, owner: str | None, prefix: str, words: list[str], k: int
+    ) -> list[tuple[Version, str, float]]:
+        """Newest versions of text files `agent` may read (its own, or shared with it) holding
+        every word (case-insensitive), best first: (version, text, score)."""
+        where = ["NOT v.deleted", "v.text IS NOT NULL"]
+        args: list[object] = []
+        readable = (
+            "(h.owner = ? OR EXISTS (SELECT 1 FROM shares s WHERE s.owner = h.owner AND s.grantee = ?"
+            " AND " + _COVERS.format(p="h.path") + "))"
+        )
+        where.append(readable)
+        args += [agent, agent]
+        if owner is not None:
+            where.append("h.owner = ?")
+            args.append(owner)
+        if prefix:
+            where.append("(h.path = ? OR starts_with(h.path, ?))")
+            args += [prefix, prefix + "/"]
+        score = []
+        for w in words:
+            where.append("contains(lower(v.text), ?)")
+            args.append(w)
+        score_args: list[object] = []
+        for w in words:  # occurrences of each word, per thousand characters
+            score.append("(length(lower(v.text)) - length(replace(lower(v.text), ?, ''))) / ?")
+            score_args += [w, len(w)]
+        cols = ", ".join("v." + c.strip() for c in _VERSION_COLS.split(","))
+        rows = self.con.execute(
+            f"SELECT {cols}, v.text, ({' + '.join(score)}) * 1000.0 / (length(v.text) + 1000) AS score"
+            f" FROM heads h JOIN versions v USING (owner, path, version) WHERE {' AND '.join(where)}"
+            " ORDER BY score DESC, h.owner, h.path LIMIT ?",
+            [*score_args, *args, k],
+        ).fetchall()
+        return [(_version(r[:11]), str(r[11]), float(r[12])) for r in rows]
+
+    def access(self, owner: str, path: str, grantee: str) -> str | None:
+        """The best mode a grant of `owner` gives `grantee` on `path`: 'write', 'read' or None."""
+        rows = self.con.execute(
+            "SELECT mode FROM shares s WHERE s.owner = ? AND s.grantee = ? AND " + _COVERS.format(p="?"),
+            [owner, grantee, path, path],
+        ).fetchall()
+        modes = {r[0] for r in rows}
+        return "write" if "write" in modes else "read" if "read" in modes else None
+
+    def shares(self, *, owner: str | None = None, grantee: str | None = None) -> list[Share]:
+        col, val = ("owner", owner) if owner is not None else ("grantee", grantee)
+        rows = self.con.execute(
+            f"SELECT owner, path, prefix, grantee, mode, created FROM shares WHERE {col} = ?"
+            " ORDER BY owner, path, grantee",
+            [val],
+        ).fetchall()
+        return [Share(*r) for r in rows]
+
+    def upload(self, id: str) -> Upload | None:
+        row = self.con.execute(
+            "SELECT id, owner, path, author, object, size, sha256, content_type, if_version, expires"
+            " FROM uploads WHERE id = ?",
+            [id],
+        ).fetchone()
+        return Upload(*row) if row else None
+
+    def expired_uploads(self, now: float) -> list[Upload]:
+        rows = self.con.execute(
+            "SELECT id, owner, path, author, object, size, sha256, content_type, if_version, expires"
+            " FROM uploads WHERE expires < ?",
+            [now],
+        ).fetchall()
+        return [Upload(*r) for r in rows]
+
+    def counts(self) -> tuple[int, int]:
+        row = self.con.execute(
+            "SELECT (SELECT count(*) FROM heads), (SELECT count(*) FROM versions)"
+        ).fetchone()
+        assert row is not None
+        return int(row[0]), int(row[1])
+
+    # --- writes (each one transaction) -----------------------------------------------------
+    def add_versions(self, rows: Sequence[tuple[Version, str | None]]) -> None:
+        """Record versions (with their extracted text) and make each its path's newest, atomically."""
+        with self._tx():
+            for v, text in rows:
+                self.con.execute(
+                    f"INSERT INTO versions ({_VERSION_COLS}, text) VALUES ({', '.join('?' * 12)})",
+                    [
+                        v.owner,
+                        v.path,
+                        v.version,
+                        v.object,
+                        v.size,
+                        v.sha256,
+                        v.author,
+                        v.created,
+                        v.deleted,
+                        v.content_type,
+                        v.restored_from,
+                        text,
+                    ],
+                )
+                self.con.execute(
+                    "INSERT OR REPLACE INTO heads (owner, path, version) VALUES (?, ?, ?)",
+                    [v.owner, v.path, v.version],
+                )
+
+    def text_of(self, owner: str, path: str, version: int) -> str | None:
+        row = self.con.execute(
+            "SELECT text FROM versions WHERE owner = ? AND path = ? AND version = ?", [owner, path, version]
+        ).fetchone()
+        return None if row is None or row[0] is None else str(row[0])
+
+    def put_share(self, s: Share) -> None:
+        self.con.execute(
+            "INSERT OR REPLACE INTO shares (owner, path, prefix, grantee, mode, created)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            [s.owner, s.path, s.prefix, s.grantee, s.mode, s.created],
+        )
+
+    def drop_share(self, owner: str, path: str, prefix: bool, grantee: str) -> bool:
+        row = self.con.execute(
+            "DELETE FROM shares WHERE owner = ? AND path = ? AND prefix = ? AND grantee = ? RETURNING 1",
+            [owner, path, prefix, grantee],
+        ).fetchall()
+        return bool(row)
+
+    def put_upload(self, u: Upload) -> None:
+        self.con.execute(
+            "INSERT INTO uploads (id, owner, path, author, object, size, sha256, content_type, if_version,"
+            " expires) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                u.id,
+                u.owner,
+                u.path,
+                u.author,
+                u.object,
+                u.size,
+                u.sha256,
+                u.content_type,
+                u.if_version,
+                u.expires,
+            ],
+        )
+
+    def drop_upload(self, id: str) -> None:
+        self.con.execute("DELETE FROM uploads WHERE id = ?", [id])
+
+    def _tx(self) -> _Transaction:
+        return _Transaction(self.con)
+
+
+class _Transaction:
+    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
+        self.con = con
+
+    def __enter__(self) -> None:
+        self.con.execute("BEGIN TRANSACTION")
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        self.con.execute("ROLLBACK" if exc_type is not None else "COMMIT")
