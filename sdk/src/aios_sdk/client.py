@@ -8,7 +8,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Literal
 
@@ -399,6 +399,41 @@ def _for_another_request(res: SyscallResult, mine: str) -> bool:
     return res.request not in (None, mine) and res.error is not None and res.error.code == "conflict"
 
 
+class _Results:
+    """Every result of this client's agent arrives on one wildcard subscription and is handed to
+    the call waiting for it: no SUB/UNSUB per syscall (each is a protocol message and a change of
+    the server's subscription index). Results for ids nobody here waits for (another process of the
+    same agent, a caller that gave up) are dropped."""
+
+    def __init__(self, nc: NATS, subject: str) -> None:
+        self._nc = nc
+        self._subject = subject
+        self._waiting: dict[str, Callable[[Msg], Awaitable[None]]] = {}
+        self._sub: asyncio.Future[None] | None = None
+
+    async def watch(self, syscall_id: str, cb: Callable[[Msg], Awaitable[None]]) -> None:
+        self._waiting[syscall_id] = cb
+        if self._sub is None:
+            self._sub = asyncio.ensure_future(self._subscribe())
+        try:
+            await asyncio.shield(self._sub)
+        except BaseException:
+            if self._sub.done() and self._sub.exception() is not None:
+                self._sub = None  # try again with the next call
+            raise
+
+    def forget(self, syscall_id: str) -> None:
+        self._waiting.pop(syscall_id, None)
+
+    async def _subscribe(self) -> None:
+        await self._nc.subscribe(self._subject, cb=self._route)
+
+    async def _route(self, msg: Msg) -> None:
+        cb = self._waiting.get(msg.subject.rsplit(".", 1)[-1])
+        if cb is not None:
+            await cb(msg)
+
+
 class AIOS:
     """A connection to the AIOS kernel for one agent."""
 
@@ -413,6 +448,7 @@ class AIOS:
         self.files = FilesApi(self)
         self._bus = _BusWatch(conn.nats_url)
         self._background: set[asyncio.Task[None]] = set()  # cancels of abandoned syscalls
+        self._results = _Results(nc, self.ns.result(self.agent, "*"))
 
     @classmethod
     @asynccontextmanager
@@ -526,7 +562,7 @@ class AIOS:
                 propagate.inject(headers)
                 data = encode(call)
                 self._check_size(call, data, headers)
-                subs.append(await self._nc.subscribe(self.ns.result(call.agent, call.id), cb=on_result))
+                await self._results.watch(call.id, on_result)
                 if stream is not None:
                     stream.id = call.id
                     subs.append(await self._nc.subscribe(self.ns.stream(call.agent, call.id), cb=on_chunk))
@@ -557,6 +593,7 @@ class AIOS:
                     self._cancel_later(call.id)
                 raise
             finally:
+                self._results.forget(call.id)
                 for sub in subs:
                     with contextlib.suppress(nats.errors.Error):
                         await sub.unsubscribe()
