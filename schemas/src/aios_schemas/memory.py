@@ -295,3 +295,17 @@ MemoryReply = (
     | MemoryListReply
     | MemorySearchReply
 )
+
+
+class MemoryEvicted(BaseModel):
+    """An agent's working set went over its quota and these records left RAM (event on
+    `aios.v1.evt.memory.evicted`). They stay in the long-term store: get and search still find them."""
+
+    model_config = _STRICT
+    namespace: str = Field(description="Whose working set.")
+    ids: list[str] = Field(description="Records evicted, in eviction order.")
+    working_records: int = Field(ge=0, description="Records left in the working set.")
+    working_bytes: int = Field(ge=0, description="Bytes left in the working set.")
+    quota_records: int = Field(ge=0, description="The agent's working-set quota (records).")
+    quota_bytes: int = Field(ge=0, description="The agent's working-set quota (bytes).")
+    ts: float = Field(description="Unix time of the eviction.")

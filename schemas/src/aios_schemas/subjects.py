@@ -101,6 +101,10 @@ class Namespace:
     def event(self, state: str) -> str:
         return f"{self.root}.evt.syscall.{state}"
 
+    def service_event(self, service: str, what: str) -> str:
+        """Something a service reports (e.g. `memory`, `evicted`); kept in the events stream too."""
+        return f"{self.root}.evt.{service}.{what}"
+
     @property
     def events_all(self) -> str:
         return f"{self.root}.evt.>"

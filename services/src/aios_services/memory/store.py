@@ -1,0 +1,442 @@
+"""The long-term store: one DuckDB file (records, versions, vectors) and an S3 bucket (large values).
+
+All DuckDB work runs on one thread (`Db.run`), each call a transaction of its own, committed before
+the syscall is answered. Versions: a record is its rows with the same (namespace, id); the current
+one has `valid_to` NULL; an update closes it (`valid_to` = now) and inserts the next. Vectors live in
+one table per embedding space (`vec_<embedder>_<dim>_<hash>`, FLOAT[dim]), so vectors of two
+embedders never meet in one comparison.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import json
+import re
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+from urllib.parse import urlparse
+
+import duckdb
+from minio import Minio
+from minio.error import S3Error
+
+from aios_schemas import AiosError
+from aios_schemas.memory import MemoryRecord, Scalar
+
+from ..runtime.storage import connect_duckdb
+from .filters import Sql
+
+T = TypeVar("T")
+
+_COLS = (
+    "m.namespace, m.id, m.version, m.session, m.text, m.blob, m.metadata, m.tags,"
+    " m.created, m.updated, m.valid_to, m.size"
+)
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS memories (
+    namespace VARCHAR NOT NULL,
+    id VARCHAR NOT NULL,
+    version INTEGER NOT NULL,
+    session VARCHAR,
+    text VARCHAR NOT NULL,      -- the text; for a value in S3, its first bytes (keyword search)
+    blob VARCHAR,               -- S3 key of the whole value when it is large
+    metadata VARCHAR NOT NULL,  -- a JSON object of scalars
+    tags VARCHAR[] NOT NULL,
+    created DOUBLE NOT NULL,
+    updated DOUBLE NOT NULL,    -- this version is valid from then...
+    valid_to DOUBLE,            -- ...until then (NULL: current)
+    size BIGINT NOT NULL,
+    op VARCHAR NOT NULL         -- the syscall that wrote this version (a re-run finds it)
+);
+CREATE INDEX IF NOT EXISTS memories_key ON memories (namespace, id);
+CREATE TABLE IF NOT EXISTS spaces (
+    name VARCHAR NOT NULL, embedder VARCHAR NOT NULL, dim INTEGER NOT NULL, created DOUBLE NOT NULL
+);
+"""
+
+
+class Stale(Exception):
+    """The record changed between reading it and superseding it."""
+
+
+@dataclass(frozen=True)
+class Row:
+    record: MemoryRecord  # text is the preview when `blob` is set
+    blob: str | None
+
+
+@dataclass(frozen=True)
+class Space:
+    """Where the vectors of one embedder live."""
+
+    embedder: str
+    dim: int
+
+    @property
+    def table(self) -> str:
+        slug = re.sub(r"[^a-z0-9]+", "_", self.embedder.lower())[:40]
+        digest = hashlib.sha256(f"{self.embedder}\0{self.dim}".encode()).hexdigest()[:8]
+        return f"vec_{slug}_{self.dim}_{digest}"
+
+
+def _row(t: tuple[object, ...]) -> Row:
+    ns, id_, version, session, text, blob, meta, tags, created, updated, valid_to, size = t
+    record = MemoryRecord(
+        id=str(id_),
+        version=int(version),  # type: ignore[call-overload]
+        namespace=str(ns),
+        session=None if session is None else str(session),
+        text=str(text),
+        metadata=json.loads(str(meta)),
+        tags=list(tags),  # type: ignore[call-overload]
+        created=float(created),  # type: ignore[arg-type]
+        updated=float(updated),  # type: ignore[arg-type]
+        valid_to=None if valid_to is None else float(valid_to),  # type: ignore[arg-type]
+        size=int(size),  # type: ignore[call-overload]
+    )
+    return Row(record, None if blob is None else str(blob))
+
+
+def _validity(as_of: float | None, history: bool = False) -> Sql:
+    if history:
+        return Sql("TRUE")
+    if as_of is None:
+        return Sql("m.valid_to IS NULL")
+    return Sql("(m.updated <= ? AND (m.valid_to IS NULL OR m.valid_to > ?))", [as_of, as_of])
+
+
+@dataclass(frozen=True)
+class Version:
+    """What a write stores (the text already split into preview and S3 key when large)."""
+
+    text: str
+    blob: str | None
+    metadata: dict[str, Scalar]
+    tags: list[str]
+    size: int
+    vector: list[float] | None
+
+
+class Db:
+    """The DuckDB file, used from one thread."""
+
+    def __init__(self, path: Path, space: Space) -> None:
+        self.path = path
+        self.space = space
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="memory-duckdb")
+        self.con: duckdb.DuckDBPyConnection | None = None
+
+    async def run(self, fn: Callable[..., T], *args: object) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+    def open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        con = connect_duckdb(self.path)
+        con.execute(_SCHEMA)
+        sp = self.space
+        con.execute(
+            f"CREATE TABLE IF NOT EXISTS {sp.table} (namespace VARCHAR NOT NULL, id VARCHAR NOT NULL,"
+            f" version INTEGER NOT NULL, vec FLOAT[{int(sp.dim)}] NOT NULL)"
+        )
+        known = con.execute("SELECT 1 FROM spaces WHERE name = ?", [sp.table]).fetchone()
+        if known is None:
+            con.execute("INSERT INTO spaces VALUES (?, ?, ?, epoch(now()))", [sp.table, sp.embedder, sp.dim])
+        self.con = con
+
+    def _close(self) -> None:
+        if self.con is not None:
+            self.con.execute("CHECKPOINT")
+            self.con.close()
+            self.con = None
+
+    async def aclose(self) -> None:
+        await self.run(self._close)
+        self._pool.shutdown(wait=False)
+
+    @property
+    def c(self) -> duckdb.DuckDBPyConnection:
+        if self.con is None:
+            raise AiosError("backend_unavailable", "the memory store is closed")
+        return self.con
+
+    def _tx(self, fn: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
+        c = self.c
+        c.execute("BEGIN TRANSACTION")
+        try:
+            out = fn(c)
+        except BaseException:
+            c.execute("ROLLBACK")
+            raise
+        c.execute("COMMIT")
+        return out
+
+    # --- reads ------------------------------------------------------------------------------
+    def current(self, ns: str, id_: str) -> Row | None:
+        t = self.c.execute(
+            f"SELECT {_COLS} FROM memories m WHERE m.namespace = ? AND m.id = ? AND m.valid_to IS NULL",
+            [ns, id_],
+        ).fetchone()
+        return None if t is None else _row(t)
+
+    def history(self, ns: str, id_: str) -> list[Row]:
+        rows = self.c.execute(
+            f"SELECT {_COLS} FROM memories m WHERE m.namespace = ? AND m.id = ? AND m.valid_to IS NOT NULL"
+            " ORDER BY m.version DESC",
+            [ns, id_],
+        ).fetchall()
+        return [_row(t) for t in rows]
+
+    def _where(self, ns: str, session: str | None, cond: Sql | None, validity: Sql) -> Sql:
+        parts = ["m.namespace = ?", validity.text]
+        params: list[object] = [ns, *validity.params]
+        if session is not None:
+            parts.append("m.session = ?")
+            params.append(session)
+        if cond is not None:
+            parts.append(cond.text)
+            params += cond.params
+        return Sql(" AND ".join(parts), params)
+
+    def list_rows(
+        self,
+        ns: str,
+        session: str | None,
+        cond: Sql | None,
+        as_of: float | None,
+        history: bool,
+        limit: int,
+        offset: int,
+    ) -> list[Row]:
+        w = self._where(ns, session, cond, _validity(as_of, history))
+        rows = self.c.execute(
+            f"SELECT {_COLS} FROM memories m WHERE {w.text}"
+            " ORDER BY m.updated DESC, m.id DESC, m.version DESC LIMIT ? OFFSET ?",
+            [*w.params, limit, offset],
+        ).fetchall()
+        return [_row(t) for t in rows]
+
+    def keyword(
+        self,
+        ns: str,
+        session: str | None,
+        cond: Sql | None,
+        as_of: float | None,
+        words: Sequence[str],
+        k: int,
+    ) -> list[tuple[Row, float]]:
+        """Records by the share of the query's words they contain (whole words, any case)."""
+        w = self._where(ns, session, cond, _validity(as_of))
+        # Words are \w+ tokens (letters, digits, _): nothing in them means anything to RE2.
+        hits = " + ".join("CAST(regexp_matches(m.text, ?, 'i') AS INTEGER)" for _ in words)
+        patterns = [rf"\b{word}\b" for word in words]
+        rows = self.c.execute(
+            f"SELECT * FROM (SELECT {_COLS}, ({hits}) / {len(words)}.0 AS score FROM memories m"
+            f" WHERE {w.text}) WHERE score > 0 ORDER BY score DESC, updated DESC LIMIT ?",
+            [*patterns, *w.params, k],
+        ).fetchall()
+        return [(_row(t[:-1]), float(t[-1])) for t in rows]
+
+    def semantic(
+        self, ns: str, session: str | None, cond: Sql | None, as_of: float | None, query: list[float], k: int
+    ) -> list[tuple[Row, float]]:
+        w = self._where(ns, session, cond, _validity(as_of))
+        dim = int(self.space.dim)
+        rows = self.c.execute(
+            f"SELECT {_COLS}, array_cosine_similarity(v.vec, ?::FLOAT[{dim}]) AS score"
+            f" FROM memories m JOIN {self.space.table} v"
+            " ON v.namespace = m.namespace AND v.id = m.id AND v.version = m.version"
+            f" WHERE {w.text} ORDER BY score DESC, m.updated DESC LIMIT ?",
+            [query, *w.params, k],
+        ).fetchall()
+        return [(_row(t[:-1]), float(t[-1])) for t in rows]
+
+    def missing_vectors(self, ns: str, limit: int) -> list[Row]:
+        """Versions of `ns` with no vector in the current space (written while another embedder was
+        configured, or while the embedder failed)."""
+        rows = self.c.execute(
+            f"SELECT {_COLS} FROM memories m ANTI JOIN {self.space.table} v"
+            " ON v.namespace = m.namespace AND v.id = m.id AND v.version = m.version"
+            " WHERE m.namespace = ? LIMIT ?",
+            [ns, limit],
+        ).fetchall()
+        return [_row(t) for t in rows]
+
+    def put_vectors(self, rows: Sequence[tuple[str, str, int, list[float]]]) -> None:
+        def tx(c: duckdb.DuckDBPyConnection) -> None:
+            c.executemany(f"INSERT INTO {self.space.table} VALUES (?, ?, ?, ?)", list(rows))
+
+        self._tx(tx)
+
+    def stats(self) -> dict[str, int]:
+        t = self.c.execute(
+            "SELECT count(*), count(DISTINCT namespace), coalesce(sum(size), 0) FROM memories"
+            " WHERE valid_to IS NULL"
+        ).fetchone()
+        assert t is not None
+        return {"records": int(t[0]), "namespaces": int(t[1]), "bytes": int(t[2])}
+
+    # --- writes -----------------------------------------------------------------------------
+    def add(
+        self, ns: str, id_: str, session: str | None, v: Version, now: float, op: str
+    ) -> tuple[Row, bool]:
+        """Insert version 1; if the record exists already (a re-run of the same add), return it and
+        False."""
+
+        def tx(c: duckdb.DuckDBPyConnection) -> tuple[Row, bool]:
+            t = c.execute(
+                f"SELECT {_COLS} FROM memories m WHERE m.namespace = ? AND m.id = ?"
+                " ORDER BY m.version LIMIT 1",
+                [ns, id_],
+            ).fetchone()
+            if t is not None:
+                return _row(t), False
+            self._insert(c, ns, id_, 1, session, v, now, now, op)
+            row = self.current(ns, id_)
+            assert row is not None
+            return row, True
+
+        return self._tx(tx)
+
+    def _insert(
+        self,
+        c: duckdb.DuckDBPyConnection,
+        ns: str,
+        id_: str,
+        version: int,
+        session: str | None,
+        v: Version,
+        created: float,
+        now: float,
+        op: str,
+    ) -> None:
+        c.execute(
+            "INSERT INTO memories VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?)",
+            [
+                ns,
+                id_,
+                version,
+                session,
+                v.text,
+                v.blob,
+                json.dumps(v.metadata),
+                v.tags,
+                created,
+                now,
+                v.size,
+                op,
+            ],
+        )
+        if v.vector is not None:
+            c.execute(f"INSERT INTO {self.space.table} VALUES (?, ?, ?, ?)", [ns, id_, version, v.vector])
+
+    def supersede(
+        self, ns: str, id_: str, v: Version, now: float, op: str, expect: int, copy_vector: bool
+    ) -> tuple[Row, Row]:
+        """Close version `expect` (the current one) at `now` and insert the next; a re-run of the
+        same update (`op`) returns what it did the first time. Stale if the record changed since the
+        caller read version `expect`; not_found if it is gone. With `copy_vector` the new version
+        keeps the old one's vector (same text)."""
+
+        def tx(c: duckdb.DuckDBPyConnection) -> tuple[Row, Row]:
+            done = c.execute(
+                f"SELECT {_COLS} FROM memories m WHERE m.namespace = ? AND m.id = ? AND m.op = ?",
+                [ns, id_, op],
+            ).fetchone()
+            if done is not None and _row(done).record.version > 1:
+                new = _row(done)
+                old = c.execute(
+                    f"SELECT {_COLS} FROM memories m WHERE m.namespace = ? AND m.id = ? AND m.version = ?",
+                    [ns, id_, new.record.version - 1],
+                ).fetchone()
+                assert old is not None
+                return new, _row(old)
+            cur = self.current(ns, id_)
+            if cur is None:
+                raise AiosError("not_found", f"no memory record {id_!r}", details={"id": id_})
+            if cur.record.version != expect:
+                raise Stale(id_)
+            at = max(now, cur.record.updated + 1e-6)
+            c.execute(
+                "UPDATE memories SET valid_to = ? WHERE namespace = ? AND id = ? AND version = ?",
+                [at, ns, id_, expect],
+            )
+            self._insert(c, ns, id_, expect + 1, cur.record.session, v, cur.record.created, at, op)
+            if copy_vector:
+                c.execute(
+                    f"INSERT INTO {self.space.table} SELECT namespace, id, ?, vec FROM {self.space.table}"
+                    " WHERE namespace = ? AND id = ? AND version = ?",
+                    [expect + 1, ns, id_, expect],
+                )
+            new_row = self.current(ns, id_)
+            assert new_row is not None
+            return new_row, Row(cur.record.model_copy(update={"valid_to": at}), cur.blob)
+
+        return self._tx(tx)
+
+    def delete(self, ns: str, id_: str) -> tuple[int, list[str]]:
+        """Remove every version; returns how many and the S3 keys to remove after the commit."""
+
+        def tx(c: duckdb.DuckDBPyConnection) -> tuple[int, list[str]]:
+            rows = c.execute("SELECT blob FROM memories WHERE namespace = ? AND id = ?", [ns, id_]).fetchall()
+            if not rows:
+                raise AiosError("not_found", f"no memory record {id_!r}")
+            c.execute("DELETE FROM memories WHERE namespace = ? AND id = ?", [ns, id_])
+            c.execute(f"DELETE FROM {self.space.table} WHERE namespace = ? AND id = ?", [ns, id_])
+            for (table,) in c.execute(
+                "SELECT name FROM spaces WHERE name <> ?", [self.space.table]
+            ).fetchall():
+                if re.fullmatch(r"vec_[a-z0-9_]+", str(table)):  # our own names; never a caller's
+                    c.execute(f"DELETE FROM {table} WHERE namespace = ? AND id = ?", [ns, id_])
+            return len(rows), [str(b) for (b,) in rows if b is not None]
+
+        return self._tx(tx)
+
+
+class Blobs:
+    """Large values in S3 (bucket `aios-memory`), through the minio SDK, off the event loop."""
+
+    def __init__(self, endpoint: str, access_key: str, secret_key: str, bucket: str) -> None:
+        url = urlparse(endpoint)
+        self.client = Minio(
+            url.netloc, access_key=access_key, secret_key=secret_key, secure=url.scheme == "https"
+        )
+        self.bucket = bucket
+
+    async def ensure_bucket(self) -> None:
+        def ensure() -> None:
+            if not self.client.bucket_exists(self.bucket):
+                try:
+                    self.client.make_bucket(self.bucket)
+                except S3Error as exc:  # another replica made it meanwhile
+                    if exc.code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                        raise
+
+        await asyncio.to_thread(ensure)
+
+    async def put(self, key: str, data: bytes) -> None:
+        await asyncio.to_thread(
+            self.client.put_object, self.bucket, key, io.BytesIO(data), len(data), "text/plain; charset=utf-8"
+        )
+
+    async def get(self, key: str) -> bytes:
+        def read() -> bytes:
+            resp = self.client.get_object(self.bucket, key)
+            try:
+                return resp.read()
+            finally:
+                resp.close()
+                resp.release_conn()
+
+        return await asyncio.to_thread(read)
+
+    async def delete(self, keys: Sequence[str]) -> None:
+        def remove() -> None:
+            for key in keys:
+                self.client.remove_object(self.bucket, key)
+
+        await asyncio.to_thread(remove)
