@@ -27,6 +27,9 @@ _AGENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")  # envelope.AGENT_PATTE
 # bidi overrides that make `txt.exe` read as `exe.txt`), surrogates, private use, unassigned, and
 # line/paragraph separators.
 _REFUSED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
+# Characters drawn like a slash or backslash that compatibility normalisation keeps as they are
+# (fraction slash, division slash, big solidus, set minus, small reverse solidus...).
+_SLASH_LOOKALIKES = frozenset("\u2044\u2215\u29f8\u29f9\u2216\ufe68")
 
 
 class PathError(ValueError):
@@ -55,6 +58,8 @@ def normalise_path(raw: str, *, allow_empty: bool = False) -> str:
             raise PathError(f"path contains an unusual space (U+{ord(ch):04X})")
     if "\\" in text:
         raise PathError("path contains a backslash (the separator is /)")
+    if any(ch in _SLASH_LOOKALIKES for ch in text):
+        raise PathError("path contains a character drawn like a slash")
     owner = None
     if text.startswith("@"):
         owner, _, text = text[1:].partition("/")
