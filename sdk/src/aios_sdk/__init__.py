@@ -19,6 +19,7 @@ from .errors import (
     error_from_reply,
 )
 from .files import FilesApi
+from .memory import MemoryApi, where
 
 __all__ = [
     "AIOS",
@@ -34,10 +35,12 @@ __all__ = [
     "InternalError",
     "InvalidRequest",
     "LlmApi",
+    "MemoryApi",
     "NotFound",
     "QuotaExceeded",
     "RateLimited",
     "Unauthenticated",
     "error_from_reply",
     "resolve_connection",
+    "where",
 ]

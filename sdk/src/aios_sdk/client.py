@@ -55,6 +55,7 @@ from .errors import (
     typed,
 )
 from .files import FilesApi
+from .memory import MemoryApi
 
 tracer = trace.get_tracer(__name__)
 log = logging.getLogger("aios_sdk")
@@ -446,6 +447,7 @@ class AIOS:
         self.session = session
         self.llm = LlmApi(self)
         self.files = FilesApi(self)
+        self.memory = MemoryApi(self)
         self._bus = _BusWatch(conn.nats_url)
         self._background: set[asyncio.Task[None]] = set()  # cancels of abandoned syscalls
         self._results = _Results(nc, self.ns.result(self.agent, "*"))
