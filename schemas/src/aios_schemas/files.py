@@ -373,6 +373,20 @@ class FileUploadTicket(BaseModel):
     expires: float = Field(description="Unix time the URL (and the upload) expire.")
 
 
+class FilesInspect(BaseModel):
+    """Operator -> storage (`ctl.storage.inspect`, kernel credentials only): run a read-only
+    `files.*` call as `agent`, for `aios files`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    agent: str = Field(pattern=_AGENT.pattern, description="Agent whose files to look at.")
+    payload: FilesList | FilesRead | FilesVersions = Field(discriminator="kind", description="The call.")
+
+
+class FilesInspectReply(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    result: FileList | FileContent | FileVersions = Field(discriminator="kind", description="Its result.")
+
+
 FilesPayload = (
     FilesWrite
     | FilesRead

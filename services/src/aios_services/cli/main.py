@@ -20,6 +20,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from .config import ConfigError, default_config_path
+from .files import files_app
 from .home import Home, HomeError, State
 from .stack import marker_env, scan, stop_stack
 from .status import collect
@@ -49,6 +50,8 @@ app = typer.Typer(
     no_args_is_help=True,
     help="AIOS: an operating system for LLM agents.",
 )
+
+app.add_typer(files_app, name="files")
 
 HomeOpt = Annotated[str | None, typer.Option("--home", help="AIOS home (default $AIOS_HOME, else ./.aios).")]
 PortOpt = Annotated[

@@ -43,7 +43,12 @@ from .stack import marker_env
 SIM_MODEL = "sim-llama-8b"
 SIM_EMBED_MODEL = "sim-embed"  # the simulator's embedding model (deterministic vectors)
 LOCAL_MODEL = "smollm2-135m"
-SERVICES = [("scheduler", "aios_services.scheduler"), ("llm", "aios_services.llm")]
+SERVICES = [
+    ("scheduler", "aios_services.scheduler"),
+    ("llm", "aios_services.llm"),
+    ("memory", "aios_services.memory"),
+    ("storage", "aios_services.storage"),
+]
 
 
 @dataclass(frozen=True)
@@ -186,7 +191,12 @@ class Supervisor:
             "AIOS_S3_ACCESS_KEY": access,
             "AIOS_S3_SECRET_KEY": secret,
         }
-        own_env = {"scheduler": cfg.scheduler_env, "llm": cfg.llm_env}
+        own_env = {
+            "scheduler": cfg.scheduler_env,
+            "llm": cfg.llm_env,
+            "memory": {"AIOS_MEMORY_DB": str(h.root / "memory.duckdb")},
+            "storage": {"AIOS_STORAGE_DB": str(h.root / "storage.duckdb")},
+        }
         for n, m in SERVICES:
             svc = services[n]
             own = {"AIOS_NATS_URL": with_credentials(nats_url, svc.user, svc.password), **own_env[n]}

@@ -7,10 +7,7 @@ import asyncio
 import contextlib
 from contextlib import AsyncExitStack
 
-from pydantic import BaseModel, ConfigDict, Field
-
-from aios_schemas import AnyResult, FilesList, FilesRead, FilesVersions, Syscall, new_id
-from aios_schemas.envelope import AGENT_PATTERN
+from aios_schemas import FileContent, FileList, FilesInspect, FilesInspectReply, FileVersions, Syscall, new_id
 
 from ..runtime import Bus, HealthDetails, keep_running, main_for
 from ..runtime.service import load_settings
@@ -22,19 +19,6 @@ from .settings import StorageSettings
 
 SPEC = ResourceSpec(service="storage", resource="files")
 INSPECT_OP = "inspect"  # ctl.storage.inspect: the operator's `aios files` (the kernel user only)
-
-
-class InspectRequest(BaseModel):
-    """Operator -> storage: run a read-only `files.*` call as `agent` (for `aios files`)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    agent: str = Field(pattern=AGENT_PATTERN, description="Agent whose files to look at.")
-    payload: FilesList | FilesRead | FilesVersions = Field(discriminator="kind", description="The call.")
-
-
-class InspectReply(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    result: AnyResult = Field(discriminator="kind", description="What the call returned.")
 
 
 async def start(bus: Bus, stack: AsyncExitStack, settings: StorageSettings) -> HealthDetails:
@@ -53,16 +37,17 @@ async def start(bus: Bus, stack: AsyncExitStack, settings: StorageSettings) -> H
     await blobs.run(blobs.ensure_bucket)
     handlers = StorageHandlers(settings, meta, blobs)
 
-    async def inspect(req: InspectRequest) -> InspectReply:
-        call = Syscall(id=new_id(), agent=req.agent, payload=req.payload)
-        return InspectReply(result=await handlers.handle(call))
+    async def inspect(req: FilesInspect) -> FilesInspectReply:
+        result = await handlers.handle(Syscall(id=new_id(), agent=req.agent, payload=req.payload))
+        assert isinstance(result, FileList | FileContent | FileVersions)
+        return FilesInspectReply(result=result)
 
     async def sweep_forever() -> None:
         while True:
             await handlers.sweep()
             await asyncio.sleep(settings.sweep_interval_s)
 
-    await bus.serve(bus.ns.ctl("storage", INSPECT_OP), InspectRequest, inspect, max_concurrency=4)
+    await bus.serve(bus.ns.ctl("storage", INSPECT_OP), FilesInspect, inspect, max_concurrency=4)
     await serve_resource(bus, stack, settings, SPEC, handlers.handle)
     sweeper = asyncio.create_task(keep_running("upload sweep", sweep_forever))
     stack.push_async_callback(_stop, sweeper)
