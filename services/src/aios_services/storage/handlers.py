@@ -117,9 +117,15 @@ class StorageHandlers:
     # --- dispatch ---------------------------------------------------------------------------
     async def handle(self, call: Syscall) -> AnyResult:
         p = call.payload
-        agent = call.agent
+        agent, sid = call.agent, call.id
+        if isinstance(p, FilesWrite | FilesDelete | FilesMove | FilesRollback | FilesCommit):
+            # Run before (the service died after recording it, before its reply was kept): the
+            # version it made, not a second one.
+            done = await self.meta.run(lambda: self.meta.by_syscall(sid, agent))
+            if done is not None:
+                return FileWritten(kind=p.kind, info=self.info(done, agent))
         if isinstance(p, FilesWrite):
-            return await self.write(agent, p)
+            return await self.write(agent, p, sid)
         if isinstance(p, FilesRead):
             return await self.read(agent, p)
         if isinstance(p, FilesStat):
@@ -127,13 +133,13 @@ class StorageHandlers:
         if isinstance(p, FilesList):
             return await self.list(agent, p)
         if isinstance(p, FilesDelete):
-            return await self.delete(agent, p)
+            return await self.delete(agent, p, sid)
         if isinstance(p, FilesMove):
-            return await self.move(agent, p)
+            return await self.move(agent, p, sid)
         if isinstance(p, FilesVersions):
             return await self.versions(agent, p)
         if isinstance(p, FilesRollback):
-            return await self.rollback(agent, p)
+            return await self.rollback(agent, p, sid)
         if isinstance(p, FilesShare):
             return await self.share(agent, p)
         if isinstance(p, FilesShares):
@@ -143,7 +149,7 @@ class StorageHandlers:
         if isinstance(p, FilesUpload):
             return await self.upload(agent, p)
         if isinstance(p, FilesCommit):
-            return await self.commit(agent, p)
+            return await self.commit(agent, p, sid)
         raise AiosError("invalid_request", f"the storage service does not run {call.kind}")
 
     # --- access -----------------------------------------------------------------------------
@@ -260,7 +266,7 @@ class StorageHandlers:
         await self.blobs.run(lambda: self.blobs.put(key, b"", headers))
         return dataclasses.replace(v, object=ref)
 
-    async def write(self, agent: str, p: FilesWrite) -> FileWritten:
+    async def write(self, agent: str, p: FilesWrite, sid: str | None = None) -> FileWritten:
         t = await self.resolve(agent, p.path, "write")
         data = p.content
         digest = hashlib.sha256(data).hexdigest()
@@ -277,19 +283,19 @@ class StorageHandlers:
             v = Version(t.owner, t.path, n, key, len(data), digest, agent, time.time(), False, p.content_type)
             headers = self._meta_headers(v)
             await self.blobs.run(lambda: self.blobs.put(key, data, headers, p.content_type))
-            await self.meta.run(lambda: self.meta.add_versions([(v, text)]))
+            await self.meta.run(lambda: self.meta.add_versions([(v, text)], sid))
         return FileWritten(kind="files.write", info=self.info(v, agent))
 
-    async def delete(self, agent: str, p: FilesDelete) -> FileWritten:
+    async def delete(self, agent: str, p: FilesDelete, sid: str | None = None) -> FileWritten:
         t = await self.resolve(agent, p.path, "write")
         async with self._locked(t):
             await self._existing(t, None)
             n = await self._next(t, p.if_version)
             v = await self._pointer(t, Version(t.owner, t.path, n, "", 0, "", agent, time.time(), True), "")
-            await self.meta.run(lambda: self.meta.add_versions([(v, None)]))
+            await self.meta.run(lambda: self.meta.add_versions([(v, None)], sid))
         return FileWritten(kind="files.delete", info=self.info(v, agent))
 
-    async def rollback(self, agent: str, p: FilesRollback) -> FileWritten:
+    async def rollback(self, agent: str, p: FilesRollback, sid: str | None = None) -> FileWritten:
         t = await self.resolve(agent, p.path, "write")
         async with self._locked(t):
             old = await self._existing(t, p.version)
@@ -315,10 +321,10 @@ class StorageHandlers:
             )
             v = await self._pointer(t, new, old.object)
             text = await self.meta.run(lambda: self.meta.text_of(t.owner, t.path, old.version))
-            await self.meta.run(lambda: self.meta.add_versions([(v, text)]))
+            await self.meta.run(lambda: self.meta.add_versions([(v, text)], sid))
         return FileWritten(kind="files.rollback", info=self.info(v, agent))
 
-    async def move(self, agent: str, p: FilesMove) -> FileWritten:
+    async def move(self, agent: str, p: FilesMove, sid: str | None = None) -> FileWritten:
         src = await self.resolve(agent, p.path, "write")
         dst = await self.resolve(agent, p.to, "write")
         if src.owner != dst.owner:
@@ -343,7 +349,7 @@ class StorageHandlers:
             gone = await self._pointer(
                 src, Version(src.owner, src.path, n_src, "", 0, "", agent, now, True), ""
             )
-            await self.meta.run(lambda: self.meta.add_versions([(moved, text), (gone, None)]))
+            await self.meta.run(lambda: self.meta.add_versions([(moved, text), (gone, None)], sid))
         return FileWritten(kind="files.move", info=self.info(moved, agent))
 
     # --- large files --------------------------------------------------------------------------
@@ -366,7 +372,7 @@ class StorageHandlers:
         url = await self.blobs.run(lambda: self.blobs.put_url(key, self.s.url_ttl_s))
         return FileUploadTicket(upload=upload_id, url=url, expires=expires)
 
-    async def commit(self, agent: str, p: FilesCommit) -> FileWritten:
+    async def commit(self, agent: str, p: FilesCommit, sid: str | None = None) -> FileWritten:
         u = await self.meta.run(lambda: self.meta.upload(p.upload))
         if u is None or u.author != agent:  # another agent's upload id is as unknown as a made-up one
             raise AiosError("not_found", f"no upload {p.upload}", details={"upload": p.upload})
@@ -402,7 +408,7 @@ class StorageHandlers:
             text = extract_text(got.head) if keep else None
 
             def record() -> None:
-                self.meta.add_versions([(v, text)])
+                self.meta.add_versions([(v, text)], sid)
                 self.meta.drop_upload(u.id)
 
             await self.meta.run(record)

@@ -34,8 +34,10 @@ CREATE TABLE IF NOT EXISTS versions (
     content_type VARCHAR,
     restored_from INTEGER,
     text VARCHAR,                   -- extracted text of small text files, for search
+    syscall VARCHAR,                -- the syscall that made it: a call run again finds its version
     PRIMARY KEY (owner, path, version)
 );
+CREATE INDEX IF NOT EXISTS versions_syscall ON versions (syscall);
 CREATE TABLE IF NOT EXISTS heads (
     owner VARCHAR NOT NULL,
     path VARCHAR NOT NULL,
@@ -278,12 +280,21 @@ class Meta:
         return int(row[0]), int(row[1])
 
     # --- writes (each one transaction) -----------------------------------------------------
-    def add_versions(self, rows: Sequence[tuple[Version, str | None]]) -> None:
-        """Record versions (with their extracted text) and make each its path's newest, atomically."""
+    def by_syscall(self, syscall: str, author: str) -> Version | None:
+        """The version a syscall made (for a move, the one at its destination), if it ran already."""
+        row = self.con.execute(
+            f"SELECT {_VERSION_COLS} FROM versions WHERE syscall = ? AND author = ? ORDER BY deleted LIMIT 1",
+            [syscall, author],
+        ).fetchone()
+        return _version(row) if row else None
+
+    def add_versions(self, rows: Sequence[tuple[Version, str | None]], syscall: str | None = None) -> None:
+        """Record versions (with their extracted text) made by `syscall` and make each its path's
+        newest, atomically."""
         with self._tx():
             for v, text in rows:
                 self.con.execute(
-                    f"INSERT INTO versions ({_VERSION_COLS}, text) VALUES ({', '.join('?' * 12)})",
+                    f"INSERT INTO versions ({_VERSION_COLS}, text, syscall) VALUES ({', '.join('?' * 13)})",
                     [
                         v.owner,
                         v.path,
@@ -297,6 +308,7 @@ class Meta:
                         v.content_type,
                         v.restored_from,
                         text,
+                        syscall,
                     ],
                 )
                 self.con.execute(
