@@ -19,6 +19,7 @@ single presigned PUT bounds a file at 5 GiB (multipart part URLs would lift that
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -69,6 +70,9 @@ from .settings import StorageSettings
 
 log = logging.getLogger(__name__)
 Mode = str  # "read" | "write"
+# A call made (by the client's clock) before this process started, give or take this much, may have
+# run in the process before: its version is looked up in DuckDB, not only in memory.
+CLOCK_SKEW_S = 60.0
 
 
 def extract_text(data: bytes) -> str | None:
@@ -113,15 +117,38 @@ class StorageHandlers:
         self.meta = meta
         self.blobs = blobs
         self._locks: dict[tuple[str, str], _PathLock] = {}
+        self.started = time.time()
+        self._running = 0
+        self._idle = asyncio.Event()
 
     # --- dispatch ---------------------------------------------------------------------------
     async def handle(self, call: Syscall) -> AnyResult:
+        self._running += 1
+        try:
+            return await self._handle(call)
+        finally:
+            self._running -= 1
+            if self._running == 0:
+                self._idle.set()
+
+    async def drain(self, timeout: float) -> None:
+        """Let running calls finish (a graceful stop) before the stores close under them."""
+        deadline = time.monotonic() + timeout
+        while self._running and time.monotonic() < deadline:
+            self._idle.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._idle.wait(), deadline - time.monotonic())
+
+    async def _handle(self, call: Syscall) -> AnyResult:
         p = call.payload
         agent, sid = call.agent, call.id
         if isinstance(p, FilesWrite | FilesDelete | FilesMove | FilesRollback | FilesCommit):
             # Run before (the service died after recording it, before its reply was kept): the
             # version it made, not a second one.
-            done = await self.meta.run(lambda: self.meta.by_syscall(sid, agent))
+            done = self.meta.made_by(sid, agent)
+            if done is None and call.created < self.started + CLOCK_SKEW_S:
+                # Made before this process started: it may have run in the one before.
+                done = await self.meta.run(lambda: self.meta.by_syscall(sid, agent))
             if done is not None:
                 return FileWritten(kind=p.kind, info=self.info(done, agent))
         if isinstance(p, FilesWrite):
@@ -209,7 +236,7 @@ class StorageHandlers:
         """The version asked for (the newest by default), `not_found` if none or if the newest is a
         deletion."""
         if version is None:
-            v = await self.meta.run(lambda: self.meta.head(t.owner, t.path))
+            v = await self.meta.newest(t.owner, t.path)
             if v is not None and v.deleted:
                 raise AiosError(
                     "not_found",
@@ -246,7 +273,7 @@ class StorageHandlers:
         return f"v/{owner}/{uuid.uuid4().hex}"
 
     async def _next(self, t: Target, if_version: int | None) -> int:
-        head = await self.meta.run(lambda: self.meta.head(t.owner, t.path))
+        head = await self.meta.newest(t.owner, t.path)
         current = 0 if head is None else head.version
         if if_version is not None:
             live = 0 if head is None or head.deleted else head.version
@@ -283,7 +310,7 @@ class StorageHandlers:
             v = Version(t.owner, t.path, n, key, len(data), digest, agent, time.time(), False, p.content_type)
             headers = self._meta_headers(v)
             await self.blobs.run(lambda: self.blobs.put(key, data, headers, p.content_type))
-            await self.meta.run(lambda: self.meta.add_versions([(v, text)], sid))
+            await self.meta.record([(v, text)], sid)
         return FileWritten(kind="files.write", info=self.info(v, agent))
 
     async def delete(self, agent: str, p: FilesDelete, sid: str | None = None) -> FileWritten:
@@ -292,7 +319,7 @@ class StorageHandlers:
             await self._existing(t, None)
             n = await self._next(t, p.if_version)
             v = await self._pointer(t, Version(t.owner, t.path, n, "", 0, "", agent, time.time(), True), "")
-            await self.meta.run(lambda: self.meta.add_versions([(v, None)], sid))
+            await self.meta.record([(v, None)], sid)
         return FileWritten(kind="files.delete", info=self.info(v, agent))
 
     async def rollback(self, agent: str, p: FilesRollback, sid: str | None = None) -> FileWritten:
@@ -321,7 +348,7 @@ class StorageHandlers:
             )
             v = await self._pointer(t, new, old.object)
             text = await self.meta.run(lambda: self.meta.text_of(t.owner, t.path, old.version))
-            await self.meta.run(lambda: self.meta.add_versions([(v, text)], sid))
+            await self.meta.record([(v, text)], sid)
         return FileWritten(kind="files.rollback", info=self.info(v, agent))
 
     async def move(self, agent: str, p: FilesMove, sid: str | None = None) -> FileWritten:
@@ -333,7 +360,7 @@ class StorageHandlers:
             raise AiosError("invalid_request", f"{src.shown} is already there")
         async with self._locked(src, dst):
             old = await self._existing(src, None)
-            there = await self.meta.run(lambda: self.meta.head(dst.owner, dst.path))
+            there = await self.meta.newest(dst.owner, dst.path)
             if there is not None and not there.deleted and not p.overwrite:
                 raise AiosError(
                     "conflict", f"{dst.shown} exists (overwrite=true replaces it)", details={"to": dst.shown}
@@ -349,7 +376,7 @@ class StorageHandlers:
             gone = await self._pointer(
                 src, Version(src.owner, src.path, n_src, "", 0, "", agent, now, True), ""
             )
-            await self.meta.run(lambda: self.meta.add_versions([(moved, text), (gone, None)], sid))
+            await self.meta.record([(moved, text), (gone, None)], sid)
         return FileWritten(kind="files.move", info=self.info(moved, agent))
 
     # --- large files --------------------------------------------------------------------------
@@ -407,11 +434,7 @@ class StorageHandlers:
                 )
             text = extract_text(got.head) if keep else None
 
-            def record() -> None:
-                self.meta.add_versions([(v, text)], sid)
-                self.meta.drop_upload(u.id)
-
-            await self.meta.run(record)
+            await self.meta.record([(v, text)], sid, drop_upload=u.id)
         await self._remove_quietly(u.object)
         return FileWritten(kind="files.commit", info=self.info(v, agent))
 

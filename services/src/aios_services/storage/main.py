@@ -36,6 +36,7 @@ async def start(bus: Bus, stack: AsyncExitStack, settings: StorageSettings) -> H
     stack.callback(blobs.close)
     await blobs.run(blobs.ensure_bucket)
     handlers = StorageHandlers(settings, meta, blobs)
+    stack.push_async_callback(handlers.drain, settings.drain_timeout_s)  # before the stores close
 
     async def inspect(req: FilesInspect) -> FilesInspectReply:
         result = await handlers.handle(Syscall(id=new_id(), agent=req.agent, payload=req.payload))

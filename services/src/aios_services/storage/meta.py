@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,13 +120,113 @@ def _version(row: Sequence[object]) -> Version:
 _COVERS = "(s.path = {p} OR (s.prefix AND (s.path = '' OR starts_with({p}, s.path || '/'))))"
 
 
+HEAD_CACHE = 100_000  # newest versions kept in memory (this process is the file's only writer)
+RECENT_CALLS = 10_000  # syscalls whose versions are remembered, for a call sent again
+
+
+@dataclass
+class _Pending:
+    rows: Sequence[tuple[Version, str | None]]
+    syscall: str | None
+    drop_upload: str | None
+    done: asyncio.Future[None]
+
+
 class Meta:
     """The metadata store. Methods are synchronous and run on the store's own thread through
-    `run`; the handlers never touch the connection from the event loop."""
+    `run`; the handlers never touch the connection from the event loop.
+
+    Two things make the hot path cheap without weakening it: the newest version of recently used
+    paths is cached (the service is the DuckDB file's one writer, so the cache cannot go stale),
+    and new versions are committed in groups (`record`): every caller still returns only after
+    its rows are committed, but concurrent writes share one transaction and one WAL sync."""
 
     def __init__(self, path: Path) -> None:
         self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="storage-db")
         self.con: duckdb.DuckDBPyConnection = self._pool.submit(self._open, path).result()
+        self._heads: OrderedDict[tuple[str, str], Version | None] = OrderedDict()
+        self._calls: OrderedDict[tuple[str, str], Version] = OrderedDict()
+        self._pending: list[_Pending] = []
+        self._flusher: asyncio.Task[None] | None = None
+
+    # --- cached and grouped (async) --------------------------------------------------------
+    async def newest(self, owner: str, path: str) -> Version | None:
+        key = (owner, path)
+        if key in self._heads:
+            self._heads.move_to_end(key)
+            return self._heads[key]
+        v = await self.run(lambda: self.head(owner, path))
+        self._remember_head(key, v)
+        return v
+
+    def _remember_head(self, key: tuple[str, str], v: Version | None) -> None:
+        self._heads[key] = v
+        self._heads.move_to_end(key)
+        while len(self._heads) > HEAD_CACHE:
+            self._heads.popitem(last=False)
+
+    def made_by(self, syscall: str, author: str) -> Version | None:
+        """The version a syscall of this process made, if it is still remembered."""
+        return self._calls.get((syscall, author))
+
+    async def record(
+        self,
+        rows: Sequence[tuple[Version, str | None]],
+        syscall: str | None = None,
+        *,
+        drop_upload: str | None = None,
+    ) -> None:
+        """Commit new versions (and forget a finished upload), grouped with concurrent callers;
+        returns once committed."""
+        item = _Pending(rows, syscall, drop_upload, asyncio.get_running_loop().create_future())
+        self._pending.append(item)
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.ensure_future(self._flush())
+        await item.done
+        for v, _ in rows:
+            self._remember_head((v.owner, v.path), v)
+        if syscall is not None and rows:
+            first = next((v for v, _ in rows if not v.deleted), rows[0][0])
+            self._calls[(syscall, first.author)] = first
+            while len(self._calls) > RECENT_CALLS:
+                self._calls.popitem(last=False)
+
+    async def _flush(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending, []
+            outcomes = await self._commit_batch(batch)
+            for item, failure in zip(batch, outcomes, strict=True):
+                if item.done.done():
+                    continue
+                if failure is None:
+                    item.done.set_result(None)
+                else:
+                    item.done.set_exception(failure)
+
+    async def _commit_batch(self, batch: list[_Pending]) -> list[BaseException | None]:
+        try:
+            await self.run(lambda: self._commit(batch))
+        except Exception as exc:
+            if len(batch) == 1:
+                return [exc]
+            # One bad item must not fail the others: each on its own.
+            return [await self._commit_one(item) for item in batch]
+        return [None] * len(batch)
+
+    async def _commit_one(self, item: _Pending) -> BaseException | None:
+        try:
+            await self.run(lambda: self._commit([item]))
+        except Exception as exc:
+            return exc
+        return None
+
+    def _commit(self, batch: Sequence[_Pending]) -> None:
+        with self._tx():
+            for item in batch:
+                for v, text in item.rows:
+                    self._insert(v, text, item.syscall)
+                if item.drop_upload is not None:
+                    self.con.execute("DELETE FROM uploads WHERE id = ?", [item.drop_upload])
 
     @staticmethod
     def _open(path: Path) -> duckdb.DuckDBPyConnection:
@@ -138,6 +239,7 @@ class Meta:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn)
 
     def close(self) -> None:
+        # A group being committed is on the pool already: it runs before the close.
         self._pool.submit(self.con.close).result()
         self._pool.shutdown()
 
@@ -290,31 +392,34 @@ class Meta:
 
     def add_versions(self, rows: Sequence[tuple[Version, str | None]], syscall: str | None = None) -> None:
         """Record versions (with their extracted text) made by `syscall` and make each its path's
-        newest, atomically."""
+        newest, in one transaction (bypasses the caches: for tools that rebuild the index)."""
         with self._tx():
             for v, text in rows:
-                self.con.execute(
-                    f"INSERT INTO versions ({_VERSION_COLS}, text, syscall) VALUES ({', '.join('?' * 13)})",
-                    [
-                        v.owner,
-                        v.path,
-                        v.version,
-                        v.object,
-                        v.size,
-                        v.sha256,
-                        v.author,
-                        v.created,
-                        v.deleted,
-                        v.content_type,
-                        v.restored_from,
-                        text,
-                        syscall,
-                    ],
-                )
-                self.con.execute(
-                    "INSERT OR REPLACE INTO heads (owner, path, version) VALUES (?, ?, ?)",
-                    [v.owner, v.path, v.version],
-                )
+                self._insert(v, text, syscall)
+
+    def _insert(self, v: Version, text: str | None, syscall: str | None) -> None:
+        self.con.execute(
+            f"INSERT INTO versions ({_VERSION_COLS}, text, syscall) VALUES ({', '.join('?' * 13)})",
+            [
+                v.owner,
+                v.path,
+                v.version,
+                v.object,
+                v.size,
+                v.sha256,
+                v.author,
+                v.created,
+                v.deleted,
+                v.content_type,
+                v.restored_from,
+                text,
+                syscall,
+            ],
+        )
+        self.con.execute(
+            "INSERT OR REPLACE INTO heads (owner, path, version) VALUES (?, ?, ?)",
+            [v.owner, v.path, v.version],
+        )
 
     def text_of(self, owner: str, path: str, version: int) -> str | None:
         row = self.con.execute(
