@@ -146,3 +146,50 @@ async def test_a_redelivered_syscall_is_not_charged_twice(nc: nats.NATS) -> None
     assert (usage.calls, usage.tokens) == (1, 30)
     await quotas.reserve("sys-00000001", "a-1", 100)  # settled: a later syscall with the id is new
     assert (await quotas.usage("a-1")).calls == 2
+
+
+def v7_id(at: float) -> str:
+    """A UUIDv7 made at unix time `at` (as a client whose clock says `at` would make it)."""
+    import os
+    import uuid
+
+    value = (int(at * 1000) & ((1 << 48) - 1)) << 80 | 0x7 << 76 | 0b10 << 62
+    value |= int.from_bytes(os.urandom(8), "big") & ((1 << 62) - 1)
+    return str(uuid.UUID(int=value))
+
+
+async def test_an_id_from_a_clock_far_ahead_is_refused(
+    nats_url: str, tmp_path: Path, sim: SimServer, nc: nats.NATS
+) -> None:
+    # Fresh ids skip the stored-result lookup (admission.FRESH_S); that is safe only if no id can
+    # be made far in the future: such an id is refused, and nothing is stored for it.
+    async with running_kernel(nats_url, tmp_path, backends(sim)) as k:
+        ahead = Syscall(
+            id=v7_id(time.time() + 3600), agent="agent-1", payload=LlmChat(model=MODEL, messages=ask("hi"))
+        )
+        res = await publish_raw(nc, k, ahead, ahead.id)
+        assert res.error is not None and res.error.code == "invalid_request"
+        assert "clock" in res.error.message and 3500 < float(res.error.details["ahead_s"]) < 3700  # type: ignore[arg-type]
+        # An id made an hour ago is looked up (not fresh) and runs; the same request again under
+        # another Msg-Id (not de-duplicated by JetStream) is answered from the store, not run again.
+        old = Syscall(
+            id=v7_id(time.time() - 3600), agent="agent-1", payload=LlmChat(model=MODEL, messages=ask("hi"))
+        )
+        first = await publish_raw(nc, k, old, old.id)
+        again = await publish_raw(nc, k, old, "another-msg-id")
+        assert first.status == again.status == "ok" and first.result == again.result
+
+
+async def test_jetstream_drops_a_fresh_id_published_again_after_it_was_answered(
+    nats_url: str, tmp_path: Path, sim: SimServer, nc: nats.NATS
+) -> None:
+    # What admission's fast path relies on: within the duplicate window the stream drops a
+    # re-published id even after the first message was acked and removed (work-queue retention).
+    async with running_kernel(nats_url, tmp_path, backends(sim)) as k, k.connect() as aios:
+        sid = v7_id(time.time())
+        await aios.llm.chat(MODEL, ask("once"), max_tokens=5, id=sid)
+        call = Syscall(id=sid, agent="agent-1", payload=LlmChat(model=MODEL, messages=ask("once")))
+        ack = await nc.jetstream().publish(
+            k.ns.sys(call.kind, call.agent), encode(call), headers={"Nats-Msg-Id": sid}
+        )
+        assert ack.duplicate

@@ -20,3 +20,14 @@ def new_id() -> str:
     value |= 0b10 << 62  # variant
     value |= rand & ((1 << 62) - 1)  # rand_b (62 bits)
     return str(uuid.UUID(int=value))
+
+
+def id_time(syscall_id: str) -> float | None:
+    """The unix time (seconds) a UUIDv7 id carries, or None for any other id."""
+    try:
+        u = uuid.UUID(syscall_id)
+    except ValueError:
+        return None
+    if u.version != 7 or u.variant != uuid.RFC_4122:
+        return None
+    return (u.int >> 80) / 1000.0

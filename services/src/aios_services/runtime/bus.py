@@ -48,6 +48,8 @@ class WorkerGone(Exception):
 # then every N seconds until it answers. A caller that does not ask gets a plain request/reply.
 HEARTBEAT_HEADER = "Aios-Heartbeat"
 RUNNING_HEADER = "Aios-Running"
+# How long a fire-and-forget message waits for another to share a socket write with.
+RIDE_LINGER_S = 0.002
 
 
 Req = TypeVar("Req", bound=BaseModel)
@@ -171,6 +173,8 @@ class Bus:
         self._watch_seq = 0
         self._watched: dict[str, asyncio.Queue[Msg]] = {}
         self._watch_lock = asyncio.Lock()
+        self._riders: list[tuple[str, bytes]] = []
+        self._rider_timer: asyncio.TimerHandle | None = None
         self._reconnected: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     @classmethod
@@ -403,6 +407,7 @@ class Bus:
         token = await self._watch_token(got)
         try:
             headers = inject({HEARTBEAT_HEADER: f"{heartbeat_s:g}"})
+            await self.send_riders()
             await self.nc.publish(
                 subject, encode(msg), reply=f"{self._watch_prefix}.{token}", headers=headers
             )
@@ -479,6 +484,28 @@ class Bus:
 
     async def publish(self, subject: str, msg: BaseModel, headers: dict[str, str] | None = None) -> None:
         await self.nc.publish(subject, encode(msg), headers=inject(headers))
+
+    # --- messages that ride along ----------------------------------------------------------
+    # A socket write costs ~0.1 ms of CPU on a small VM (py-spy: half the scheduler's samples were
+    # writes). Fire-and-forget messages (events) therefore wait, up to RIDE_LINGER_S, for a message
+    # the service sends anyway (an exec request, a result) and go out in the same write.
+    def publish_soon(self, subject: str, data: bytes) -> None:
+        """Send `data` with the next message this service sends, or within RIDE_LINGER_S."""
+        self._riders.append((subject, data))
+        if self._rider_timer is None:
+            self._rider_timer = asyncio.get_running_loop().call_later(RIDE_LINGER_S, self._linger_over)
+
+    async def send_riders(self) -> None:
+        """Hand the waiting fire-and-forget messages to the connection (its next write carries them)."""
+        riders, self._riders = self._riders, []
+        for subject, data in riders:
+            with contextlib.suppress(nats.errors.Error):
+                await self.nc.publish(subject, data)
+
+    def _linger_over(self) -> None:
+        self._rider_timer = None
+        if self._riders:
+            self.spawn(self.send_riders())
 
     # --- lifecycle -------------------------------------------------------------------------
     def spawn(self, coro: Awaitable[None]) -> asyncio.Task[None]:

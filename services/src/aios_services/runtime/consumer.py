@@ -58,6 +58,19 @@ class Delivery(Generic[T]):
         """How many times JetStream delivered it (1 the first time)."""
         return int(self.msg.metadata.num_delivered) if self.msg.reply else 1
 
+    @property
+    def stored_at(self) -> float | None:
+        """Unix time (the server's clock) the stream stored it."""
+        if not self.msg.reply:
+            return None
+        ts = self.msg.metadata.timestamp
+        return ts.timestamp() if ts is not None else None
+
+    @property
+    def msg_id(self) -> str | None:
+        """The `Nats-Msg-Id` it was published with (what JetStream de-duplicates on)."""
+        return (self.msg.headers or {}).get("Nats-Msg-Id")
+
     # Settling never raises: a lost connection means JetStream redelivers, which the handlers of
     # an at-least-once stream tolerate (they are idempotent on the message id).
     async def ack(self) -> None:

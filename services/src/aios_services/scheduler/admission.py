@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass
 
 from aios_schemas import AiosError, Namespace, Syscall, SyscallResult
+from aios_schemas.ids import id_time
 
 from ..runtime.consumer import Delivery
 from ..runtime.telemetry import extract
@@ -19,6 +20,19 @@ from .outcomes import ResultStore
 from .policies import Job
 from .quotas import Quotas
 from .resources import Catalog, cost_of, resource_of
+from .streams import DUPLICATE_WINDOW_S
+
+# Which syscalls can skip the stored-result lookup (a KV read and a round trip on every admission).
+# JetStream drops a syscall whose id (its Nats-Msg-Id) was published within DUPLICATE_WINDOW_S (W),
+# so the scheduler sees an id again only if W or more passed between the two publications (or on a
+# redelivery). A UUIDv7 id carries its creation time t. Admission refuses ids whose t lies more than
+# CLOCK_SKEW_S (S) after the time the stream stored them (p), and looks up every id whose t is more
+# than FRESH_S (F) before p. So a first delivery of an id with p - F <= t <= p + S whose Nats-Msg-Id is
+# the id cannot have run before: an earlier publication p1 would have t <= p1 + S (or been refused,
+# storing nothing), hence p - p1 <= F + S < W, and JetStream would have dropped this one.
+FRESH_S = 300.0
+CLOCK_SKEW_S = 120.0
+assert FRESH_S + CLOCK_SKEW_S < DUPLICATE_WINDOW_S
 
 
 @dataclass(frozen=True)
@@ -62,7 +76,10 @@ class Admission:
         self.default_deadline_s = default_deadline_s
 
     async def decide(self, call: Syscall, delivery: Delivery[Syscall] | None, subject: str) -> Decision:
-        stored = await self.results.get(call.id)
+        skewed = _from_the_future(call, delivery)
+        if skewed is not None:
+            return Refuse(skewed, store=False)
+        stored = None if _surely_new(call, delivery) else await self.results.get(call.id)
         if stored is not None:
             if stored.agent != call.agent or (stored.digest is not None and stored.digest != call.digest()):
                 return Refuse(_reused(call), store=False)
@@ -120,6 +137,27 @@ class Admission:
         if held.call.agent != call.agent or held.digest != call.digest():
             return _reused(call)
         return None
+
+
+def _surely_new(call: Syscall, delivery: Delivery[Syscall] | None) -> bool:
+    """No result can be stored for this id yet (see FRESH_S): no need to look."""
+    if delivery is None or delivery.delivered > 1 or delivery.msg_id != call.id:
+        return False
+    t, p = id_time(call.id), delivery.stored_at
+    return t is not None and p is not None and p - FRESH_S <= t <= p + CLOCK_SKEW_S
+
+
+def _from_the_future(call: Syscall, delivery: Delivery[Syscall] | None) -> AiosError | None:
+    t, p = id_time(call.id), delivery.stored_at if delivery is not None else None
+    if t is None or p is None or t <= p + CLOCK_SKEW_S:
+        return None
+    return AiosError(
+        "invalid_request",
+        f"syscall id {call.id} was made {t - p:.0f}s after the kernel received it: the client's clock"
+        f" is ahead by more than {CLOCK_SKEW_S:.0f}s (fix the clock, then use a new id)",
+        retryable=False,
+        details={"ahead_s": round(t - p, 3)},
+    )
 
 
 def _reused(call: Syscall) -> AiosError:

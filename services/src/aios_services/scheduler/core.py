@@ -349,22 +349,26 @@ class Scheduler:
         if self.holds is not None:
             self.holds.release(held.call.id)
         self._progress.set()
+        code = res.error.code if res.error else None
+        state: SyscallState = "done" if code is None else ("cancelled" if code == "cancelled" else "failed")
+        if isinstance(res.result, ChatReply | EmbedReply):  # what costs tokens
+            held.tokens = max(held.tokens, res.result.usage.total_tokens)
         try:
             await self.results.put(held.call, res)
+            # Stored: its event rides with the result, in the same socket write.
+            self._completed_event(held, state, res, code)
             await self.outbox.deliver(held.call.agent, res, held.delivery)
         finally:
             if group is not None:
                 group.wake.set()
-        code = res.error.code if res.error else None
-        state: SyscallState = "done" if code is None else ("cancelled" if code == "cancelled" else "failed")
         self.counters[state] += 1
-        if isinstance(res.result, ChatReply | EmbedReply):  # what costs tokens
-            held.tokens = max(held.tokens, res.result.usage.total_tokens)
         self.accounts.record(held)
         try:
             await self.quotas.settle(held.reservation, held.tokens)
         except Exception:  # the result is out; a lost correction only errs on the agent's side
             log.exception("settling the quota of %s failed", held.call.id)
+
+    def _completed_event(self, held: Held, state: SyscallState, res: SyscallResult, code: str | None) -> None:
         details: dict[str, JsonValue] = {
             "queued_ms": res.queued_ms,
             "service_ms": res.service_ms,

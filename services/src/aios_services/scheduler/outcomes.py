@@ -54,7 +54,11 @@ class KvResults:
 
 
 class Outbox:
-    """Results to callers and events to whoever watches (the recorder, `aios top`, tests)."""
+    """Results to callers and events to whoever watches (the recorder, `aios top`, tests).
+
+    Events are fire-and-forget: they ride along with the next message the scheduler sends anyway
+    (the exec request, the result), in the same socket write (`Bus.publish_soon`).
+    """
 
     def __init__(self, bus: Bus) -> None:
         self.bus = bus
@@ -62,6 +66,7 @@ class Outbox:
 
     async def deliver(self, agent: str, res: SyscallResult, delivery: Delivery[Syscall] | None) -> None:
         """Send the caller its result, then ack the syscall (it leaves the work queue)."""
+        await self.bus.send_riders()
         await self.bus.nc.publish(self.ns.result(agent, res.id), encode(res))
         if delivery is not None:
             await delivery.ack()
@@ -91,8 +96,4 @@ class Outbox:
         self.publish(evt if ts is None else evt.model_copy(update={"ts": ts}))
 
     def publish(self, evt: SyscallEvent) -> None:
-        async def send() -> None:
-            with contextlib.suppress(nats.errors.Error):
-                await self.bus.nc.publish(self.ns.event(evt.state), encode(evt))
-
-        self.bus.spawn(send())
+        self.bus.publish_soon(self.ns.event(evt.state), encode(evt))

@@ -17,17 +17,22 @@ from aios_schemas import Namespace
 from .settings import SchedulerSettings
 
 DURABLE = "scheduler"
+# JetStream drops a re-published syscall id within this window (Nats-Msg-Id): admission relies on it
+# to skip the result lookup for fresh ids (admission.py). The server keeps each id this long:
+# ~100 bytes an id, so 10 minutes at 1,000 syscalls/s is ~60 MB.
+DUPLICATE_WINDOW_S = 600.0
 
 
 def syscalls_stream(ns: Namespace) -> StreamConfig:
     # Work-queue retention: a syscall leaves the stream when the scheduler acks it (after its result
-    # is stored). The duplicate window makes a client's retried publish of the same id a no-op.
+    # is stored). The duplicate window makes a client's retried publish of the same id a no-op (also
+    # after the first was acked: JetStream tracks ids, not messages).
     return StreamConfig(
         name=ns.syscalls_stream,
         subjects=[ns.sys_all],
         retention=RetentionPolicy.WORK_QUEUE,
         storage=StorageType.FILE,
-        duplicate_window=120.0,
+        duplicate_window=DUPLICATE_WINDOW_S,
         max_msgs=1_000_000,
         discard=DiscardPolicy.NEW,
     )
