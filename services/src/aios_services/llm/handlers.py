@@ -31,6 +31,7 @@ from aios_schemas import (
     StreamChunk,
     SyscallResult,
     Usage,
+    encode,
 )
 from aios_schemas.llm import FinishReason
 
@@ -105,7 +106,6 @@ class LlmHandlers:
         self.deps = deps
         self.bus = deps.bus
         self._inflight: dict[str, asyncio.Future[ExecReply]] = {}
-        self._keeping: dict[str, ExecReply] = {}  # finished, on their way into FinishedRuns
 
     # --- entry point ---------------------------------------------------------------------------
     async def exec(self, req: ExecRequest) -> ExecReply:
@@ -114,7 +114,7 @@ class LlmHandlers:
         sid = req.syscall.id
         run = self._inflight.get(sid)
         if run is None and req.again and self.deps.finished is not None:
-            done = self._keeping.get(sid) or await self.deps.finished.get(sid)
+            done = await self.deps.finished.get(sid)
             if done is not None:  # generated before the scheduler that asked for it crashed
                 return done
             run = self._inflight.get(sid)
@@ -129,19 +129,11 @@ class LlmHandlers:
         reply = await self._exec(req)
         finished = self.deps.finished
         if finished is not None and reply.result is not None and reply.result.status == "ok":
-            # Kept off the reply's path; only successes (a failure is retried, maybe elsewhere).
-            sid = req.syscall.id
-            self._keeping[sid] = reply
-            self.bus.spawn(self._keep(finished, sid, reply))
+            # Kept for a scheduler that crashes before storing the result (only successes: a failure
+            # is retried, maybe elsewhere). Written without waiting for JetStream's ack, in the same
+            # socket write as the reply: a crash-recovery shortcut, not the result's durability.
+            self.bus.publish_soon(finished.subject(req.syscall.id), encode(reply))
         return reply
-
-    async def _keep(self, finished: FinishedRuns, syscall_id: str, reply: ExecReply) -> None:
-        try:
-            await finished.put(syscall_id, reply)
-        except Exception as exc:  # only a crash-recovery shortcut is lost
-            log.warning("could not keep the reply of %s: %s", syscall_id, exc)
-        finally:
-            self._keeping.pop(syscall_id, None)
 
     async def _exec(self, req: ExecRequest) -> ExecReply:
         sid = req.syscall.id

@@ -112,7 +112,8 @@ async def start(
     stack.push_async_callback(withdraw)
     stack.push_async_callback(_stop, refresher)
     contexts = ContextStore(await bus.ensure_kv(bus.ns.contexts_bucket, ttl_s=CONTEXT_TTL_S))
-    finished = FinishedRuns(await bus.ensure_kv(bus.ns.finished_bucket, ttl_s=FINISHED_TTL_S))
+    bucket = bus.ns.finished_bucket
+    finished = FinishedRuns(await bus.ensure_kv(bucket, ttl_s=FINISHED_TTL_S), bucket)
     runs = Runs()
     handlers = LlmHandlers(Deps(bus=bus, models=models, contexts=contexts, runs=runs, finished=finished))
 

@@ -348,6 +348,7 @@ class Bus:
                 err = AiosError("internal", f"the reply ({len(body)} bytes) exceeds the bus's max payload")
                 body, headers = encode(err.to_reply()), error_headers()
             with contextlib.suppress(nats.errors.Error):  # the caller's deadline tells it
+                await self.send_riders()
                 await self.nc.publish(msg.reply, body, headers=headers)
 
         async def on_msg(msg: Msg) -> None:

@@ -18,8 +18,13 @@ FINISHED_TTL_S = 600.0
 class FinishedRuns:
     """Replies of finished runs, in KV `AIOS_FINISHED` keyed by syscall id (with a TTL)."""
 
-    def __init__(self, kv: KeyValue) -> None:
+    def __init__(self, kv: KeyValue, bucket: str) -> None:
         self.kv = kv
+        self.bucket = bucket
+
+    def subject(self, syscall_id: str) -> str:
+        """Where a plain publish stores a reply (without waiting for JetStream's ack)."""
+        return f"$KV.{self.bucket}.{syscall_id}"
 
     async def get(self, syscall_id: str) -> ExecReply | None:
         try:

@@ -136,6 +136,7 @@ def service_permissions(service: str, namespace: str = "") -> dict[str, object]:
             *_kv(ns.finished_bucket),
             f"$JS.API.STREAM.INFO.KV_{ns.limits_bucket}",
             f"$KV.{ns.limits_bucket}.res.>",
+            f"{root}.evt.{service}.>",  # what it reports (e.g. memory evictions), never syscall events
         ]
         for bucket in WORKER_SERVICES[service](ns):
             pub += _kv(bucket)

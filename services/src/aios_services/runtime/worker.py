@@ -64,7 +64,8 @@ class ResourceSpec:
 async def serve_resource(
     bus: Bus, stack: AsyncExitStack, settings: WorkerSettings, spec: ResourceSpec, handler: Handler
 ) -> ResourceWorker:
-    finished = FinishedRuns(await bus.ensure_kv(bus.ns.finished_bucket, ttl_s=FINISHED_TTL_S))
+    bucket = bus.ns.finished_bucket
+    finished = FinishedRuns(await bus.ensure_kv(bucket, ttl_s=FINISHED_TTL_S), bucket)
     worker = ResourceWorker(bus, spec, handler, finished)
     limits = await bus.ensure_kv(bus.ns.limits_bucket)
     key = resource_key(spec.resource, settings.instance)
