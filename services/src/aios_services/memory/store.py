@@ -102,6 +102,12 @@ def _row(t: tuple[object, ...]) -> Row:
     return Row(record, None if blob is None else str(blob))
 
 
+def _vec(v: Sequence[float]) -> str:
+    """A vector as a parameter: its JSON text, cast to FLOAT[dim] by DuckDB. (Binding a Python list
+    of floats costs ~20 ms in duckdb 1.5's Python client; this ~0.5 ms.)"""
+    return json.dumps([float(x) for x in v])
+
+
 def _validity(as_of: float | None, history: bool = False) -> Sql:
     if history:
         return Sql("TRUE")
@@ -157,6 +163,10 @@ class Db:
     async def aclose(self) -> None:
         await self.run(self._close)
         self._pool.shutdown(wait=False)
+
+    @property
+    def _vec_param(self) -> str:
+        return f"CAST(?::VARCHAR AS FLOAT[{int(self.space.dim)}])"
 
     @property
     def c(self) -> duckdb.DuckDBPyConnection:
@@ -247,11 +257,11 @@ class Db:
         w = self._where(ns, session, cond, _validity(as_of))
         dim = int(self.space.dim)
         rows = self.c.execute(
-            f"SELECT {_COLS}, array_cosine_similarity(v.vec, ?::FLOAT[{dim}]) AS score"
+            f"SELECT {_COLS}, array_cosine_similarity(v.vec, CAST(?::VARCHAR AS FLOAT[{dim}])) AS score"
             f" FROM memories m JOIN {self.space.table} v"
             " ON v.namespace = m.namespace AND v.id = m.id AND v.version = m.version"
             f" WHERE {w.text} ORDER BY score DESC, m.updated DESC LIMIT ?",
-            [query, *w.params, k],
+            [_vec(query), *w.params, k],
         ).fetchall()
         return [(_row(t[:-1]), float(t[-1])) for t in rows]
 
@@ -268,7 +278,10 @@ class Db:
 
     def put_vectors(self, rows: Sequence[tuple[str, str, int, list[float]]]) -> None:
         def tx(c: duckdb.DuckDBPyConnection) -> None:
-            c.executemany(f"INSERT INTO {self.space.table} VALUES (?, ?, ?, ?)", list(rows))
+            c.executemany(
+                f"INSERT INTO {self.space.table} VALUES (?, ?, ?, {self._vec_param})",
+                [(ns, id_, version, _vec(v)) for ns, id_, version, v in rows],
+            )
 
         self._tx(tx)
 
@@ -295,10 +308,7 @@ class Db:
             ).fetchone()
             if t is not None:
                 return _row(t), False
-            self._insert(c, ns, id_, 1, session, v, now, now, op)
-            row = self.current(ns, id_)
-            assert row is not None
-            return row, True
+            return self._insert(c, ns, id_, 1, session, v, now, now, op), True
 
         return self._tx(tx)
 
@@ -313,7 +323,7 @@ class Db:
         created: float,
         now: float,
         op: str,
-    ) -> None:
+    ) -> Row:
         c.execute(
             "INSERT INTO memories VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?)",
             [
@@ -332,7 +342,23 @@ class Db:
             ],
         )
         if v.vector is not None:
-            c.execute(f"INSERT INTO {self.space.table} VALUES (?, ?, ?, ?)", [ns, id_, version, v.vector])
+            c.execute(
+                f"INSERT INTO {self.space.table} VALUES (?, ?, ?, {self._vec_param})",
+                [ns, id_, version, _vec(v.vector)],
+            )
+        record = MemoryRecord(
+            id=id_,
+            version=version,
+            namespace=ns,
+            session=session,
+            text=v.text,
+            metadata=v.metadata,
+            tags=v.tags,
+            created=created,
+            updated=now,
+            size=v.size,
+        )
+        return Row(record, v.blob)
 
     def supersede(
         self, ns: str, id_: str, v: Version, now: float, op: str, expect: int, copy_vector: bool
@@ -365,15 +391,13 @@ class Db:
                 "UPDATE memories SET valid_to = ? WHERE namespace = ? AND id = ? AND version = ?",
                 [at, ns, id_, expect],
             )
-            self._insert(c, ns, id_, expect + 1, cur.record.session, v, cur.record.created, at, op)
+            new_row = self._insert(c, ns, id_, expect + 1, cur.record.session, v, cur.record.created, at, op)
             if copy_vector:
                 c.execute(
                     f"INSERT INTO {self.space.table} SELECT namespace, id, ?, vec FROM {self.space.table}"
                     " WHERE namespace = ? AND id = ? AND version = ?",
                     [expect + 1, ns, id_, expect],
                 )
-            new_row = self.current(ns, id_)
-            assert new_row is not None
             return new_row, Row(cur.record.model_copy(update={"valid_to": at}), cur.blob)
 
         return self._tx(tx)
