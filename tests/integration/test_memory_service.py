@@ -14,8 +14,16 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
 from aios_schemas import decode
-from aios_schemas.memory import MemoryEvicted
+from aios_schemas.memory import (
+    MemoryEvicted,
+    MemoryGet,
+    MemoryGetReply,
+    MemoryInspect,
+    MemoryList,
+    MemoryListReply,
+)
 from aios_sdk import InvalidRequest, NotFound, where
+from aios_services.cli.memory import inspect
 from tests.conftest import S3
 from tests.integration.memory_kernel import memory_kernel
 from tests.kernel import Kernel
@@ -182,3 +190,19 @@ async def test_over_quota_evicts_lru2_with_events_and_loses_nothing(
             for i in range(5):
                 await other.memory.add(f"agent two fact {i}")
         assert q.empty() or all(e.namespace == "agent-1" for e in [q.get_nowait() for _ in range(q.qsize())])
+
+
+async def test_operator_inspects_an_agents_memory(kernel: Kernel) -> None:
+    """`aios memory` asks the service on ctl.memory.inspect (kernel credentials), read-only."""
+    async with kernel.connect("agent-1") as aios:
+        rec = (await aios.memory.add("operator can see this", tags=["ops"])).record
+        await aios.memory.update(rec.id, text="operator can see this, version two")
+    listed = await inspect(kernel.nats_url, kernel.ns, MemoryInspect(agent="agent-1", payload=MemoryList()))
+    assert isinstance(listed.result, MemoryListReply)
+    assert [r.text for r in listed.result.records] == ["operator can see this, version two"]
+    got = await inspect(
+        kernel.nats_url, kernel.ns, MemoryInspect(agent="agent-1", payload=MemoryGet(id=rec.id, history=True))
+    )
+    assert isinstance(got.result, MemoryGetReply) and [r.version for r in got.result.history] == [1]
+    other = await inspect(kernel.nats_url, kernel.ns, MemoryInspect(agent="agent-2", payload=MemoryList()))
+    assert isinstance(other.result, MemoryListReply) and other.result.records == []

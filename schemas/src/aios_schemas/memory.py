@@ -309,3 +309,19 @@ class MemoryEvicted(BaseModel):
     quota_records: int = Field(ge=0, description="The agent's working-set quota (records).")
     quota_bytes: int = Field(ge=0, description="The agent's working-set quota (bytes).")
     ts: float = Field(description="Unix time of the eviction.")
+
+
+class MemoryInspect(BaseModel):
+    """Operator -> memory (`ctl.memory.inspect`, kernel credentials only): run a read-only `memory.*`
+    call in `agent`'s namespace, for `aios memory`."""
+
+    model_config = _STRICT
+    agent: str = Field(pattern=NAMESPACE_PATTERN, description="Agent whose memory to look at.")
+    payload: MemoryList | MemoryGet | MemorySearch = Field(discriminator="kind", description="The call.")
+
+
+class MemoryInspectReply(BaseModel):
+    model_config = _STRICT
+    result: MemoryListReply | MemoryGetReply | MemorySearchReply = Field(
+        discriminator="kind", description="Its result."
+    )

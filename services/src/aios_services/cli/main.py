@@ -22,6 +22,7 @@ from rich.table import Table
 from .config import ConfigError, default_config_path
 from .files import files_app
 from .home import Home, HomeError, State
+from .memory import memory_app
 from .stack import marker_env, scan, stop_stack
 from .status import collect
 from .supervisor import UpOptions, check_options, run_supervisor
@@ -52,6 +53,7 @@ app = typer.Typer(
 )
 
 app.add_typer(files_app, name="files")
+app.add_typer(memory_app, name="memory")
 
 HomeOpt = Annotated[str | None, typer.Option("--home", help="AIOS home (default $AIOS_HOME, else ./.aios).")]
 PortOpt = Annotated[

@@ -6,7 +6,15 @@ import logging
 import os
 from contextlib import AsyncExitStack
 
-from aios_schemas.memory import MemoryEvicted
+from aios_schemas import Syscall, new_id
+from aios_schemas.memory import (
+    MemoryEvicted,
+    MemoryGetReply,
+    MemoryInspect,
+    MemoryInspectReply,
+    MemoryListReply,
+    MemorySearchReply,
+)
 
 from ..runtime import Bus, HealthDetails, main_for
 from ..runtime.service import load_settings
@@ -77,6 +85,14 @@ async def start(bus: Bus, stack: AsyncExitStack, settings: MemorySettings) -> He
             lru_k=settings.memory_lru_k,
         )
     )
+
+    async def inspect(req: MemoryInspect) -> MemoryInspectReply:
+        """The operator's `aios memory`: a read-only call in an agent's namespace."""
+        result = await handlers.handle(Syscall(id=new_id(), agent=req.agent, payload=req.payload))
+        assert isinstance(result, MemoryListReply | MemoryGetReply | MemorySearchReply)
+        return MemoryInspectReply(result=result)
+
+    await bus.serve(bus.ns.ctl("memory", "inspect"), MemoryInspect, inspect, max_concurrency=4)
     await serve_resource(
         bus, stack, settings, ResourceSpec(service="memory", resource="memory"), handlers.handle
     )
