@@ -70,9 +70,6 @@ from .settings import StorageSettings
 
 log = logging.getLogger(__name__)
 Mode = str  # "read" | "write"
-# A call made (by the client's clock) before this process started, give or take this much, may have
-# run in the process before: its version is looked up in DuckDB, not only in memory.
-CLOCK_SKEW_S = 60.0
 
 
 def extract_text(data: bytes) -> str | None:
@@ -146,9 +143,6 @@ class StorageHandlers:
             # Run before (the service died after recording it, before its reply was kept): the
             # version it made, not a second one.
             done = self.meta.made_by(sid, agent)
-            if done is None and call.created < self.started + CLOCK_SKEW_S:
-                # Made before this process started: it may have run in the one before.
-                done = await self.meta.run(lambda: self.meta.by_syscall(sid, agent))
             if done is not None:
                 return FileWritten(kind=p.kind, info=self.info(done, agent))
         if isinstance(p, FilesWrite):

@@ -22,7 +22,7 @@ INSPECT_OP = "inspect"  # ctl.storage.inspect: the operator's `aios files` (the 
 
 
 async def start(bus: Bus, stack: AsyncExitStack, settings: StorageSettings) -> HealthDetails:
-    meta = Meta(settings.storage_db)
+    meta = Meta(settings.storage_db, resend_window_s=settings.resend_window_s)
     stack.callback(meta.close)
     blobs = Blobs(
         endpoint=settings.s3_endpoint,

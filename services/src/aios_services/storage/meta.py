@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -37,13 +38,6 @@ CREATE TABLE IF NOT EXISTS versions (
     text VARCHAR,                   -- extracted text of small text files, for search
     syscall VARCHAR,                -- the syscall that made it: a call run again finds its version
     PRIMARY KEY (owner, path, version)
-);
-CREATE INDEX IF NOT EXISTS versions_syscall ON versions (syscall);
-CREATE TABLE IF NOT EXISTS heads (
-    owner VARCHAR NOT NULL,
-    path VARCHAR NOT NULL,
-    version INTEGER NOT NULL,
-    PRIMARY KEY (owner, path)
 );
 CREATE TABLE IF NOT EXISTS shares (
     owner VARCHAR NOT NULL,
@@ -116,6 +110,9 @@ def _version(row: Sequence[object]) -> Version:
     return Version(*row)  # type: ignore[arg-type]
 
 
+# The newest version of each path of some owners (no table of its own: one insert per version is
+# the whole cost of a write; DuckDB aggregates a namespace's versions quickly).
+_HEADS = "(SELECT owner, path, max(version) AS version FROM versions WHERE {owners} GROUP BY owner, path) h"
 # A grant covers a path if it names it, or it is a prefix grant of a directory above it ('' = all).
 _COVERS = "(s.path = {p} OR (s.prefix AND (s.path = '' OR starts_with({p}, s.path || '/'))))"
 
@@ -141,11 +138,16 @@ class Meta:
     and new versions are committed in groups (`record`): every caller still returns only after
     its rows are committed, but concurrent writes share one transaction and one WAL sync."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, resend_window_s: float = 3600.0) -> None:
         self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="storage-db")
         self.con: duckdb.DuckDBPyConnection = self._pool.submit(self._open, path).result()
         self._heads: OrderedDict[tuple[str, str], Version | None] = OrderedDict()
+        # Versions made by recent syscalls, also those of the process before (a call it ran may be
+        # sent again after it died): looked up in memory, never in DuckDB on the hot path.
         self._calls: OrderedDict[tuple[str, str], Version] = OrderedDict()
+        recent = self._pool.submit(self.recent_calls, time.time() - resend_window_s, RECENT_CALLS).result()
+        for syscall, v in recent:
+            self._calls.setdefault((syscall, v.author), v)
         self._pending: list[_Pending] = []
         self._flusher: asyncio.Task[None] | None = None
 
@@ -222,11 +224,10 @@ class Meta:
 
     def _commit(self, batch: Sequence[_Pending]) -> None:
         with self._tx():
-            for item in batch:
-                for v, text in item.rows:
-                    self._insert(v, text, item.syscall)
-                if item.drop_upload is not None:
-                    self.con.execute("DELETE FROM uploads WHERE id = ?", [item.drop_upload])
+            self._insert([(v, text, item.syscall) for item in batch for v, text in item.rows])
+            drops = [item.drop_upload for item in batch if item.drop_upload is not None]
+            if drops:
+                self.con.execute("DELETE FROM uploads WHERE list_contains(?, id)", [drops])
 
     @staticmethod
     def _open(path: Path) -> duckdb.DuckDBPyConnection:
@@ -246,8 +247,8 @@ class Meta:
     # --- reads -----------------------------------------------------------------------------
     def head(self, owner: str, path: str) -> Version | None:
         row = self.con.execute(
-            f"SELECT {', '.join('v.' + c.strip() for c in _VERSION_COLS.split(','))} FROM heads h"
-            " JOIN versions v USING (owner, path, version) WHERE h.owner = ? AND h.path = ?",
+            f"SELECT {_VERSION_COLS} FROM versions WHERE owner = ? AND path = ?"
+            " ORDER BY version DESC LIMIT 1",
             [owner, path],
         ).fetchone()
         return _version(row) if row else None
@@ -298,9 +299,10 @@ class Meta:
             args.append(grantee)
         cols = ", ".join("v." + c.strip() for c in _VERSION_COLS.split(","))
         rows = self.con.execute(
-            f"SELECT {cols} FROM heads h JOIN versions v USING (owner, path, version)"
-            f" WHERE {' AND '.join(where)} ORDER BY h.path LIMIT ?",
-            [*args, limit],
+            f"SELECT {cols} FROM {_HEADS.format(owners='owner = ?')}"
+            f" JOIN versions v USING (owner, path, version) WHERE {' AND '.join(where)}"
+            " ORDER BY h.path LIMIT ?",
+            [owner, *args, limit],
         ).fetchall()
         return [_version(r) for r in rows]
 
@@ -311,6 +313,7 @@ class Meta:
         every word (case-insensitive), best first: (version, text, score)."""
         where = ["NOT v.deleted", "v.text IS NOT NULL"]
         args: list[object] = []
+        readable_owners = "owner = ? OR owner IN (SELECT owner FROM shares WHERE grantee = ?)"
         readable = (
             "(h.owner = ? OR EXISTS (SELECT 1 FROM shares s WHERE s.owner = h.owner AND s.grantee = ?"
             " AND " + _COVERS.format(p="h.path") + "))"
@@ -334,9 +337,9 @@ class Meta:
         cols = ", ".join("v." + c.strip() for c in _VERSION_COLS.split(","))
         rows = self.con.execute(
             f"SELECT {cols}, v.text, ({' + '.join(score)}) * 1000.0 / (length(v.text) + 1000) AS score"
-            f" FROM heads h JOIN versions v USING (owner, path, version) WHERE {' AND '.join(where)}"
-            " ORDER BY score DESC, h.owner, h.path LIMIT ?",
-            [*score_args, *args, k],
+            f" FROM {_HEADS.format(owners=readable_owners)} JOIN versions v USING (owner, path, version)"
+            f" WHERE {' AND '.join(where)} ORDER BY score DESC, h.owner, h.path LIMIT ?",
+            [*score_args, agent, agent, *args, k],
         ).fetchall()
         return [(_version(r[:11]), str(r[11]), float(r[12])) for r in rows]
 
@@ -375,32 +378,35 @@ class Meta:
         return [Upload(*r) for r in rows]
 
     def counts(self) -> tuple[int, int]:
-        row = self.con.execute(
-            "SELECT (SELECT count(*) FROM heads), (SELECT count(*) FROM versions)"
-        ).fetchone()
+        row = self.con.execute("SELECT count(DISTINCT (owner, path)), count(*) FROM versions").fetchone()
         assert row is not None
         return int(row[0]), int(row[1])
 
     # --- writes (each one transaction) -----------------------------------------------------
-    def by_syscall(self, syscall: str, author: str) -> Version | None:
-        """The version a syscall made (for a move, the one at its destination), if it ran already."""
-        row = self.con.execute(
-            f"SELECT {_VERSION_COLS} FROM versions WHERE syscall = ? AND author = ? ORDER BY deleted LIMIT 1",
-            [syscall, author],
-        ).fetchone()
-        return _version(row) if row else None
+    def recent_calls(self, since: float, limit: int) -> list[tuple[str, Version]]:
+        """(syscall, the version it made) for the latest `limit` versions made since `since`, oldest
+        first; for a move, its destination's version before its source's deletion."""
+        rows = self.con.execute(
+            f"SELECT syscall, {_VERSION_COLS} FROM versions WHERE syscall IS NOT NULL AND created >= ?"
+            " ORDER BY created DESC, deleted DESC LIMIT ?",
+            [since, limit],
+        ).fetchall()
+        return [(str(r[0]), _version(r[1:])) for r in reversed(rows)]
 
     def add_versions(self, rows: Sequence[tuple[Version, str | None]], syscall: str | None = None) -> None:
         """Record versions (with their extracted text) made by `syscall` and make each its path's
         newest, in one transaction (bypasses the caches: for tools that rebuild the index)."""
         with self._tx():
-            for v, text in rows:
-                self._insert(v, text, syscall)
+            self._insert([(v, text, syscall) for v, text in rows])
 
-    def _insert(self, v: Version, text: str | None, syscall: str | None) -> None:
-        self.con.execute(
-            f"INSERT INTO versions ({_VERSION_COLS}, text, syscall) VALUES ({', '.join('?' * 13)})",
-            [
+    def _insert(self, rows: Sequence[tuple[Version, str | None, str | None]]) -> None:
+        """One statement for all rows (DuckDB pays per statement, not per row)."""
+        if not rows:
+            return
+        one = f"({', '.join('?' * 13)})"
+        args: list[object] = []
+        for v, text, syscall in rows:
+            args += [
                 v.owner,
                 v.path,
                 v.version,
@@ -414,11 +420,10 @@ class Meta:
                 v.restored_from,
                 text,
                 syscall,
-            ],
-        )
+            ]
         self.con.execute(
-            "INSERT OR REPLACE INTO heads (owner, path, version) VALUES (?, ?, ?)",
-            [v.owner, v.path, v.version],
+            f"INSERT INTO versions ({_VERSION_COLS}, text, syscall) VALUES {', '.join([one] * len(rows))}",
+            args,
         )
 
     def text_of(self, owner: str, path: str, version: int) -> str | None:

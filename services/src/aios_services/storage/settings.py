@@ -36,4 +36,10 @@ class StorageSettings(WorkerSettings):
     search_text_max_bytes: int = Field(
         1024 * 1024, ge=0, description="Text files up to this size are indexed for search."
     )
+    resend_window_s: float = Field(
+        3600.0,
+        gt=0,
+        description="A mutating call sent again within this time after it ran (e.g. after a crash of"
+        " this service) gets the version it made instead of making another.",
+    )
     sweep_interval_s: float = Field(60.0, gt=0, description="How often expired uploads are cleaned.")
