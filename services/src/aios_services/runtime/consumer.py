@@ -7,22 +7,30 @@ answered at most once and never redelivered: one that does not parse or validate
 not UTF-8, wrong shape), or whose handler fails with a bug rather than a bus hiccup, is handed to
 `on_invalid` (to answer its sender with a typed error) and terminated, since it would fail the same
 way on every redelivery. Only transient failures (the bus, a timeout) are redelivered, with backoff.
+
+Messages come through one long-lived pull request, topped up when half of it is used (what the Go
+and Java clients' `Consume` do), not a fetch per batch: nats-py's `fetch` costs two pull requests
+when the stream is idle (a probe, then a wait), so about one request, one socket write and one
+server-side request per syscall at low rates, and a gap between fetches a message could wait in.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import nats
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from nats.js.api import ConsumerConfig
-from nats.js.errors import BadRequestError, NotFoundError
+from nats.js.errors import NotFoundError
 from pydantic import BaseModel, ValidationError
 
 from aios_schemas import AiosError
@@ -36,6 +44,13 @@ T = TypeVar("T", bound=BaseModel)
 
 # A handler failing with one of these may succeed if tried again (the bus or a store was away).
 TRANSIENT = (nats.errors.Error, TimeoutError, ConnectionError)
+
+# A pull request stays open this long; while it waits, the server says it is alive this often.
+PULL_EXPIRES_S = 30.0
+PULL_HEARTBEAT_S = 5.0
+# Heard nothing from the server for this long while a pull is open: it is lost (the server
+# restarted, the consumer was deleted): pull again, re-creating the consumer if needed.
+PULL_SILENCE_S = 2 * PULL_HEARTBEAT_S + 1.0
 
 
 @dataclass
@@ -122,30 +137,41 @@ class JsConsumer(Generic[T]):
         self.model = model
         self.what = what or model.__name__.lower()
         self.held: dict[str, Delivery[T]] = {}
-        self._psub: nats.js.JetStreamContext.PullSubscription | None = None
-        self.progress_at: float | None = None  # the fetch loop last fetched (or had no room to)
-        self.stale_s = 10.0
+        self._sub: Subscription | None = None
+        self._inbox = ""
+        self._outstanding = 0  # messages asked for by open pull requests, not yet delivered
+        self._low = 0  # top the pull up when this few are left
+        self._heard_at = 0.0  # the server last sent something on the pull inbox
+        self._wake = asyncio.Event()  # the pull loop has something to do
+        self._lost = False  # the server said the consumer is gone
+        self._pause_until = 0.0
+        self._handler: tuple[Handler[T], OnInvalid | None, bool] | None = None
+        self.progress_at: float | None = None  # the pull loop last heard from the server (or had no room)
+        self.stale_s = PULL_SILENCE_S
 
     def problem(self) -> str | None:
         """Its part of the service's health: the fetch loop runs and its fetches succeed."""
         if self.progress_at is None:
             return "not consuming"
         idle = time.monotonic() - self.progress_at
-        return f"no successful fetch for {idle:.0f}s" if idle > self.stale_s else None
+        return f"no word from the stream's server for {idle:.0f}s" if idle > self.stale_s else None
 
     async def open(self) -> None:
-        """Create the durable consumer, or bring an existing one to this config (idempotent)."""
-        js, durable = self.bus.js, self.config.durable_name
-        if self._psub is not None:  # opened before: drop the old subscription's inbox
-            with contextlib.suppress(nats.errors.Error):
-                await self._psub.unsubscribe()
-        try:
-            self._psub = await js.pull_subscribe(
-                self.filter_subject, durable=durable, stream=self.stream, config=self.config
+        """Create the durable consumer, or bring an existing one to this config (idempotent), and
+        the inbox its pulled messages come to."""
+        config = self.config
+        if not config.filter_subject:
+            config = dataclasses.replace(config, filter_subject=self.filter_subject)
+        await self.bus.js.add_consumer(self.stream, config)  # creates, or updates to this config
+        if self._sub is None:
+            self._inbox = self.bus.nc.new_inbox()
+            # Unbounded here: what arrives is bounded by what the pulls asked for.
+            self._sub = await self.bus.nc.subscribe(
+                self._inbox, cb=self._on_msg, pending_msgs_limit=-1, pending_bytes_limit=-1
             )
-        except BadRequestError:  # it exists with other settings
-            await js.add_consumer(self.stream, self.config)
-            self._psub = await js.pull_subscribe(self.filter_subject, durable=durable, stream=self.stream)
+        self._outstanding = 0  # pulls of a consumer that was re-created are gone
+        self._lost = False
+        self._wake.set()
 
     async def recover(self) -> bool:
         """After a failed fetch: if the consumer (or its stream) is gone, deleted by an operator or
@@ -186,41 +212,115 @@ class JsConsumer(Generic[T]):
         batch: Callable[[], int] = lambda: 256,
         wait_for_room: Callable[[float], Awaitable[None]] | None = None,
         ack_after: bool = False,
-        fetch_timeout_s: float = 1.0,
     ) -> None:
-        """Fetch and handle forever. `batch()` says how many to pull now; 0 means none (then
-        `wait_for_room` is awaited, e.g. until some work finished)."""
-        assert self._psub is not None, "open() first"
-        self.stale_s = max(10.0, 5 * fetch_timeout_s)
+        """Pull and handle forever. `batch()` says how many may be pulled now; 0 means none (then
+        `wait_for_room` is awaited, e.g. until some work finished). Messages are handled one at a
+        time, in order, by the inbox's callback."""
+        assert self._sub is not None, "open() first"
+        self._handler = (handle, on_invalid, ack_after)
         self.bus.add_check(f"consumer {self.config.durable_name}", self.problem)
-        self.progress_at = time.monotonic()
+        self.progress_at = self._heard_at = time.monotonic()
+        try:
+            await self._pull_forever(batch, wait_for_room)
+        finally:
+            self._handler = None  # what still arrives goes back to the stream
+
+    async def _pull_forever(
+        self, batch: Callable[[], int], wait_for_room: Callable[[float], Awaitable[None]] | None
+    ) -> None:
+        nms = f"$JS.API.CONSUMER.MSG.NEXT.{self.stream}.{self.config.durable_name}"
         while True:
-            n = batch()
-            if n <= 0:  # full: waiting for room is doing its job
+            now = time.monotonic()
+            if self._lost or (self._outstanding and now - self._heard_at > PULL_SILENCE_S):
+                await self._pull_lost()
+                continue
+            room = batch()
+            if room <= 0:  # full: waiting for room is doing its job
                 if wait_for_room is not None:
                     await wait_for_room(0.5)
                 else:
                     await asyncio.sleep(0.05)
                 self.progress_at = time.monotonic()
                 continue
-            try:
-                msgs = await self._psub.fetch(batch=n, timeout=fetch_timeout_s)
-            except TimeoutError:  # nothing to fetch (nats-py raises its own or asyncio's)
-                self.progress_at = time.monotonic()
-                continue
-            except nats.errors.Error as exc:  # reconnecting, or the consumer is gone
-                log.warning("fetch from %s failed: %r", self.stream, exc)
+            if self._outstanding <= room // 2 and now >= self._pause_until:
+                n = room - self._outstanding
+                request = {
+                    "batch": n,
+                    "expires": int(PULL_EXPIRES_S * 1e9),
+                    "idle_heartbeat": int(PULL_HEARTBEAT_S * 1e9),
+                }
                 try:
-                    if await self.recover():
-                        continue
-                except (nats.errors.Error, AiosError) as again:
-                    log.warning("re-creating consumer %s failed: %r", self.config.durable_name, again)
-                await asyncio.sleep(0.2)
-                continue
-            for msg in msgs:
+                    await self.bus.nc.publish(nms, json.dumps(request).encode(), reply=self._inbox)
+                except nats.errors.Error as exc:  # reconnecting: pull again once back
+                    log.warning("pulling from %s failed: %r", self.stream, exc)
+                    await asyncio.sleep(0.2)
+                    continue
+                if not self._outstanding:
+                    self._heard_at = now  # silence is counted from the first open pull
+                self._outstanding += n
+                self._low = room // 2
+            self._wake.clear()
+            reconnect = self.bus.next_reconnect()
+            woken = asyncio.ensure_future(self._wake.wait())
+            waits: set[asyncio.Future[Any]] = {woken, reconnect}
+            paused = self._pause_until - now
+            try:
+                await asyncio.wait(
+                    waits,
+                    timeout=PULL_HEARTBEAT_S if paused <= 0 else paused,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+            finally:
+                woken.cancel()
+            if reconnect.done():  # pulls may not have survived the outage: ask again
+                self._outstanding = 0
+            if time.monotonic() - self._heard_at <= PULL_SILENCE_S:
                 self.progress_at = time.monotonic()
-                await self._one(msg, handle, on_invalid, ack_after)
-            self.progress_at = time.monotonic()
+
+    async def _pull_lost(self) -> None:
+        log.warning("the pull on %s went silent or its consumer is gone: pulling again", self.stream)
+        self._outstanding = 0
+        self._heard_at = time.monotonic()
+        try:
+            await self.recover()
+        except (nats.errors.Error, AiosError, TimeoutError) as exc:
+            log.warning("re-creating consumer %s failed: %r", self.config.durable_name, exc)
+            await asyncio.sleep(0.2)
+        self._lost = False
+
+    async def _on_msg(self, msg: Msg) -> None:
+        self._heard_at = time.monotonic()
+        status = (msg.headers or {}).get("Status") if not msg.reply else None
+        if status is not None:
+            self._on_status(status, msg)
+            return
+        self._outstanding = max(0, self._outstanding - 1)
+        if self._outstanding <= self._low:
+            self._wake.set()  # time to top the pull up
+        if self._handler is None:  # stopped (closing): let another replica have it now
+            with contextlib.suppress(nats.errors.Error):
+                await msg.nak()
+            return
+        handle, on_invalid, ack_after = self._handler
+        self.progress_at = time.monotonic()
+        await self._one(msg, handle, on_invalid, ack_after)
+
+    def _on_status(self, status: str, msg: Msg) -> None:
+        """A pull request's end or the server's heartbeat (status messages carry no data)."""
+        if status == "100":  # idle heartbeat: the pull is alive
+            return
+        headers = msg.headers or {}
+        left = headers.get("Nats-Pending-Messages")
+        self._outstanding = max(0, self._outstanding - int(left)) if left and left.isdigit() else 0
+        description = headers.get("Description", "")
+        if status == "409":
+            if "Deleted" in description or "push based" in description:
+                self._lost = True
+            elif "Leadership Change" not in description:
+                # e.g. max ack pending, max waiting: do not ask again at once
+                log.info("pull on %s ended: %s %s", self.stream, status, description)
+                self._pause_until = time.monotonic() + 0.2
+        self._wake.set()
 
     async def _one(self, msg: Msg, handle: Handler[T], on_invalid: OnInvalid | None, ack_after: bool) -> None:
         value = self.validate(msg)
