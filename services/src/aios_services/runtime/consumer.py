@@ -48,8 +48,8 @@ TRANSIENT = (nats.errors.Error, TimeoutError, ConnectionError)
 # A pull request stays open this long; while it waits, the server says it is alive this often.
 PULL_EXPIRES_S = 30.0
 PULL_HEARTBEAT_S = 5.0
-# Heard nothing from the server for this long while a pull is open: it is lost (the server
-# restarted, the consumer was deleted): pull again, re-creating the consumer if needed.
+# Heard nothing from the server for two heartbeats and a second while a pull is open: it is lost
+# (the server restarted, the consumer was deleted): pull again, re-creating the consumer if needed.
 PULL_SILENCE_S = 2 * PULL_HEARTBEAT_S + 1.0
 
 
@@ -148,6 +148,8 @@ class JsConsumer(Generic[T]):
         self._handler: tuple[Handler[T], OnInvalid | None, bool] | None = None
         self.progress_at: float | None = None  # the pull loop last heard from the server (or had no room)
         self.stale_s = PULL_SILENCE_S
+        self.pull_expires_s = PULL_EXPIRES_S
+        self.pull_heartbeat_s = PULL_HEARTBEAT_S
 
     def problem(self) -> str | None:
         """Its part of the service's health: the fetch loop runs and its fetches succeed."""
@@ -231,7 +233,7 @@ class JsConsumer(Generic[T]):
         nms = f"$JS.API.CONSUMER.MSG.NEXT.{self.stream}.{self.config.durable_name}"
         while True:
             now = time.monotonic()
-            if self._lost or (self._outstanding and now - self._heard_at > PULL_SILENCE_S):
+            if self._lost or (self._outstanding and now - self._heard_at > self.stale_s):
                 await self._pull_lost()
                 continue
             room = batch()
@@ -246,8 +248,8 @@ class JsConsumer(Generic[T]):
                 n = room - self._outstanding
                 request = {
                     "batch": n,
-                    "expires": int(PULL_EXPIRES_S * 1e9),
-                    "idle_heartbeat": int(PULL_HEARTBEAT_S * 1e9),
+                    "expires": int(self.pull_expires_s * 1e9),
+                    "idle_heartbeat": int(self.pull_heartbeat_s * 1e9),
                 }
                 try:
                     await self.bus.nc.publish(nms, json.dumps(request).encode(), reply=self._inbox)
@@ -267,14 +269,14 @@ class JsConsumer(Generic[T]):
             try:
                 await asyncio.wait(
                     waits,
-                    timeout=PULL_HEARTBEAT_S if paused <= 0 else paused,
+                    timeout=self.pull_heartbeat_s if paused <= 0 else paused,
                     return_when=asyncio.FIRST_COMPLETED,
                 )
             finally:
                 woken.cancel()
             if reconnect.done():  # pulls may not have survived the outage: ask again
                 self._outstanding = 0
-            if time.monotonic() - self._heard_at <= PULL_SILENCE_S:
+            if time.monotonic() - self._heard_at <= self.stale_s:
                 self.progress_at = time.monotonic()
 
     async def _pull_lost(self) -> None:
