@@ -43,9 +43,14 @@ async def test_pulls_are_few_renewed_on_expiry_and_lose_nothing(nats_url: str, n
         got.put_nowait(d.value.n)
 
     pulls: list[Msg] = []
+    renewed = asyncio.Event()
 
     async def count(msg: Msg) -> None:
         pulls.append(msg)
+        if len(pulls) >= wanted[0]:
+            renewed.set()
+
+    wanted = [1 << 30]
 
     await nc.subscribe(f"$JS.API.CONSUMER.MSG.NEXT.{name}.c", cb=count)
     await nc.flush()
@@ -58,8 +63,8 @@ async def test_pulls_are_few_renewed_on_expiry_and_lose_nothing(nats_url: str, n
             assert await asyncio.wait_for(got.get(), 5) == i
         # Idle across several expiries (the server ends each pull with a 408; a new one follows).
         expired = len(pulls)
-        while len(pulls) < expired + 3:
-            await asyncio.sleep(0.1)
+        wanted[0] = expired + 3
+        await asyncio.wait_for(renewed.wait(), 10)
         await js.publish(f"{subject}.x", Item(n=100).model_dump_json().encode())
         assert await asyncio.wait_for(got.get(), 5) == 100
         # 100 messages through a 64-message pull topped up at half: a handful of pull requests,
