@@ -9,11 +9,12 @@ record of another namespace is `not_found`, the same answer as one that never ex
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 from pydantic import JsonValue
@@ -86,6 +87,8 @@ class MemoryHandlers:
         self.working: dict[str, LruK[str, MemoryRecord]] = {}
         self.counters = Counters()
         self._complete: set[str] = set()  # namespaces known to have a vector for every version
+        self._locks: dict[tuple[str, str], tuple[asyncio.Lock, int]] = {}
+        self._backfilling: dict[str, asyncio.Lock] = {}
 
     # --- plumbing ---------------------------------------------------------------------------
     async def handle(self, call: Syscall) -> MemoryReply:
@@ -214,7 +217,7 @@ class MemoryHandlers:
     # --- syscalls ---------------------------------------------------------------------------
     async def add(self, ns: str, op: str, p: MemoryAdd) -> MemoryAddReply:
         v = await self._version(ns, op, op, p.text, p.metadata, p.tags)
-        row, _ = await self.d.db.run(self.d.db.add, ns, op, p.session, v, time.time(), op)
+        row, _ = await self.d.db.write(self.d.db.add(ns, op, p.session, v, time.time(), op))
         record = row.record.model_copy(update={"text": p.text}) if row.blob else row.record
         return MemoryAddReply(record=await self._admit(ns, record))
 
@@ -234,7 +237,28 @@ class MemoryHandlers:
             history = [r.model_copy(update={"tier": "long_term"}) for r in await self._fulls(rows)]
         return MemoryGetReply(record=record, history=history)
 
+    @contextlib.asynccontextmanager
+    async def _record_lock(self, ns: str, id_: str) -> AsyncIterator[None]:
+        """Updates of one record one at a time (read the current version, then supersede it); the
+        store's version check stays as the guard. One process owns the DuckDB file."""
+        key = (ns, id_)
+        lock, users = self._locks.get(key, (asyncio.Lock(), 0))
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[key]
+            if users == 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
+
     async def update(self, ns: str, op: str, p: MemoryUpdate) -> MemoryUpdateReply:
+        async with self._record_lock(ns, p.id):
+            return await self._update(ns, op, p)
+
+    async def _update(self, ns: str, op: str, p: MemoryUpdate) -> MemoryUpdateReply:
         for _ in range(8):  # another update of the same record may land in between: try again
             cur_row = await self.d.db.run(self.d.db.current, ns, p.id)
             if cur_row is None:
@@ -251,8 +275,8 @@ class MemoryHandlers:
                     cur.text, cur_row.blob, dict(metadata), list(tags), record_size(full_text, metadata), None
                 )
             try:
-                new, old = await self.d.db.run(
-                    self.d.db.supersede, ns, p.id, v, time.time(), op, cur.version, p.text is None
+                new, old = await self.d.db.write(
+                    self.d.db.supersede(ns, p.id, v, time.time(), op, cur.version, p.text is None)
                 )
             except Stale:
                 continue
@@ -265,7 +289,7 @@ class MemoryHandlers:
         raise AiosError("conflict", f"memory record {p.id!r} kept changing; try again", retryable=True)
 
     async def delete(self, ns: str, p: MemoryDelete) -> MemoryDeleteReply:
-        versions, blobs = await self.d.db.run(self.d.db.delete, ns, p.id)
+        versions, blobs = await self.d.db.write(self.d.db.delete(ns, p.id))
         self._ws(ns).forget(p.id)
         if blobs and self.d.blobs is not None:
             try:
@@ -310,13 +334,20 @@ class MemoryHandlers:
         spaces."""
         if ns in self._complete:
             return
+        async with self._backfilling.setdefault(ns, asyncio.Lock()):  # one backfill per namespace
+            await self._backfill_now(ns)
+
+    async def _backfill_now(self, ns: str) -> None:
+        if ns in self._complete:
+            return
         db = self.d.db
         while rows := await db.run(db.missing_vectors, ns, _BACKFILL_BATCH):
             texts = [r.text for r in await self._fulls(rows)]
             vectors = await self._embed(texts)
-            await db.run(
-                db.put_vectors,
-                [(ns, r.record.id, r.record.version, v) for r, v in zip(rows, vectors, strict=True)],
+            await db.write(
+                db.put_vectors(
+                    [(ns, r.record.id, r.record.version, v) for r, v in zip(rows, vectors, strict=True)]
+                )
             )
             self.counters.backfilled += len(rows)
         self._complete.add(ns)

@@ -14,6 +14,7 @@ import hashlib
 import io
 import json
 import re
+import sys
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ from ..runtime.storage import connect_duckdb
 from .filters import Sql
 
 T = TypeVar("T")
+Tx = Callable[[duckdb.DuckDBPyConnection], T]  # the body of a write transaction (see Db.write)
 
 _COLS = (
     "m.namespace, m.id, m.version, m.session, m.text, m.blob, m.metadata, m.tags,"
@@ -136,6 +138,9 @@ class Db:
         self.space = space
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="memory-duckdb")
         self.con: duckdb.DuckDBPyConnection | None = None
+        self._pending: list[tuple[Tx[object], asyncio.Future[object]]] = []
+        self._flushing = False
+        self._flusher: asyncio.Future[None] | None = None
 
     async def run(self, fn: Callable[..., T], *args: object) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
@@ -174,16 +179,53 @@ class Db:
             raise AiosError("backend_unavailable", "the memory store is closed")
         return self.con
 
-    def _tx(self, fn: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
+    async def write(self, tx: Tx[T]) -> T:
+        """Run a write transaction body, committed before this returns. Group commit: bodies that
+        arrive while a commit is under way run together in the next transaction, so concurrent
+        writers share one WAL sync instead of queueing for one each. A body that raises AiosError
+        or Stale has written nothing (each checks before it writes), so the others still commit."""
+        fut: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+        self._pending.append((tx, fut))
+        if not self._flushing:
+            self._flushing = True
+            self._flusher = asyncio.ensure_future(self._flush())
+        return await fut  # type: ignore[return-value]
+
+    async def _flush(self) -> None:
+        try:
+            while self._pending:
+                batch, self._pending = self._pending, []
+                try:
+                    outcomes = await self.run(self._commit, [tx for tx, _ in batch])
+                except BaseException as exc:  # the store is gone: every caller hears it
+                    outcomes = [(False, exc)] * len(batch)
+                for (_, fut), (ok, value) in zip(batch, outcomes, strict=True):
+                    if not fut.done():
+                        fut.set_result(value) if ok else fut.set_exception(value)  # type: ignore[arg-type]
+        finally:
+            self._flushing = False
+
+    def _commit(self, txs: list[Tx[object]]) -> list[tuple[bool, object]]:
         c = self.c
         c.execute("BEGIN TRANSACTION")
+        outcomes: list[tuple[bool, object]] = []
         try:
-            out = fn(c)
-        except BaseException:
+            for tx in txs:
+                try:
+                    outcomes.append((True, tx(c)))
+                except (AiosError, Stale) as exc:
+                    outcomes.append((False, exc))
+        except Exception:  # a database error: none of the batch stands; each alone in its own
             c.execute("ROLLBACK")
-            raise
+            return [self._alone(tx) for tx in txs] if len(txs) > 1 else [(False, sys.exc_info()[1])]
         c.execute("COMMIT")
-        return out
+        return outcomes
+
+    def _alone(self, tx: Tx[object]) -> tuple[bool, object]:
+        try:
+            return self._commit([tx])[0]
+        except Exception as exc:
+            return (False, exc)
 
     # --- reads ------------------------------------------------------------------------------
     def current(self, ns: str, id_: str) -> Row | None:
@@ -276,14 +318,18 @@ class Db:
         ).fetchall()
         return [_row(t) for t in rows]
 
-    def put_vectors(self, rows: Sequence[tuple[str, str, int, list[float]]]) -> None:
+    def put_vectors(self, rows: Sequence[tuple[str, str, int, list[float]]]) -> Tx[None]:
+        table = self.space.table
+
         def tx(c: duckdb.DuckDBPyConnection) -> None:
+            # Two searches may backfill the same versions at once: a vector is stored once.
             c.executemany(
-                f"INSERT INTO {self.space.table} VALUES (?, ?, ?, {self._vec_param})",
-                [(ns, id_, version, _vec(v)) for ns, id_, version, v in rows],
+                f"INSERT INTO {table} SELECT ?, ?, ?, {self._vec_param} WHERE NOT EXISTS"
+                f" (SELECT 1 FROM {table} WHERE namespace = ? AND id = ? AND version = ?)",
+                [(ns, id_, version, _vec(v), ns, id_, version) for ns, id_, version, v in rows],
             )
 
-        self._tx(tx)
+        return tx
 
     def stats(self) -> dict[str, int]:
         t = self.c.execute(
@@ -296,7 +342,7 @@ class Db:
     # --- writes -----------------------------------------------------------------------------
     def add(
         self, ns: str, id_: str, session: str | None, v: Version, now: float, op: str
-    ) -> tuple[Row, bool]:
+    ) -> Tx[tuple[Row, bool]]:
         """Insert version 1; if the record exists already (a re-run of the same add), return it and
         False."""
 
@@ -310,7 +356,7 @@ class Db:
                 return _row(t), False
             return self._insert(c, ns, id_, 1, session, v, now, now, op), True
 
-        return self._tx(tx)
+        return tx
 
     def _insert(
         self,
@@ -362,7 +408,7 @@ class Db:
 
     def supersede(
         self, ns: str, id_: str, v: Version, now: float, op: str, expect: int, copy_vector: bool
-    ) -> tuple[Row, Row]:
+    ) -> Tx[tuple[Row, Row]]:
         """Close version `expect` (the current one) at `now` and insert the next; a re-run of the
         same update (`op`) returns what it did the first time. Stale if the record changed since the
         caller read version `expect`; not_found if it is gone. With `copy_vector` the new version
@@ -400,9 +446,9 @@ class Db:
                 )
             return new_row, Row(cur.record.model_copy(update={"valid_to": at}), cur.blob)
 
-        return self._tx(tx)
+        return tx
 
-    def delete(self, ns: str, id_: str) -> tuple[int, list[str]]:
+    def delete(self, ns: str, id_: str) -> Tx[tuple[int, list[str]]]:
         """Remove every version; returns how many and the S3 keys to remove after the commit."""
 
         def tx(c: duckdb.DuckDBPyConnection) -> tuple[int, list[str]]:
@@ -418,7 +464,7 @@ class Db:
                     c.execute(f"DELETE FROM {table} WHERE namespace = ? AND id = ?", [ns, id_])
             return len(rows), [str(b) for (b,) in rows if b is not None]
 
-        return self._tx(tx)
+        return tx
 
 
 class Blobs:
