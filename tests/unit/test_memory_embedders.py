@@ -7,7 +7,9 @@ import math
 import subprocess
 import sys
 
-from aios_services.memory.embedders import HashingEmbedder
+import pytest
+
+from aios_services.memory.embedders import HashingEmbedder, MiniLMEmbedder, minilm_files
 
 
 def cos(a: list[float], b: list[float]) -> float:
@@ -43,3 +45,25 @@ async def test_shared_words_are_closer() -> None:
         ["favourite colour blue", "my favourite colour is blue", "tax return deadline"]
     )
     assert cos(q, near) > cos(q, far)
+
+
+def minilm_or_skip() -> MiniLMEmbedder:
+    try:
+        minilm_files()
+        import onnxruntime  # type: ignore[import-untyped]  # noqa: F401
+    except (FileNotFoundError, ImportError):
+        pytest.skip("the MiniLM extra is not installed (make minilm)")
+    return MiniLMEmbedder()
+
+
+async def test_minilm_means_what_it_says() -> None:
+    """The real model (no exact scores): a paraphrase is nearer than an unrelated sentence, vectors
+    are unit length, and the same text embeds the same alone or in a batch."""
+    e = minilm_or_skip()
+    texts = ["A cat is sleeping on the sofa.", "The kitten naps on the couch.", "Quarterly taxes are due."]
+    a, b, c = await e.embed(texts)
+    assert len(a) == e.dim == 384
+    assert math.isclose(math.sqrt(sum(x * x for x in a)), 1.0, rel_tol=1e-4)
+    assert cos(a, b) > cos(a, c) + 0.2
+    alone = (await e.embed([texts[0]]))[0]
+    assert cos(alone, a) > 0.999
