@@ -151,6 +151,30 @@ async def test_search_finds_text_files(kernel: Kernel) -> None:
         assert [h.info.path for h in await aios.files.search("fox")] == ["docs/a.md"]
 
 
+async def test_semantic_search_ranks_by_meaning_within_what_the_caller_may_read(kernel: Kernel) -> None:
+    """With the hashing embedder (shared words, deterministic): the closest text first; another
+    agent's files never, until shared; long texts are found by any of their chunks."""
+    async with kernel.connect("agent-1") as aios, kernel.connect("agent-2") as other:
+        await aios.files.write("zoo/fox.md", "the red fox hunts mice in the snowy forest at night")
+        await aios.files.write("zoo/fish.md", "tropical fish swim in warm coral reef water")
+        await aios.files.write("long.md", "filler words only. " * 200 + "the red fox sleeps in a forest den")
+        await other.files.write("secret.md", "the red fox hunts mice in the snowy forest at night")
+        hits = await aios.files.search("red fox in the forest", mode="semantic", k=3)
+        assert [h.info.path for h in hits][:2] == ["zoo/fox.md", "long.md"]
+        assert hits[0].score > hits[-1].score and "fox" in hits[0].snippet
+        assert "fox" in hits[1].snippet  # the chunk that matched, not the start of the file
+        assert all(not h.info.path.startswith("@") for h in hits)
+        assert [h.info.path for h in await aios.files.search("coral reef", mode="semantic", k=1)] == [
+            "zoo/fish.md"
+        ]
+        await other.files.share("secret.md", "agent-1")
+        shared = await aios.files.search("red fox hunts mice", mode="semantic", prefix="@agent-2")
+        assert [h.info.path for h in shared] == ["@agent-2/secret.md"]
+        await aios.files.delete("zoo/fox.md")
+        after = await aios.files.search("red fox in the forest", mode="semantic", k=5)
+        assert "zoo/fox.md" not in [h.info.path for h in after]
+
+
 async def test_large_file_streams_through_presigned_urls(kernel: Kernel, tmp_path: Path) -> None:
     src = tmp_path / "big.bin"
     digest = make_file(src, 20)

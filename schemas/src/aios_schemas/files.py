@@ -251,7 +251,17 @@ class FilesSearch(BaseModel):
 
     model_config = _STRICT
     kind: Literal["files.search"] = Field("files.search", description="Syscall kind.")
-    query: str = Field(min_length=1, max_length=500, description="Words to find (all of them, any case).")
+    query: str = Field(
+        min_length=1,
+        max_length=500,
+        description="keyword: words to find (all of them, any case); semantic: text to find the"
+        " closest files to.",
+    )
+    mode: Literal["keyword", "semantic"] = Field(
+        "keyword",
+        description="keyword (every word present) or semantic (cosine similarity of text embeddings,"
+        " made by the storage service's embedder).",
+    )
     prefix: PrefixPath = Field("", description="Search only under this directory ('' everywhere).")
     k: int = Field(20, ge=1, le=200, description="At most this many hits, best first.")
 
@@ -355,8 +365,8 @@ class FileShares(BaseModel):
 class FileHit(BaseModel):
     model_config = _STRICT
     info: FileInfo = Field(description="The file (newest version).")
-    score: float = Field(description="Relevance, higher is better.")
-    snippet: str = Field(description="Text around the first match.")
+    score: float = Field(description="Relevance, higher is better (semantic: cosine similarity).")
+    snippet: str = Field(description="Text around the first match (semantic: of the closest chunk).")
 
 
 class FileHits(BaseModel):

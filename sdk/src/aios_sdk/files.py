@@ -293,10 +293,17 @@ class FilesApi:
         return (await self._call(payload, FileVersions, timeout)).versions
 
     async def search(
-        self, query: str, *, prefix: str = "", k: int = 20, timeout: float | None = None
+        self,
+        query: str,
+        *,
+        prefix: str = "",
+        k: int = 20,
+        mode: Literal["keyword", "semantic"] = "keyword",
+        timeout: float | None = None,
     ) -> builtins.list[FileHit]:
-        """Text files holding every word of `query`, among this agent's and those shared with it."""
-        payload = _payload(FilesSearch, query=query, prefix=prefix, k=k)
+        """Text files among this agent's and those shared with it: holding every word of `query`
+        (keyword), or closest in meaning to it (semantic, through the storage service's embedder)."""
+        payload = _payload(FilesSearch, query=query, prefix=prefix, k=k, mode=mode)
         return (await self._call(payload, FileHits, timeout)).hits
 
     # --- sharing ------------------------------------------------------------------------------

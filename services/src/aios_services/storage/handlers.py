@@ -67,6 +67,7 @@ from aios_schemas import (
 from .blobs import Blobs
 from .meta import Meta, Share, Upload, Version
 from .settings import StorageSettings
+from .textindex import CHUNK_CHARS, TextIndex
 
 log = logging.getLogger(__name__)
 Mode = str  # "read" | "write"
@@ -109,10 +110,13 @@ class Target:
 
 
 class StorageHandlers:
-    def __init__(self, settings: StorageSettings, meta: Meta, blobs: Blobs) -> None:
+    def __init__(
+        self, settings: StorageSettings, meta: Meta, blobs: Blobs, index: TextIndex | None = None
+    ) -> None:
         self.s = settings
         self.meta = meta
         self.blobs = blobs
+        self.index = index
         self._locks: dict[tuple[str, str], _PathLock] = {}
         self.started = time.time()
         self._running = 0
@@ -305,6 +309,7 @@ class StorageHandlers:
             headers = self._meta_headers(v)
             await self.blobs.run(lambda: self.blobs.put(key, data, headers, p.content_type))
             await self.meta.record([(v, text)], sid)
+        self._index(v, text)
         return FileWritten(kind="files.write", info=self.info(v, agent))
 
     async def delete(self, agent: str, p: FilesDelete, sid: str | None = None) -> FileWritten:
@@ -343,6 +348,7 @@ class StorageHandlers:
             v = await self._pointer(t, new, old.object)
             text = await self.meta.run(lambda: self.meta.text_of(t.owner, t.path, old.version))
             await self.meta.record([(v, text)], sid)
+        self._index(v, text)
         return FileWritten(kind="files.rollback", info=self.info(v, agent))
 
     async def move(self, agent: str, p: FilesMove, sid: str | None = None) -> FileWritten:
@@ -371,6 +377,7 @@ class StorageHandlers:
                 src, Version(src.owner, src.path, n_src, "", 0, "", agent, now, True), ""
             )
             await self.meta.record([(moved, text), (gone, None)], sid)
+        self._index(moved, text)
         return FileWritten(kind="files.move", info=self.info(moved, agent))
 
     # --- large files --------------------------------------------------------------------------
@@ -429,8 +436,13 @@ class StorageHandlers:
             text = extract_text(got.head) if keep else None
 
             await self.meta.record([(v, text)], sid, drop_upload=u.id)
+        self._index(v, text)
         await self._remove_quietly(u.object)
         return FileWritten(kind="files.commit", info=self.info(v, agent))
+
+    def _index(self, v: Version, text: str | None) -> None:
+        if self.index is not None and text:
+            self.index.submit(v.sha256, text)
 
     async def _drop_upload(self, u: Upload) -> None:
         await self.meta.run(lambda: self.meta.drop_upload(u.id))
@@ -500,6 +512,8 @@ class StorageHandlers:
 
     async def search(self, agent: str, p: FilesSearch) -> FileHits:
         owner, prefix = split_owner(p.prefix)
+        if p.mode == "semantic":
+            return await self._semantic(agent, owner, prefix, p)
         words = [w for w in dict.fromkeys(p.query.lower().split()) if w][:16]
         if not words:
             raise AiosError("invalid_request", "the query has no words")
@@ -508,6 +522,25 @@ class StorageHandlers:
             hits=[
                 FileHit(info=self.info(v, agent), score=score, snippet=snippet(text, words))
                 for v, text, score in rows
+            ]
+        )
+
+    async def _semantic(self, agent: str, owner: str | None, prefix: str, p: FilesSearch) -> FileHits:
+        index = self.index
+        if index is None:
+            raise AiosError("invalid_request", "semantic search is off in this storage service (no embedder)")
+        await index.settled(timeout=5.0)  # the caller's earlier writes are searchable
+        vec = await index.embed_query(p.query)
+        rows = await self.meta.run(lambda: self.meta.semantic(agent, owner, prefix, index.name, vec, p.k))
+        words = [w for w in p.query.lower().split() if len(w) > 2] or p.query.lower().split()
+        return FileHits(
+            hits=[  # the snippet: around the query's words in the chunk that matched best
+                FileHit(
+                    info=self.info(v, agent),
+                    score=score,
+                    snippet=snippet(text[start : start + CHUNK_CHARS], words),
+                )
+                for v, text, score, start in rows
             ]
         )
 

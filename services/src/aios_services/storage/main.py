@@ -9,6 +9,7 @@ from contextlib import AsyncExitStack
 
 from aios_schemas import FileContent, FileList, FilesInspect, FilesInspectReply, FileVersions, Syscall, new_id
 
+from ..memory.embedders import HashingEmbedder, MiniLMEmbedder
 from ..runtime import Bus, HealthDetails, keep_running, main_for
 from ..runtime.service import load_settings
 from ..runtime.worker import ResourceSpec, serve_resource
@@ -16,9 +17,20 @@ from .blobs import Blobs
 from .handlers import StorageHandlers
 from .meta import Meta
 from .settings import StorageSettings
+from .textindex import TextIndex
 
 SPEC = ResourceSpec(service="storage", resource="files")
 INSPECT_OP = "inspect"  # ctl.storage.inspect: the operator's `aios files` (the kernel user only)
+
+
+async def make_index(settings: StorageSettings, meta: Meta) -> TextIndex | None:
+    if settings.files_embedder == "none":
+        return None
+    if settings.files_embedder == "minilm":
+        minilm = MiniLMEmbedder()
+        await minilm.embed(["warm up"])  # fails now, clearly, if the model is not installed
+        return TextIndex(meta, minilm)
+    return TextIndex(meta, HashingEmbedder(settings.files_hashing_dim))
 
 
 async def start(bus: Bus, stack: AsyncExitStack, settings: StorageSettings) -> HealthDetails:
@@ -35,7 +47,8 @@ async def start(bus: Bus, stack: AsyncExitStack, settings: StorageSettings) -> H
     )
     stack.callback(blobs.close)
     await blobs.run(blobs.ensure_bucket)
-    handlers = StorageHandlers(settings, meta, blobs)
+    index = await make_index(settings, meta)
+    handlers = StorageHandlers(settings, meta, blobs, index)
     stack.push_async_callback(handlers.drain, settings.drain_timeout_s)  # before the stores close
 
     async def inspect(req: FilesInspect) -> FilesInspectReply:
@@ -52,6 +65,10 @@ async def start(bus: Bus, stack: AsyncExitStack, settings: StorageSettings) -> H
     await serve_resource(bus, stack, settings, SPEC, handlers.handle)
     sweeper = asyncio.create_task(keep_running("upload sweep", sweep_forever))
     stack.push_async_callback(_stop, sweeper)
+    if index is not None:
+        await index.catch_up()
+        indexer = asyncio.create_task(keep_running("text index", index.run_forever))
+        stack.push_async_callback(_stop, indexer)
 
     return handlers.health
 

@@ -39,6 +39,13 @@ CREATE TABLE IF NOT EXISTS versions (
     syscall VARCHAR,                -- the syscall that made it: a call run again finds its version
     PRIMARY KEY (owner, path, version)
 );
+CREATE TABLE IF NOT EXISTS embeddings (
+    sha256 VARCHAR NOT NULL,        -- content: versions with the same bytes share their vectors
+    embedder VARCHAR NOT NULL,      -- vectors of two embedders are never compared
+    chunk INTEGER NOT NULL,
+    start INTEGER NOT NULL,         -- where the chunk starts in the text (characters)
+    vec FLOAT[] NOT NULL
+);
 CREATE TABLE IF NOT EXISTS shares (
     owner VARCHAR NOT NULL,
     path VARCHAR NOT NULL,
@@ -342,6 +349,68 @@ class Meta:
             [*score_args, agent, agent, *args, k],
         ).fetchall()
         return [(_version(r[:11]), str(r[11]), float(r[12])) for r in rows]
+
+    def semantic(
+        self, agent: str, owner: str | None, prefix: str, embedder: str, vec: list[float], k: int
+    ) -> list[tuple[Version, str, float, int]]:
+        """Newest text versions `agent` may read, closest to `vec` first (best chunk of each):
+        (version, text, cosine similarity, start of that chunk)."""
+        where = ["NOT v.deleted", "v.text IS NOT NULL"]
+        args: list[object] = []
+        readable = (
+            "(h.owner = ? OR EXISTS (SELECT 1 FROM shares s WHERE s.owner = h.owner AND s.grantee = ?"
+            " AND " + _COVERS.format(p="h.path") + "))"
+        )
+        where.append(readable)
+        args += [agent, agent]
+        if owner is not None:
+            where.append("h.owner = ?")
+            args.append(owner)
+        if prefix:
+            where.append("(h.path = ? OR starts_with(h.path, ?))")
+            args += [prefix, prefix + "/"]
+        readable_owners = "owner = ? OR owner IN (SELECT owner FROM shares WHERE grantee = ?)"
+        cols = ", ".join("v." + c.strip() for c in _VERSION_COLS.split(","))
+        rows = self.con.execute(
+            f"SELECT {cols}, v.text, max_by(e.start, list_cosine_similarity(e.vec, ?::FLOAT[])),"
+            " max(list_cosine_similarity(e.vec, ?::FLOAT[])) AS score"
+            f" FROM {_HEADS.format(owners=readable_owners)} JOIN versions v USING (owner, path, version)"
+            " JOIN embeddings e ON e.sha256 = v.sha256 AND e.embedder = ?"
+            f" WHERE {' AND '.join(where)} GROUP BY ALL ORDER BY score DESC, v.owner, v.path LIMIT ?",
+            [vec, vec, agent, agent, embedder, *args, k],
+        ).fetchall()
+        return [(_version(r[:11]), str(r[11]), float(r[13]), int(r[12])) for r in rows]
+
+    def unembedded(self, embedder: str, limit: int) -> list[tuple[str, str]]:
+        """(sha256, text) of newest text versions without vectors of `embedder` yet."""
+        rows = self.con.execute(
+            f"SELECT DISTINCT v.sha256, v.text FROM {_HEADS.format(owners='true')}"
+            " JOIN versions v USING (owner, path, version) WHERE NOT v.deleted AND v.text IS NOT NULL"
+            " AND NOT EXISTS (SELECT 1 FROM embeddings e WHERE e.sha256 = v.sha256 AND e.embedder = ?)"
+            " LIMIT ?",
+            [embedder, limit],
+        ).fetchall()
+        return [(str(r[0]), str(r[1])) for r in rows]
+
+    def has_vectors(self, sha256: str, embedder: str) -> bool:
+        row = self.con.execute(
+            "SELECT 1 FROM embeddings WHERE sha256 = ? AND embedder = ? LIMIT 1", [sha256, embedder]
+        ).fetchone()
+        return row is not None
+
+    def add_vectors(self, sha256: str, embedder: str, chunks: Sequence[tuple[int, list[float]]]) -> None:
+        with self._tx():
+            self.con.execute("DELETE FROM embeddings WHERE sha256 = ? AND embedder = ?", [sha256, embedder])
+            if chunks:
+                one = "(?, ?, ?, ?, ?)"
+                args: list[object] = []
+                for i, (start, vec) in enumerate(chunks):
+                    args += [sha256, embedder, i, start, vec]
+                self.con.execute(
+                    f"INSERT INTO embeddings (sha256, embedder, chunk, start, vec) VALUES"
+                    f" {', '.join([one] * len(chunks))}",
+                    args,
+                )
 
     def access(self, owner: str, path: str, grantee: str) -> str | None:
         """The best mode a grant of `owner` gives `grantee` on `path`: 'write', 'read' or None."""

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 
@@ -42,4 +43,10 @@ class StorageSettings(WorkerSettings):
         description="A mutating call sent again within this time after it ran (e.g. after a crash of"
         " this service) gets the version it made instead of making another.",
     )
+    files_embedder: Literal["none", "hashing", "minilm"] = Field(
+        "hashing",
+        description="Embedder of text files for semantic search (the memory service's): hashing (no"
+        " model, shared words only), minilm (local ONNX all-MiniLM-L6-v2), none (keyword search only).",
+    )
+    files_hashing_dim: int = Field(256, ge=8, le=8192, description="Dimensions of the hashing embedder.")
     sweep_interval_s: float = Field(60.0, gt=0, description="How often expired uploads are cleaned.")
