@@ -354,10 +354,13 @@ class Scheduler:
         if isinstance(res.result, ChatReply | EmbedReply):  # what costs tokens
             held.tokens = max(held.tokens, res.result.usage.total_tokens)
         try:
+            # The caller hears its result in the same socket write that stores it (no round trip
+            # in between); the syscall is acked only once the store confirmed it. A crash before
+            # that redelivers it, and the worker answers from the reply it kept: not run twice.
+            await self.outbox.send(held.call.agent, res)
             await self.results.put(held.call, res)
-            # Stored: its event rides with the result, in the same socket write.
-            self._completed_event(held, state, res, code)
-            await self.outbox.deliver(held.call.agent, res, held.delivery)
+            self._completed_event(held, state, res, code)  # rides with the ack
+            await self.outbox.ack(held.delivery)
         finally:
             if group is not None:
                 group.wake.set()

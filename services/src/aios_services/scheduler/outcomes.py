@@ -66,8 +66,15 @@ class Outbox:
 
     async def deliver(self, agent: str, res: SyscallResult, delivery: Delivery[Syscall] | None) -> None:
         """Send the caller its result, then ack the syscall (it leaves the work queue)."""
+        await self.send(agent, res)
+        await self.ack(delivery)
+
+    async def send(self, agent: str, res: SyscallResult) -> None:
         await self.bus.send_riders()
         await self.bus.nc.publish(self.ns.result(agent, res.id), encode(res))
+
+    async def ack(self, delivery: Delivery[Syscall] | None) -> None:
+        await self.bus.send_riders()
         if delivery is not None:
             await delivery.ack()
 
