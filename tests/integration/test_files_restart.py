@@ -5,6 +5,7 @@ a call that was running is sent again by the scheduler and finds the version it 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import signal
 import subprocess
@@ -20,6 +21,7 @@ import pytest
 from aios_schemas import FileInfo
 from aios_services.cli.procs import service_probe
 from tests.conftest import S3
+from tests.integration.files_kernel import files_kernel
 from tests.kernel import Kernel, running_kernel
 
 N = 60
@@ -99,3 +101,47 @@ async def test_kill_mid_load_loses_nothing(kernel: Kernel, s3_srv: S3, tmp_path:
                 for path, data in contents.items():
                     assert [v.version for v in await aios.files.versions(path)] == [1]  # exactly once
                     assert await aios.files.read(path) == data
+
+
+async def snapshot(kernel: Kernel) -> dict[str, object]:
+    """Everything agents can see of their files: listings, every version's info and bytes, grants."""
+    out: dict[str, object] = {}
+    for agent in ("agent-1", "agent-2"):
+        async with kernel.connect(agent) as aios:
+            entries = (await aios.files.list(include_deleted=True)).entries
+            out[agent] = entries
+            for e in entries:
+                versions = await aios.files.versions(e.path)
+                out[f"{agent}:{e.path}"] = versions
+                for v in versions:
+                    if not v.deleted:
+                        out[f"{agent}:{e.path}@{v.version}"] = hashlib.sha256(
+                            await aios.files.read(e.path, version=v.version)
+                        ).hexdigest()
+            out[f"{agent}:shares"] = await aios.files.shares()
+            out[f"{agent}:search"] = await aios.files.search("fox")
+            out[f"{agent}:semantic"] = await aios.files.search("red fox", mode="semantic")
+    return out
+
+
+async def test_lost_index_is_rebuilt_from_s3(nats_url: str, tmp_path: Path, s3_srv: S3) -> None:
+    bucket = f"t-{uuid.uuid4().hex[:12]}"
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    async with files_kernel(nats_url, tmp_path / "a", s3_srv, bucket=bucket) as k:
+        async with k.connect("agent-1") as one, k.connect("agent-2") as two:
+            await one.files.write("notes/fox.md", "the red fox", content_type="text/markdown")
+            await one.files.write("notes/fox.md", "the red fox, again")
+            await one.files.rollback("notes/fox.md", 1)
+            await one.files.write("tmp.txt", "to be deleted")
+            await one.files.delete("tmp.txt")
+            await one.files.write("old/name.txt", "moved fox")
+            await one.files.move("old/name.txt", "new/name.txt")
+            await one.files.write("big.bin", os.urandom(300 * 1024))
+            await one.files.share("notes", "agent-2", prefix=True)
+            await two.files.write("mine.md", "a blue fox")
+        before = await snapshot(k)
+    (tmp_path / "a" / "storage.duckdb").unlink()  # the index is lost; S3 still has everything
+    async with files_kernel(nats_url, tmp_path / "b", s3_srv, bucket=bucket) as k:
+        after = await snapshot(k)
+    assert after == before

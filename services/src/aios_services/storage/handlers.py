@@ -265,6 +265,8 @@ class StorageHandlers:
             headers["aios-ref"] = ref
         if v.restored_from is not None:
             headers["aios-restored-from"] = str(v.restored_from)
+        if v.content_type is not None:
+            headers["aios-content-type"] = quote(v.content_type, safe="")
         return headers
 
     def _new_key(self, owner: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from contextlib import AsyncExitStack
 
 from aios_schemas import FileContent, FileList, FilesInspect, FilesInspectReply, FileVersions, Syscall, new_id
@@ -16,9 +17,11 @@ from ..runtime.worker import ResourceSpec, serve_resource
 from .blobs import Blobs
 from .handlers import StorageHandlers
 from .meta import Meta
+from .rebuild import scan
 from .settings import StorageSettings
 from .textindex import TextIndex
 
+log = logging.getLogger(__name__)
 SPEC = ResourceSpec(service="storage", resource="files")
 INSPECT_OP = "inspect"  # ctl.storage.inspect: the operator's `aios files` (the kernel user only)
 
@@ -47,6 +50,11 @@ async def start(bus: Bus, stack: AsyncExitStack, settings: StorageSettings) -> H
     )
     stack.callback(blobs.close)
     await blobs.run(blobs.ensure_bucket)
+    if (await meta.run(meta.counts))[1] == 0:  # no metadata: new, or lost (S3 has the truth)
+        rows, shares = await blobs.run(lambda: scan(blobs, settings.search_text_max_bytes))
+        if rows or shares:
+            await meta.run(lambda: meta.restore(rows, shares))
+            log.warning("storage index rebuilt from S3: %d versions, %d grants", len(rows), len(shares))
     index = await make_index(settings, meta)
     handlers = StorageHandlers(settings, meta, blobs, index)
     stack.push_async_callback(handlers.drain, settings.drain_timeout_s)  # before the stores close

@@ -495,6 +495,14 @@ class Meta:
             args,
         )
 
+    def restore(self, rows: Sequence[tuple[Version, str | None]], shares: Sequence[Share]) -> None:
+        """Fill an empty store from what S3 holds (rebuild.scan), in one transaction."""
+        with self._tx():
+            for i in range(0, len(rows), 500):
+                self._insert([(v, text, None) for v, text in rows[i : i + 500]])
+            for s in shares:
+                self.put_share(s)
+
     def text_of(self, owner: str, path: str, version: int) -> str | None:
         row = self.con.execute(
             "SELECT text FROM versions WHERE owner = ? AND path = ? AND version = ?", [owner, path, version]
