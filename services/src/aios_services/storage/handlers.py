@@ -456,9 +456,11 @@ class StorageHandlers:
         except Exception as exc:  # a leftover staging object is swept later, not a failed call
             log.warning("could not remove %s: %s", key, exc)
 
-    async def sweep(self) -> int:
-        """Forget uploads whose URL has expired without a commit, and their staging objects."""
-        expired = await self.meta.run(lambda: self.meta.expired_uploads(time.time() - 60))
+    async def sweep(self, now: float | None = None) -> int:
+        """Forget uploads whose URL has expired (a minute ago: a PUT may still be finishing) without
+        a commit, and their staging objects."""
+        before = (time.time() if now is None else now) - 60
+        expired = await self.meta.run(lambda: self.meta.expired_uploads(before))
         for u in expired:
             await self._drop_upload(u)
         return len(expired)
