@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 from collections.abc import AsyncIterator
@@ -116,6 +117,22 @@ async def test_move_keeps_both_histories(kernel: Kernel) -> None:
         over = await aios.files.move("dir/dst.txt", "dst.txt", overwrite=True)
         assert over.version == 2 and await aios.files.read("dst.txt") == b"payload"
         assert await aios.files.read("dst.txt", version=1) == b"old"
+
+
+async def test_concurrent_writers_of_one_path_get_dense_versions(kernel: Kernel) -> None:
+    """Two agents (one with a write grant) writing the same file at once: every write is a version
+    of its own, numbered 1..n without gaps, each readable with its own bytes."""
+    async with kernel.connect("agent-1") as one, kernel.connect("agent-2") as two:
+        await one.files.share("shared.txt", "agent-2", mode="write")
+        writes = [one.files.write("shared.txt", f"one {i}") for i in range(15)]
+        writes += [two.files.write("@agent-1/shared.txt", f"two {i}") for i in range(15)]
+        infos = await asyncio.gather(*writes)
+        assert sorted(i.version for i in infos) == list(range(1, 31))
+        for info, text in zip(
+            infos, [f"one {i}" for i in range(15)] + [f"two {i}" for i in range(15)], strict=True
+        ):
+            assert await one.files.read("shared.txt", version=info.version) == text.encode()
+            assert info.author == ("agent-1" if text.startswith("one") else "agent-2")
 
 
 async def test_conditional_writes_and_hash_check(kernel: Kernel) -> None:
