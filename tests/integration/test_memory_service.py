@@ -22,8 +22,9 @@ from aios_schemas.memory import (
     MemoryList,
     MemoryListReply,
 )
-from aios_sdk import InvalidRequest, NotFound, where
+from aios_sdk import BackendUnavailable, InvalidRequest, NotFound, where
 from aios_services.cli.memory import inspect
+from aios_services.cli.procs import free_port
 from tests.conftest import S3
 from tests.integration.memory_kernel import memory_kernel
 from tests.kernel import Kernel
@@ -206,3 +207,18 @@ async def test_operator_inspects_an_agents_memory(kernel: Kernel) -> None:
     assert isinstance(got.result, MemoryGetReply) and [r.version for r in got.result.history] == [1]
     other = await inspect(kernel.nats_url, kernel.ns, MemoryInspect(agent="agent-2", payload=MemoryList()))
     assert isinstance(other.result, MemoryListReply) and other.result.records == []
+
+
+async def test_s3_unavailable_fails_only_large_values(nats_url: str, tmp_path: Path) -> None:
+    """An object store that is down (nothing listens there): the service starts, small values work,
+    a large one is backend_unavailable within seconds, nothing half-written is left."""
+    nowhere = S3(f"http://127.0.0.1:{free_port()}", "nobody", "nothing")
+    async with (
+        memory_kernel(nats_url, tmp_path, nowhere, memory_large_bytes=1024) as kernel,
+        kernel.connect("agent-1") as aios,
+    ):
+        small = (await aios.memory.add("small values live in DuckDB")).record
+        with pytest.raises(BackendUnavailable):
+            await aios.memory.add("large " * 1000)
+        assert [r.id for r in (await aios.memory.list(history=True)).records] == [small.id]
+        assert (await aios.memory.search("small values", k=1)).hits[0].record.id == small.id

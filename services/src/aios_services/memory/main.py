@@ -61,7 +61,12 @@ async def start(bus: Bus, stack: AsyncExitStack, settings: MemorySettings) -> He
         blobs = Blobs(
             settings.s3_endpoint, settings.s3_access_key, settings.s3_secret_key, settings.memory_bucket
         )
-        await blobs.ensure_bucket()
+        try:
+            await blobs.ensure_bucket()
+        except Exception as exc:  # S3 down: small values still work; large ones say so, retried later
+            log.warning(
+                "S3 at %s not usable yet (%s): large values will fail until it is", settings.s3_endpoint, exc
+            )
 
     def quota(agent: str) -> Quota:
         q = settings.memory_quotas.get(agent)

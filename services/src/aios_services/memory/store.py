@@ -23,6 +23,7 @@ from typing import TypeVar
 from urllib.parse import urlparse
 
 import duckdb
+import urllib3
 from minio import Minio
 from minio.error import S3Error
 
@@ -468,14 +469,26 @@ class Db:
 
 
 class Blobs:
-    """Large values in S3 (bucket `aios-memory`), through the minio SDK, off the event loop."""
+    """Large values in S3 (bucket `aios-memory`), through the minio SDK, off the event loop. An object
+    store that is down fails the calls that need it (backend_unavailable) within seconds, not the
+    service: small values never touch it."""
 
     def __init__(self, endpoint: str, access_key: str, secret_key: str, bucket: str) -> None:
         url = urlparse(endpoint)
+        http = urllib3.PoolManager(
+            timeout=urllib3.Timeout(connect=2.0, read=30.0),
+            retries=urllib3.Retry(total=2, backoff_factor=0.1, status_forcelist=(500, 502, 503, 504)),
+            maxsize=16,
+        )
         self.client = Minio(
-            url.netloc, access_key=access_key, secret_key=secret_key, secure=url.scheme == "https"
+            url.netloc,
+            access_key=access_key,
+            secret_key=secret_key,
+            secure=url.scheme == "https",
+            http_client=http,
         )
         self.bucket = bucket
+        self._bucket_ok = False
 
     async def ensure_bucket(self) -> None:
         def ensure() -> None:
@@ -486,9 +499,12 @@ class Blobs:
                     if exc.code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
                         raise
 
-        await asyncio.to_thread(ensure)
+        if not self._bucket_ok:
+            await asyncio.to_thread(ensure)
+            self._bucket_ok = True
 
     async def put(self, key: str, data: bytes) -> None:
+        await self.ensure_bucket()
         await asyncio.to_thread(
             self.client.put_object, self.bucket, key, io.BytesIO(data), len(data), "text/plain; charset=utf-8"
         )
