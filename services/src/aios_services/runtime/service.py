@@ -124,7 +124,14 @@ def main_for(name: str, settings: ServiceSettings, start: Starter) -> None:
     configure_logging(name)
     setup_tracing(name)
     try:
-        asyncio.run(run_service(name, settings, start))
+        if settings.event_loop == "uvloop":
+            # uvloop: the same asyncio API on libuv; measured on this machine (bench.kernel_overhead,
+            # four interleaved pairs) ~5-10% less CPU per syscall in every kernel process.
+            import uvloop
+
+            uvloop.run(run_service(name, settings, start))
+        else:
+            asyncio.run(run_service(name, settings, start))
     except Wedged:
         sys.exit(EXIT_WEDGED)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -17,6 +18,9 @@ class ServiceSettings(BaseSettings):
     namespace: str = Field("", description="Isolates a deployment or a test: prefixes subjects and names.")
     instance: str = Field(default_factory=lambda: f"{os.uname().nodename}-{os.getpid()}")
     drain_timeout_s: float = Field(10.0, description="How long a graceful drain may take on SIGTERM.")
+    event_loop: Literal["uvloop", "asyncio"] = Field(
+        "uvloop", description="The event loop a service process runs on (uvloop: less CPU per syscall)."
+    )
 
     @property
     def ns(self) -> Namespace:
