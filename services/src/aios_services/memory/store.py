@@ -323,11 +323,13 @@ class Db:
         table = self.space.table
 
         def tx(c: duckdb.DuckDBPyConnection) -> None:
-            # Two searches may backfill the same versions at once: a vector is stored once.
+            # A vector is stored once (two backfills may race) and only for a version that still
+            # exists (it may have been deleted while it was being embedded).
             c.executemany(
                 f"INSERT INTO {table} SELECT ?, ?, ?, {self._vec_param} WHERE NOT EXISTS"
-                f" (SELECT 1 FROM {table} WHERE namespace = ? AND id = ? AND version = ?)",
-                [(ns, id_, version, _vec(v), ns, id_, version) for ns, id_, version, v in rows],
+                f" (SELECT 1 FROM {table} WHERE namespace = ? AND id = ? AND version = ?) AND EXISTS"
+                " (SELECT 1 FROM memories WHERE namespace = ? AND id = ? AND version = ?)",
+                [(ns, id_, ver, _vec(v), ns, id_, ver, ns, id_, ver) for ns, id_, ver, v in rows],
             )
 
         return tx
