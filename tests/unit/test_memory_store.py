@@ -107,3 +107,19 @@ async def test_eviction_events_and_evicted_records_still_readable(svc: Service) 
     assert isinstance(got, MemoryGetReply) and got.record.text == "fact 0" and got.record.tier == "working"
     other = await svc.call(MemoryList(), agent="b")
     assert isinstance(other, MemoryListReply) and other.records == []
+
+
+async def test_a_late_re_run_does_not_put_an_old_version_in_ram(svc: Service) -> None:
+    op = new_id()
+    await svc.call(MemoryAdd(text="first"), id=op)
+    up = new_id()
+    await svc.call(MemoryUpdate(id=op, text="second"), id=up)
+    await svc.call(MemoryUpdate(id=op, text="third"))
+    again = await svc.call(MemoryAdd(text="first"), id=op)  # re-runs answer what they made...
+    assert (
+        isinstance(again, MemoryAddReply) and again.record.version == 1 and again.record.tier == "long_term"
+    )
+    upd = await svc.call(MemoryUpdate(id=op, text="second"), id=up)
+    assert isinstance(upd, MemoryUpdateReply) and upd.record.version == 2
+    got = await svc.call(MemoryGet(id=op))  # ...and the working set still holds the current one
+    assert isinstance(got, MemoryGetReply) and (got.record.version, got.record.text) == (3, "third")

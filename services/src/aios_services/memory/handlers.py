@@ -159,6 +159,11 @@ class MemoryHandlers:
                 log.warning("eviction event for %s not published: %s", ns, exc)
         return record
 
+    async def _admit_current(self, ns: str, record: MemoryRecord) -> MemoryRecord:
+        """What a write answers: admitted if it is the current version (a re-run of an old syscall
+        answers with what it made then, which later updates may have superseded: not cached)."""
+        return await self._admit(ns, record) if record.valid_to is None else self._tier(ns, record)
+
     def _tier(self, ns: str, record: MemoryRecord) -> MemoryRecord:
         ws = self.working.get(ns)
         resident = ws is not None and record.valid_to is None and record.id in ws
@@ -219,7 +224,7 @@ class MemoryHandlers:
         v = await self._version(ns, op, op, p.text, p.metadata, p.tags)
         row, _ = await self.d.db.write(self.d.db.add(ns, op, p.session, v, time.time(), op))
         record = row.record.model_copy(update={"text": p.text}) if row.blob else row.record
-        return MemoryAddReply(record=await self._admit(ns, record))
+        return MemoryAddReply(record=await self._admit_current(ns, record))
 
     async def _current(self, ns: str, id_: str) -> MemoryRecord:
         row = await self.d.db.run(self.d.db.current, ns, id_)
@@ -283,7 +288,7 @@ class MemoryHandlers:
             record = new.record.model_copy(update={"text": full_text}) if new.blob else new.record
             superseded = await self._full(old)
             return MemoryUpdateReply(
-                record=await self._admit(ns, record),
+                record=await self._admit_current(ns, record),
                 superseded=superseded.model_copy(update={"tier": "long_term"}),
             )
         raise AiosError("conflict", f"memory record {p.id!r} kept changing; try again", retryable=True)
