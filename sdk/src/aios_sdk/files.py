@@ -20,7 +20,7 @@ import os
 import tempfile
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Literal, TypeVar
 
@@ -95,8 +95,15 @@ def _http(what: str, fn: Callable[[], T]) -> T:
         raise BackendUnavailable(f"cannot reach the object store for the {what}: {exc}") from exc
 
 
+def _blocks(f: IO[bytes]) -> Iterator[bytes]:
+    """A file as blocks of _BLOCK bytes (http.client would send a file object 8 KiB at a time)."""
+    while block := f.read(_BLOCK):
+        yield block
+
+
 def _put(url: str, body: bytes | IO[bytes], size: int) -> None:
-    req = urllib.request.Request(url, data=body, method="PUT", headers={"Content-Length": str(size)})
+    data = body if isinstance(body, bytes) else _blocks(body)
+    req = urllib.request.Request(url, data=data, method="PUT", headers={"Content-Length": str(size)})
     with urllib.request.urlopen(req, timeout=60) as resp:
         resp.read()
 
