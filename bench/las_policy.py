@@ -1,5 +1,6 @@
 """CPU of the `las` policy per dispatch cycle as the queue grows: the indexed policy against the scan
-it replaced (kept as `tests/unit/las_reference.py`), in the same run.
+it replaced (kept as `tests/unit/las_reference.py`), in the same run; then every policy at 10 and
+2,000 waiting (flat is the goal: a cycle at 2,000 within 1.5x of one at 10).
 
 One cycle = preempt + next_preemption + pop + on_finished + push on one resource with 8 running;
 programs of 4 jobs each. Run: `.venv/bin/python -m bench.las_policy` (part of `make bench`).
@@ -9,7 +10,14 @@ from __future__ import annotations
 
 import time
 
-from aios_services.scheduler.policies import Job, LasPolicy, Policy, RunningJob
+from aios_services.scheduler.policies import (
+    Job,
+    LasPolicy,
+    Policy,
+    RunningJob,
+    parse_policy_config,
+    policy_from_config,
+)
 from tests.unit.las_reference import ReferenceLasPolicy
 
 CYCLES = 2000
@@ -38,6 +46,11 @@ def main() -> None:
         scan = per_cycle_us(ReferenceLasPolicy(), waiting)
         indexed = per_cycle_us(LasPolicy(), waiting)
         print(f"{waiting:>8} {scan:>10.1f} {indexed:>10.1f}")
+    print("every policy, CPU per dispatch cycle (us)")
+    print(f"{'policy':>8} {'10 waiting':>11} {'2000 waiting':>13} {'ratio':>6}")
+    for name in ("fifo", "rr", "priority", "las"):
+        few, many = (per_cycle_us(policy_from_config(parse_policy_config(name)), w) for w in (10, 2000))
+        print(f"{name:>8} {few:>11.1f} {many:>13.1f} {many / few:>6.2f}")
 
 
 if __name__ == "__main__":

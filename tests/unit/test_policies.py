@@ -422,3 +422,20 @@ def test_las_beats_fifo_on_mean_program_completion_for_a_mixed_workload() -> Non
         )
     assert table["las"][0][0] < table["fifo"][0][0]
     assert sum(m for m, _ in table["las"]) < 0.95 * sum(m for m, _ in table["fifo"])
+
+
+def test_heap_queue_head_is_the_pop_order_prefix_with_stale_entries() -> None:
+    from aios_services.scheduler.policies.base import HeapQueue
+
+    rng = random.Random(7)
+    q = HeapQueue()
+    ids = []
+    for i in range(300):
+        q.push((float(rng.randint(0, 20)),), Job(id=f"j{i}", agent="a", arrival=float(i)))
+        ids.append(f"j{i}")
+    for victim in rng.sample(ids, 120):  # stale entries stay in the heap until compaction
+        q.remove(victim)
+    for _ in range(30):
+        q.pop()
+    for k in (0, 1, 2, 7, 50, 150, 1000):
+        assert [j.id for j in q.head(k)] == [j.id for j in q.ordered()[:k]]

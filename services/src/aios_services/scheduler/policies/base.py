@@ -194,8 +194,21 @@ class HeapQueue:
         return live[1]
 
     def head(self, count: int) -> list[Job]:
-        """The first `count` live jobs in pop order, without a full sort."""
-        return [job for _, _, job in heapq.nsmallest(count, (e for e in self._heap if self._is_live(e)))]
+        """The first `count` live jobs in pop order, in O(k log k) for k entries visited: a walk of
+        the heap's tree from its root, always expanding the smallest entry seen (a child is never
+        smaller than its parent), skipping stale entries. Not `nsmallest` over the heap: that reads
+        every waiting job, and `preempt` asks on every dispatch cycle."""
+        out: list[Job] = []
+        heap = self._heap
+        frontier: list[tuple[tuple[tuple[float | str, ...], int, Job], int]] = [(heap[0], 0)] if heap else []
+        while frontier and len(out) < count:
+            entry, i = heapq.heappop(frontier)
+            if self._is_live(entry):
+                out.append(entry[2])
+            for child in (2 * i + 1, 2 * i + 2):
+                if child < len(heap):
+                    heapq.heappush(frontier, (heap[child], child))
+        return out
 
     def ordered(self) -> list[Job]:
         """Live jobs in pop order (keys then push order; the sequence number breaks every tie)."""
