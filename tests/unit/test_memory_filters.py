@@ -10,7 +10,7 @@ import duckdb
 import pytest
 from pydantic import TypeAdapter, ValidationError
 
-from aios_schemas import AiosError, MemoryList
+from aios_schemas import AiosError, MemoryAdd, MemoryList
 from aios_schemas.memory import Filter
 from aios_services.memory.filters import compile_filter
 
@@ -154,3 +154,12 @@ def test_filters_are_bounded() -> None:
         MemoryList.model_validate({"filter": deep})
     with pytest.raises(ValidationError):
         F.validate_python({"op": "range", "field": "created"})  # no bound
+
+
+def test_metadata_and_filter_values_are_finite() -> None:
+    with pytest.raises(ValidationError):
+        MemoryAdd(text="x", metadata={"n": float("nan")})
+    with pytest.raises(ValidationError):
+        F.validate_python(eq("metadata.n", float("inf")))
+    with pytest.raises(ValidationError):
+        MemoryAdd.model_validate_json('{"text": "x", "metadata": {"n": NaN}}')

@@ -21,7 +21,12 @@ FIELD_PATTERN = r"^(created|updated|session|tags|metadata\.[A-Za-z_][A-Za-z0-9_]
 MetaKey = Annotated[str, StringConstraints(pattern=META_KEY_PATTERN)]
 Tag = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[^\x00-\x1f]+$")]
 # A metadata value: one JSON scalar (bool before int: pydantic's smart union keeps the exact type).
-Scalar = bool | int | float | Annotated[str, StringConstraints(max_length=4096)]
+Scalar = (
+    bool
+    | int
+    | Annotated[float, Field(allow_inf_nan=False)]
+    | Annotated[str, StringConstraints(max_length=4096)]
+)
 FieldName = Annotated[str, StringConstraints(pattern=FIELD_PATTERN)]
 Metadata = Annotated[dict[MetaKey, Scalar], Field(max_length=64)]
 Tags = Annotated[list[Tag], Field(max_length=64)]
