@@ -381,16 +381,22 @@ class Meta:
         ).fetchall()
         return [(_version(r[:11]), str(r[11]), float(r[13]), int(r[12])) for r in rows]
 
-    def unembedded(self, embedder: str, limit: int) -> list[tuple[str, str]]:
-        """(sha256, text) of newest text versions without vectors of `embedder` yet."""
+    def unembedded(self, embedder: str, limit: int) -> list[str]:
+        """Content hashes of newest text versions without vectors of `embedder` yet."""
         rows = self.con.execute(
-            f"SELECT DISTINCT v.sha256, v.text FROM {_HEADS.format(owners='true')}"
+            f"SELECT DISTINCT v.sha256 FROM {_HEADS.format(owners='true')}"
             " JOIN versions v USING (owner, path, version) WHERE NOT v.deleted AND v.text IS NOT NULL"
             " AND NOT EXISTS (SELECT 1 FROM embeddings e WHERE e.sha256 = v.sha256 AND e.embedder = ?)"
             " LIMIT ?",
             [embedder, limit],
         ).fetchall()
-        return [(str(r[0]), str(r[1])) for r in rows]
+        return [str(r[0]) for r in rows]
+
+    def text_by_hash(self, sha256: str) -> str | None:
+        row = self.con.execute(
+            "SELECT text FROM versions WHERE sha256 = ? AND text IS NOT NULL LIMIT 1", [sha256]
+        ).fetchone()
+        return None if row is None else str(row[0])
 
     def has_vectors(self, sha256: str, embedder: str) -> bool:
         row = self.con.execute(

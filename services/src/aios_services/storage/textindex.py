@@ -41,7 +41,7 @@ class TextIndex:
     def __init__(self, meta: Meta, embedder: Embedder) -> None:
         self.meta = meta
         self.embedder = embedder
-        self._queue: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
+        self._queue: asyncio.Queue[tuple[str, str | None]] = asyncio.Queue()
         self._waiting: set[str] = set()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -50,7 +50,8 @@ class TextIndex:
     def name(self) -> str:
         return self.embedder.name
 
-    def submit(self, sha256: str, text: str) -> None:
+    def submit(self, sha256: str, text: str | None) -> None:
+        """Queue a text for its vectors (None: read it from the store when its turn comes)."""
         if sha256 in self._waiting:
             return
         self._waiting.add(sha256)
@@ -68,8 +69,8 @@ class TextIndex:
 
     async def catch_up(self) -> None:
         """Texts written while no index ran (or with another embedder): queued at start."""
-        for sha, text in await self.meta.run(lambda: self.meta.unembedded(self.name, 100_000)):
-            self.submit(sha, text)
+        for sha in await self.meta.run(lambda: self.meta.unembedded(self.name, 100_000)):
+            self.submit(sha, None)
 
     async def run_forever(self) -> None:
         while True:
@@ -83,9 +84,13 @@ class TextIndex:
                 if self._queue.empty() and not self._waiting:
                     self._idle.set()
 
-    async def _index(self, sha: str, text: str) -> None:
+    async def _index(self, sha: str, text: str | None) -> None:
         if await self.meta.run(lambda: self.meta.has_vectors(sha, self.name)):
             return
+        if text is None:
+            text = await self.meta.run(lambda: self.meta.text_by_hash(sha))
+            if text is None:
+                return
         pieces = chunks(text)
         started = time.monotonic()
         vectors = await self.embedder.embed([p for _, p in pieces]) if pieces else []
