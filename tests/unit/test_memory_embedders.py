@@ -3,13 +3,21 @@ texts that share words closer than texts that do not."""
 
 from __future__ import annotations
 
+import asyncio
 import math
 import subprocess
 import sys
+from collections.abc import Sequence
 
 import pytest
 
-from aios_services.memory.embedders import HashingEmbedder, MiniLMEmbedder, minilm_files
+from aios_services.memory.embedders import (
+    BatchingEmbedder,
+    EmbedderError,
+    HashingEmbedder,
+    MiniLMEmbedder,
+    minilm_files,
+)
 
 
 def cos(a: list[float], b: list[float]) -> float:
@@ -67,3 +75,37 @@ async def test_minilm_means_what_it_says() -> None:
     assert cos(a, b) > cos(a, c) + 0.2
     alone = (await e.embed([texts[0]]))[0]
     assert cos(alone, a) > 0.999
+
+
+class Counting:
+    """An embedder that records the batches it is given (and can fail)."""
+
+    name = "counting-8"
+    dim = 8
+
+    def __init__(self) -> None:
+        self.batches: list[int] = []
+        self.fail = False
+        self.inner = HashingEmbedder(8)
+
+    async def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        self.batches.append(len(texts))
+        await asyncio.sleep(0)  # a real model yields while it works: others queue meanwhile
+        if self.fail:
+            raise EmbedderError("down")
+        return await self.inner.embed(texts)
+
+
+async def test_batching_embeds_concurrent_callers_together_in_order() -> None:
+    inner = Counting()
+    e = BatchingEmbedder(inner, max_batch=16)
+    texts = [[f"text {i}", f"other {i}"] for i in range(20)]
+    got = await asyncio.gather(*(e.embed(t) for t in texts))
+    assert got == [await inner.inner.embed(t) for t in texts]  # each caller its own vectors
+    assert sum(inner.batches) == 40 and len(inner.batches) < 20 and max(inner.batches) <= 16
+    assert (e.name, e.dim) == ("counting-8", 8)
+    inner.fail = True
+    results = await asyncio.gather(e.embed(["a"]), e.embed(["b"]), return_exceptions=True)
+    assert all(isinstance(r, EmbedderError) for r in results)
+    inner.fail = False
+    assert len((await e.embed(["after"]))[0]) == 8

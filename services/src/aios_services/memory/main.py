@@ -19,7 +19,7 @@ from aios_schemas.memory import (
 from ..runtime import Bus, HealthDetails, main_for
 from ..runtime.service import load_settings
 from ..runtime.worker import ResourceSpec, serve_resource
-from .embedders import Embedder, HashingEmbedder, HttpEmbedder, MiniLMEmbedder
+from .embedders import BatchingEmbedder, Embedder, HashingEmbedder, HttpEmbedder, MiniLMEmbedder
 from .handlers import Deps, MemoryHandlers
 from .lruk import Quota
 from .settings import MemorySettings
@@ -32,7 +32,7 @@ async def make_embedder(settings: MemorySettings, stack: AsyncExitStack) -> Embe
     if settings.memory_embedder == "minilm":
         minilm = MiniLMEmbedder()
         await minilm.embed(["warm up"])  # fails now, clearly, if the model is not installed
-        return minilm
+        return BatchingEmbedder(minilm)
     if settings.memory_embedder == "http":
         if not settings.memory_embed_url or not settings.memory_embed_model:
             raise ValueError("the http embedder needs AIOS_MEMORY_EMBED_URL and AIOS_MEMORY_EMBED_MODEL")
@@ -40,7 +40,7 @@ async def make_embedder(settings: MemorySettings, stack: AsyncExitStack) -> Embe
         http = HttpEmbedder(settings.memory_embed_url, settings.memory_embed_model, api_key=key)
         stack.push_async_callback(http.aclose)
         await http.probe()
-        return http
+        return BatchingEmbedder(http)
     return HashingEmbedder(settings.memory_hashing_dim)
 
 

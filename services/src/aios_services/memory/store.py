@@ -1,10 +1,11 @@
 """The long-term store: one DuckDB file (records, versions, vectors) and an S3 bucket (large values).
 
 All DuckDB work runs on one thread (`Db.run`); writes are transactions committed before the syscall
-is answered, concurrent ones grouped into one commit (`Db.write`). Versions: a record is its rows with the same (namespace, id); the current
-one has `valid_to` NULL; an update closes it (`valid_to` = now) and inserts the next. Vectors live in
-one table per embedding space (`vec_<embedder>_<dim>_<hash>`, FLOAT[dim]), so vectors of two
-embedders never meet in one comparison.
+is answered, concurrent ones grouped into one commit (`Db.write`). Versions: a record is its rows
+with the same (namespace, id); the current one has `valid_to` NULL; an update closes it (`valid_to`
+= now) and inserts the next. Vectors live in one table per embedding space
+(`vec_<embedder>_<dim>_<hash>`, FLOAT[dim]), so vectors of two embedders never meet in one
+comparison.
 """
 
 from __future__ import annotations
