@@ -39,7 +39,7 @@ def test_up_chat_status_down(tmp_path: Path) -> None:
         own_sockets = [
             Path(f"/tmp/seaweedfs-{kind}-grpc-{port}.sock") for port in ports for kind in SOCKET_KINDS
         ]
-        assert set(names) == {"nats", "s3", "sim", "scheduler", "llm"}
+        assert set(names) == {"nats", "s3", "sim", "scheduler", "llm", "memory", "storage"}
         assert all(p["alive"] and p["healthy"] for p in names.values()), status
 
         async def chat() -> None:
@@ -55,6 +55,9 @@ def test_up_chat_status_down(tmp_path: Path) -> None:
                 assert len(emb.vectors) == 2 and emb.vectors[0] != emb.vectors[1]
                 with pytest.raises(NotFound):
                     await client.llm.chat("nope", [{"role": "user", "content": "x"}], timeout=10)
+                fact = (await client.memory.add("the e2e stack remembers this")).record
+                found = await client.memory.search("stack remembers", k=1)
+                assert found.hits[0].record.id == fact.id
 
         asyncio.run(chat())
 
