@@ -67,10 +67,13 @@ def file_digest(path: Path) -> tuple[int, str]:
     return path.stat().st_size, sha256_of(path)
 
 
-def put_file(url: str, path: Path, size: int) -> None:
+def put_file(url: str, path: Path, start: int, size: int) -> None:
     def blocks() -> Iterator[bytes]:
+        left = size
         with open(path, "rb") as f:
-            while block := f.read(1 << 20):
+            f.seek(start)
+            while left and (block := f.read(min(1 << 20, left))):
+                left -= len(block)
                 yield block
 
     req = urllib.request.Request(url, data=blocks(), method="PUT", headers={"Content-Length": str(size)})
@@ -176,16 +179,18 @@ async def bench(home: Path, work: Path, n: int, conc: int, big_mb: int) -> None:
         t1 = time.perf_counter()
         ticket = await aios.syscall(FilesUpload(path="big/steps.bin", size=size, sha256=sha))
         assert isinstance(ticket, FileUploadTicket)
-        await asyncio.to_thread(put_file, ticket.url, big, size)
+        for i, url in enumerate(ticket.parts):
+            start = i * ticket.part_size
+            await asyncio.to_thread(put_file, url, big, start, min(ticket.part_size, size - start))
         t2 = time.perf_counter()
         await aios.syscall(FilesCommit(upload=ticket.upload))
         t3 = time.perf_counter()
         print(f"large file ({big_mb} MB) through presigned URLs:")
         print(
-            f"  steps: client sha256 {t1 - t0:4.2f} s, PUT to S3 {t2 - t1:4.2f} s,"
-            f" commit (server-side copy + streamed sha256) {t3 - t2:4.2f} s"
+            f"  steps: client sha256 {t1 - t0:4.2f} s, PUT to S3 (parts one at a time) {t2 - t1:4.2f} s,"
+            f" commit (complete + streamed sha256) {t3 - t2:4.2f} s"
         )
-        print(f"  write_file {up_s:5.2f} s ({big_mb / up_s:5.0f} MB/s, upload + server-side copy + hash)")
+        print(f"  write_file {up_s:5.2f} s ({big_mb / up_s:5.0f} MB/s, parts 4 at a time + commit)")
         print(f"  read_file  {down_s:5.2f} s ({big_mb / down_s:5.0f} MB/s, streamed to disk, hash checked)")
         print(
             f"  storage service RSS: {svc_before:.0f} MB before, peak {rss_peak_mb(storage):.0f} MB"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
+import urllib.error
 import urllib.request
 import uuid
 from collections.abc import AsyncIterator
@@ -31,6 +32,7 @@ async def handlers(s3_srv: S3, tmp_path: Path) -> AsyncIterator[StorageHandlers]
         files_bucket=f"t-{uuid.uuid4().hex[:12]}",
         storage_db=tmp_path / "storage.duckdb",
         url_ttl_s=30,
+        part_size_bytes=5 * 1024 * 1024,
     )
     meta = Meta(settings.storage_db)
     blobs = Blobs(
@@ -55,12 +57,14 @@ async def test_expired_upload_is_swept(handlers: StorageHandlers) -> None:
     ticket = await handlers.upload(
         "agent-1", FilesUpload(path="x", size=3, sha256=hashlib.sha256(data).hexdigest())
     )
-    await asyncio.to_thread(put, ticket.url, data)
-    staging = f"staging/agent-1/{ticket.upload}"
-    assert await handlers.blobs.run(lambda: handlers.blobs.size(staging)) == 3
+    assert len(ticket.parts) == 1
+    await asyncio.to_thread(put, ticket.parts[0], data)
+    u = await handlers.meta.run(lambda: handlers.meta.upload(ticket.upload))
+    assert u is not None and u.object == f"c/agent-1/{ticket.upload}"
+    assert await handlers.blobs.run(lambda: handlers.blobs.uploaded_parts(u.object, u.s3_upload))
     assert await handlers.sweep() == 0  # not expired yet
     assert await handlers.sweep(now=ticket.expires + 61) == 1
-    assert await handlers.blobs.run(lambda: handlers.blobs.size(staging)) is None
+    assert await handlers.blobs.run(lambda: handlers.blobs.uploaded_parts(u.object, u.s3_upload)) is None
     with pytest.raises(AiosError) as exc:
         await handlers.commit("agent-1", FilesCommit(upload=ticket.upload))
     assert exc.value.code == "not_found"
@@ -70,23 +74,50 @@ async def test_commit_checks_what_arrived(handlers: StorageHandlers) -> None:
     data = b"0123456789"
     sha = hashlib.sha256(data).hexdigest()
     nothing = await handlers.upload("agent-1", FilesUpload(path="a", size=10, sha256=sha))
-    with pytest.raises(AiosError) as exc:  # nothing uploaded yet: try again later
+    with pytest.raises(AiosError) as exc:  # nothing uploaded yet: send the missing parts, commit again
         await handlers.commit("agent-1", FilesCommit(upload=nothing.upload))
-    assert exc.value.code == "conflict"
+    assert exc.value.code == "conflict" and exc.value.details["missing"] == [1]
     short = await handlers.upload("agent-1", FilesUpload(path="b", size=10, sha256=sha))
-    await asyncio.to_thread(put, short.url, data[:5])
+    await asyncio.to_thread(put, short.parts[0], data[:5])
     with pytest.raises(AiosError) as exc:
         await handlers.commit("agent-1", FilesCommit(upload=short.upload))
     assert exc.value.code == "invalid_request" and exc.value.details["size"] == 5
+    liar = await handlers.upload("agent-1", FilesUpload(path="c", size=10, sha256=sha))
+    await asyncio.to_thread(put, liar.parts[0], b"9876543210")  # right size, other bytes
+    with pytest.raises(AiosError) as exc:
+        await handlers.commit("agent-1", FilesCommit(upload=liar.upload))
+    assert exc.value.code == "invalid_request"
+    assert await handlers.blobs.run(lambda: handlers.blobs.size(f"c/agent-1/{liar.upload}")) is None
+
     ok = await handlers.upload("agent-1", FilesUpload(path="c", size=10, sha256=sha, if_version=0))
-    await asyncio.to_thread(put, ok.url, data)
+    await asyncio.to_thread(put, ok.parts[0], data)
     done = await handlers.commit("agent-1", FilesCommit(upload=ok.upload))
     assert (done.info.path, done.info.version, done.info.sha256) == ("c", 1, sha)
-    assert await handlers.blobs.run(lambda: handlers.blobs.size(f"staging/agent-1/{ok.upload}")) is None
+    # Once committed, the part URL writes nothing any more: what was checked is what is kept.
+    with pytest.raises(urllib.error.HTTPError):
+        await asyncio.to_thread(put, ok.parts[0], b"tampered!!")
+    v = await handlers.meta.run(lambda: handlers.meta.head("agent-1", "c"))
+    assert v is not None and await handlers.blobs.run(lambda: handlers.blobs.get(v.object)) == data
     too_big = handlers.s.max_file_bytes + 1
     with pytest.raises(AiosError) as exc:
         await handlers.upload("agent-1", FilesUpload(path="d", size=too_big, sha256=sha))
     assert exc.value.code == "invalid_request"
+
+
+async def test_many_parts_any_order(handlers: StorageHandlers) -> None:
+    part = handlers.s.part_size_bytes
+    data = bytes(range(256)) * ((2 * part + 1000) // 256 + 1)
+    data = data[: 2 * part + 1000]
+    ticket = await handlers.upload(
+        "agent-1", FilesUpload(path="m", size=len(data), sha256=hashlib.sha256(data).hexdigest())
+    )
+    assert (ticket.part_size, len(ticket.parts)) == (part, 3)
+    for i in (2, 0, 1):  # any order
+        await asyncio.to_thread(put, ticket.parts[i], data[i * part : (i + 1) * part])
+    done = await handlers.commit("agent-1", FilesCommit(upload=ticket.upload))
+    assert done.info.size == len(data)
+    v = await handlers.meta.run(lambda: handlers.meta.head("agent-1", "m"))
+    assert v is not None and await handlers.blobs.run(lambda: handlers.blobs.get(v.object)) == data
 
 
 def test_text_helpers() -> None:

@@ -178,14 +178,14 @@ async def test_uploads_and_urls_are_confined(kernel: Kernel) -> None:
         got = await alice.syscall(FilesRead(path="big.bin", url=True))
         assert got.kind == "files.read" and got.url
         assert await http(got.url) == (200, big)
-        other = got.url.replace(f"/v/{ALICE}/", f"/v/{MALLORY}/")
-        assert (await http(other))[0] == 403
-        # Upload URLs name the uploader's own staging key, whatever the target.
-        assert f"/staging/{ALICE}/" in ticket.url
+        other = got.url.replace(f"/{ALICE}/", f"/{MALLORY}/")
+        assert other != got.url and (await http(other))[0] == 403
+        # Upload URLs name a fresh content key of the target's namespace, nothing else.
+        assert all(f"/c/{ALICE}/{ticket.upload}?" in url for url in ticket.parts)
         # An upload whose bytes do not match its announced hash is not stored.
         mine = await mallory.syscall(FilesUpload(path="m.bin", size=3, sha256="0" * 64))
         assert mine.kind == "files.upload"
-        assert (await http(mine.url, b"abc"))[0] == 200
+        assert (await http(mine.parts[0], b"abc"))[0] == 200
         with pytest.raises(InvalidRequest):
             await mallory.syscall(FilesCommit(upload=mine.upload))
         with pytest.raises(NotFound):

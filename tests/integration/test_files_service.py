@@ -31,7 +31,7 @@ def make_file(path: Path, mib: int) -> str:
 
 @pytest.fixture
 async def kernel(nats_url: str, tmp_path: Path, s3_srv: S3) -> AsyncIterator[Kernel]:
-    async with files_kernel(nats_url, tmp_path, s3_srv) as k:
+    async with files_kernel(nats_url, tmp_path, s3_srv, part_size_bytes=5 * 1024 * 1024) as k:
         yield k
 
 

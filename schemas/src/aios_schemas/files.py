@@ -376,11 +376,16 @@ class FileHits(BaseModel):
 
 
 class FileUploadTicket(BaseModel):
+    """Where to send a large file: one presigned PUT URL per part (an S3 multipart upload). Part i
+    (from 0) is bytes [i * part_size, (i + 1) * part_size) of the file; parts may go in any order,
+    in parallel, and again after a failure, until `expires`."""
+
     model_config = _STRICT
     kind: Literal["files.upload"] = Field("files.upload", description="Syscall kind this answers.")
     upload: str = Field(description="Upload id, for files.commit.")
-    url: str = Field(description="Presigned PUT URL: send exactly the announced bytes there.")
-    expires: float = Field(description="Unix time the URL (and the upload) expire.")
+    part_size: int = Field(ge=1, description="Bytes of every part but the last.")
+    parts: list[str] = Field(min_length=1, description="Presigned PUT URL of each part, in order.")
+    expires: float = Field(description="Unix time the URLs (and the upload) expire.")
 
 
 class FilesInspect(BaseModel):

@@ -62,6 +62,7 @@ if TYPE_CHECKING:
 # the bus's 1 MB max_payload); larger content goes through a presigned upload.
 INLINE_MAX = 256 * 1024
 _BLOCK = 1024 * 1024  # what streaming holds at once
+_PARALLEL_PARTS = 4  # parts of one upload in flight at once
 P = TypeVar("P", bound=BaseModel)
 R = TypeVar("R", bound=BaseModel)
 T = TypeVar("T")
@@ -95,17 +96,28 @@ def _http(what: str, fn: Callable[[], T]) -> T:
         raise BackendUnavailable(f"cannot reach the object store for the {what}: {exc}") from exc
 
 
-def _blocks(f: IO[bytes]) -> Iterator[bytes]:
-    """A file as blocks of _BLOCK bytes (http.client would send a file object 8 KiB at a time)."""
-    while block := f.read(_BLOCK):
+def _blocks(f: IO[bytes], length: int) -> Iterator[bytes]:
+    """`length` bytes of a file from where it is, in blocks of _BLOCK (http.client would send a file
+    object 8 KiB at a time)."""
+    while length > 0 and (block := f.read(min(_BLOCK, length))):
+        length -= len(block)
         yield block
 
 
-def _put(url: str, body: bytes | IO[bytes], size: int) -> None:
-    data = body if isinstance(body, bytes) else _blocks(body)
-    req = urllib.request.Request(url, data=data, method="PUT", headers={"Content-Length": str(size)})
-    with urllib.request.urlopen(req, timeout=60) as resp:
-        resp.read()
+def _put_part(url: str, body: bytes | Path, start: int, length: int) -> None:
+    """PUT bytes [start, start + length) of `body` (bytes in memory, or a file read as it goes)."""
+
+    def send(data: bytes | Iterator[bytes]) -> None:
+        req = urllib.request.Request(url, data=data, method="PUT", headers={"Content-Length": str(length)})
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            resp.read()
+
+    if isinstance(body, bytes):
+        send(body[start : start + length])
+        return
+    with open(body, "rb") as f:
+        f.seek(start)
+        send(_blocks(f, length))
 
 
 def _download(url: str, dest: Path, info: FileInfo) -> None:
@@ -212,15 +224,16 @@ class FilesApi:
             FilesUpload, path=path, size=size, sha256=digest, content_type=content_type, if_version=if_version
         )
         ticket = await self._call(ask, FileUploadTicket, timeout)
+        # Parts go straight to the object store, a few at a time, each read from disk as it is sent.
+        sem = asyncio.Semaphore(_PARALLEL_PARTS)
 
-        def send() -> None:
-            if isinstance(body, Path):
-                with open(body, "rb") as f:
-                    _put(ticket.url, f, size)
-            else:
-                _put(ticket.url, body, size)
+        async def send(i: int, url: str) -> None:
+            start = i * ticket.part_size
+            length = min(ticket.part_size, size - start)
+            async with sem:
+                await asyncio.to_thread(_http, "upload", lambda: _put_part(url, body, start, length))
 
-        await asyncio.to_thread(_http, "upload", send)
+        await asyncio.gather(*(send(i, url) for i, url in enumerate(ticket.parts)))
         done = await self._call(_payload(FilesCommit, upload=ticket.upload), FileWritten, timeout)
         return done.info
 

@@ -5,8 +5,8 @@ Layout of bucket `aios-files` (no key ever holds a path an agent chose: no path 
   content (rollback, move) or records a deletion is an empty object pointing at the content's key.
   Each carries its metadata (`x-amz-meta-aios-*`: path, version, sha256, author, ...), so the index
   can be rebuilt from S3 alone; no dependence on bucket versioning, which not every S3 server has.
-- `staging/<owner>/<upload id>`: what a presigned PUT writes; copied to a `v/` key at commit (the
-  client can still write the staging key until its URL expires: only the copy is trusted).
+- `c/<owner>/<upload id>`: the content of a large file, written by a multipart upload through
+  presigned part URLs; the `v/` object of its version points at it.
 - `shares/<owner>.json`: the owner's grants, rewritten on every change.
 
 The SDK is synchronous (urllib3): calls run on a thread pool of their own, sized like the service's
@@ -27,7 +27,7 @@ from urllib.parse import urlparse
 
 import urllib3
 from minio import Minio
-from minio.commonconfig import REPLACE, CopySource
+from minio.datatypes import Part
 from minio.error import S3Error
 
 T = TypeVar("T")
@@ -136,21 +136,55 @@ class Blobs:
             resp.release_conn()
         return Digest(size, h.hexdigest(), bytes(head))
 
-    def copy(self, src: str, dst: str, meta: Mapping[str, str], content_type: str | None) -> None:
-        """Server-side copy with new metadata (objects up to 5 GiB, one request)."""
-        self.s3.copy_object(
-            self.bucket,
-            dst,
-            CopySource(self.bucket, src),
-            metadata={**meta, "Content-Type": content_type or "application/octet-stream"},
-            metadata_directive=REPLACE,
-        )
-
     def remove(self, key: str) -> None:
         self.s3.remove_object(self.bucket, key)
 
-    def put_url(self, key: str, ttl_s: float) -> str:
-        return self.signer.presigned_put_object(self.bucket, key, expires=timedelta(seconds=ttl_s))
+    # Multipart uploads: the SDK's public API has no presigned part URLs, so these use its
+    # request-level methods (`_create_multipart_upload`...; minio is pinned below 8 for them).
+    def start_multipart(self, key: str, content_type: str | None) -> str:
+        return self.s3._create_multipart_upload(
+            self.bucket, key, {"Content-Type": content_type or "application/octet-stream"}
+        )
+
+    def part_url(self, key: str, upload_id: str, number: int, ttl_s: float) -> str:
+        return self.signer.get_presigned_url(
+            "PUT",
+            self.bucket,
+            key,
+            expires=timedelta(seconds=ttl_s),
+            extra_query_params={"partNumber": str(number), "uploadId": upload_id},
+        )
+
+    def uploaded_parts(self, key: str, upload_id: str) -> list[tuple[int, str, int]] | None:
+        """(number, etag, size) of each part received, or None if the upload is no more (completed
+        or aborted)."""
+        out: list[tuple[int, str, int]] = []
+        marker = 0
+        while True:
+            try:
+                res = self.s3._list_parts(
+                    self.bucket, key, upload_id, max_parts=1000, part_number_marker=str(marker)
+                )
+            except S3Error as exc:
+                if exc.code == "NoSuchUpload":
+                    return None
+                raise
+            out += [(p.part_number, p.etag, int(p.size or 0)) for p in res.parts]
+            if not res.is_truncated:
+                return out
+            marker = int(res.next_part_number_marker or 0)
+
+    def complete_multipart(self, key: str, upload_id: str, parts: list[tuple[int, str, int]]) -> None:
+        self.s3._complete_multipart_upload(
+            self.bucket, key, upload_id, [Part(number, etag) for number, etag, _ in parts]
+        )
+
+    def abort_multipart(self, key: str, upload_id: str) -> None:
+        try:
+            self.s3._abort_multipart_upload(self.bucket, key, upload_id)
+        except S3Error as exc:
+            if exc.code != "NoSuchUpload":
+                raise
 
     def get_url(self, key: str, ttl_s: float) -> str:
         return self.signer.presigned_get_object(self.bucket, key, expires=timedelta(seconds=ttl_s))

@@ -5,15 +5,16 @@ caller's own; `@owner/path` is another agent's, reachable only through that owne
 write: read, write, delete, move, rollback). Only owners share. Nothing in a payload can name the
 caller: it is `call.agent`, set by the kernel.
 
-Large files (DESIGN: never one NATS message, never whole in memory): `files.upload` answers a
-presigned PUT URL for a staging key of the caller's own, valid `url_ttl_s`; the client streams the
-file straight to S3; `files.commit` copies the staging object server-side to its version key, then
-reads that copy as a stream (1 MiB at a time) to check size and SHA-256 before recording it. The copy,
-not the staging object, is checked and kept, so a client that writes the staging key again after
-committing changes nothing. A read larger than `inline_max_bytes` answers a presigned GET URL of the
-version's object with an expiry. Chosen over chunked transfer through NATS because the bytes then
-never cross the bus nor the service, and S3 already does resumable, authenticated transfer; a
-single presigned PUT bounds a file at 5 GiB (multipart part URLs would lift that).
+Large files (DESIGN: never one NATS message, never whole in memory): `files.upload` starts an S3
+multipart upload to a fresh content key and answers one presigned PUT URL per part (64 MiB by
+default, at most 200 parts), valid `url_ttl_s`; the client streams each part straight to S3 (in any
+order, in parallel, again after a failure); `files.commit` checks every part's size, completes the
+upload, reads the object back as a stream (1 MiB at a time) to check size and SHA-256, and only then
+records a version pointing at it. Once completed, the object cannot be written again (the part URLs
+die with the upload id), so what was checked is what is kept, with no copy. A read larger than
+`inline_max_bytes` answers a presigned GET URL with an expiry. Chosen over chunked transfer through
+NATS because the bytes then never cross the bus nor the service, and S3 already does resumable,
+authenticated, parallel transfer; the service only signs, checks and records.
 """
 
 from __future__ import annotations
@@ -71,6 +72,7 @@ from .textindex import CHUNK_CHARS, TextIndex
 
 log = logging.getLogger(__name__)
 Mode = str  # "read" | "write"
+MAX_PARTS = 200  # presigned part URLs in one ticket: the reply must fit the bus (1 MB)
 
 
 def extract_text(data: bytes) -> str | None:
@@ -391,64 +393,105 @@ class StorageHandlers:
                 f"{p.size} bytes is over the largest file of {self.s.max_file_bytes} bytes",
                 details={"size": p.size, "limit": self.s.max_file_bytes},
             )
+        part_size = max(self.s.part_size_bytes, -(-p.size // MAX_PARTS))
+        parts = max(1, -(-p.size // part_size))
         upload_id = uuid.uuid4().hex
-        # The caller's own staging area, whoever owns the target: a grantee never writes there.
-        key = f"staging/{agent}/{upload_id}"
+        # A content key of the target's namespace that no version names yet; only the multipart
+        # upload writes it, and once completed nothing can (its part URLs die with the upload).
+        key = f"c/{t.owner}/{upload_id}"
         expires = time.time() + self.s.url_ttl_s
+        ttl = self.s.url_ttl_s
+        s3_upload = await self.blobs.run(lambda: self.blobs.start_multipart(key, p.content_type))
         u = Upload(
-            upload_id, t.owner, t.path, agent, key, p.size, p.sha256, p.content_type, p.if_version, expires
+            upload_id,
+            t.owner,
+            t.path,
+            agent,
+            key,
+            p.size,
+            p.sha256,
+            p.content_type,
+            p.if_version,
+            expires,
+            s3_upload,
+            part_size,
+            parts,
         )
         await self.meta.run(lambda: self.meta.put_upload(u))
-        url = await self.blobs.run(lambda: self.blobs.put_url(key, self.s.url_ttl_s))
-        return FileUploadTicket(upload=upload_id, url=url, expires=expires)
+        urls = await self.blobs.run(
+            lambda: [self.blobs.part_url(key, s3_upload, i, ttl) for i in range(1, parts + 1)]
+        )
+        return FileUploadTicket(upload=upload_id, part_size=part_size, parts=urls, expires=expires)
 
     async def commit(self, agent: str, p: FilesCommit, sid: str | None = None) -> FileWritten:
         u = await self.meta.run(lambda: self.meta.upload(p.upload))
         if u is None or u.author != agent:  # another agent's upload id is as unknown as a made-up one
             raise AiosError("not_found", f"no upload {p.upload}", details={"upload": p.upload})
         t = await self.resolve(agent, u.path if u.owner == agent else f"@{u.owner}/{u.path}", "write")
-        size = await self.blobs.run(lambda: self.blobs.size(u.object))
-        if size is None:
-            raise AiosError(
-                "conflict", f"nothing was uploaded for {p.upload} yet", details={"upload": p.upload}
-            )
-        if size != u.size:
+        await self._complete(u)
+        keep = u.size if u.size <= self.s.search_text_max_bytes else 0
+        # The bytes S3 now holds, read back as a stream: what the version records is what was stored.
+        got = await self.blobs.run(lambda: self.blobs.digest(u.object, keep))
+        if (got.size, got.sha256) != (u.size, u.sha256):
             await self._drop_upload(u)
             raise AiosError(
                 "invalid_request",
-                f"uploaded {size} bytes, announced {u.size}: nothing stored",
-                details={"upload": p.upload, "size": size, "expected": u.size},
+                f"uploaded content of {t.shown} does not match its size/sha256: nothing stored",
+                details={"expected": u.sha256, "received": got.sha256, "size": got.size},
             )
-        keep = u.size if u.size <= self.s.search_text_max_bytes else 0
+        text = extract_text(got.head) if keep else None
         async with self._locked(t):
-            n = await self._next(t, u.if_version)
-            key = self._new_key(t.owner)
-            v = Version(t.owner, t.path, n, key, u.size, u.sha256, agent, time.time(), False, u.content_type)
-            headers = self._meta_headers(v)
-            await self.blobs.run(lambda: self.blobs.copy(u.object, key, headers, u.content_type))
-            got = await self.blobs.run(lambda: self.blobs.digest(key, keep))
-            if (got.size, got.sha256) != (u.size, u.sha256):
-                await self.blobs.run(lambda: self.blobs.remove(key))
+            try:
+                n = await self._next(t, u.if_version)
+            except AiosError:
                 await self._drop_upload(u)
-                raise AiosError(
-                    "invalid_request",
-                    f"uploaded content of {t.shown} does not match its sha256: nothing stored",
-                    details={"expected": u.sha256, "received": got.sha256, "size": got.size},
-                )
-            text = extract_text(got.head) if keep else None
-
+                raise
+            v = Version(t.owner, t.path, n, "", u.size, u.sha256, agent, time.time(), False, u.content_type)
+            v = await self._pointer(t, v, u.object)
             await self.meta.record([(v, text)], sid, drop_upload=u.id)
         self._index(v, text)
-        await self._remove_quietly(u.object)
         return FileWritten(kind="files.commit", info=self.info(v, agent))
+
+    async def _complete(self, u: Upload) -> None:
+        """Complete the multipart upload of `u` if every part arrived with the right size."""
+        parts = await self.blobs.run(lambda: self.blobs.uploaded_parts(u.object, u.s3_upload))
+        if parts is None:  # completed by a commit that died before recording it, or aborted
+            if await self.blobs.run(lambda: self.blobs.size(u.object)) is None:
+                await self.meta.run(lambda: self.meta.drop_upload(u.id))
+                raise AiosError("not_found", f"upload {u.id} is no more", details={"upload": u.id})
+            return
+        got = {number: size for number, _, size in parts}
+        missing = [i for i in range(1, u.parts + 1) if i not in got]
+        if missing:
+            raise AiosError(
+                "conflict",
+                f"upload {u.id}: {len(missing)} of {u.parts} parts not received yet",
+                details={"upload": u.id, "missing": list[JsonValue](missing[:100])},
+            )
+        last = u.size - (u.parts - 1) * u.part_size
+        wrong = [i for i in range(1, u.parts + 1) if got[i] != (last if i == u.parts else u.part_size)]
+        if wrong or len(got) != u.parts:
+            await self._drop_upload(u)
+            raise AiosError(
+                "invalid_request",
+                f"upload {u.id}: parts {wrong or sorted(set(got) - set(range(1, u.parts + 1)))} have the"
+                " wrong size or should not exist: nothing stored",
+                details={"upload": u.id, "size": sum(got.values()), "expected": u.size},
+            )
+        await self.blobs.run(lambda: self.blobs.complete_multipart(u.object, u.s3_upload, parts))
 
     def _index(self, v: Version, text: str | None) -> None:
         if self.index is not None and text:
             self.index.submit(v.sha256, text)
 
     async def _drop_upload(self, u: Upload) -> None:
-        await self.meta.run(lambda: self.meta.drop_upload(u.id))
+        """Forget an upload: its parts, its content if completed, its record."""
+        try:
+            await self.blobs.run(lambda: self.blobs.abort_multipart(u.object, u.s3_upload))
+        except Exception as exc:
+            log.warning("could not abort upload %s: %s", u.id, exc)
         await self._remove_quietly(u.object)
+        await self.meta.run(lambda: self.meta.drop_upload(u.id))
 
     async def _remove_quietly(self, key: str) -> None:
         try:

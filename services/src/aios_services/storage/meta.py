@@ -60,12 +60,15 @@ CREATE TABLE IF NOT EXISTS uploads (
     owner VARCHAR NOT NULL,
     path VARCHAR NOT NULL,
     author VARCHAR NOT NULL,
-    object VARCHAR NOT NULL,        -- the staging key the presigned URL writes
+    object VARCHAR NOT NULL,        -- the content key the multipart upload writes
     size BIGINT NOT NULL,
     sha256 VARCHAR NOT NULL,
     content_type VARCHAR,
     if_version INTEGER,
-    expires DOUBLE NOT NULL
+    expires DOUBLE NOT NULL,
+    s3_upload VARCHAR NOT NULL,     -- the S3 multipart upload id
+    part_size BIGINT NOT NULL,
+    parts INTEGER NOT NULL
 );
 """
 
@@ -111,6 +114,15 @@ class Upload:
     content_type: str | None
     if_version: int | None
     expires: float
+    s3_upload: str
+    part_size: int
+    parts: int
+
+
+_UPLOAD_COLS = (
+    "id, owner, path, author, object, size, sha256, content_type, if_version, expires,"
+    " s3_upload, part_size, parts"
+)
 
 
 def _version(row: Sequence[object]) -> Version:
@@ -438,16 +450,14 @@ class Meta:
 
     def upload(self, id: str) -> Upload | None:
         row = self.con.execute(
-            "SELECT id, owner, path, author, object, size, sha256, content_type, if_version, expires"
-            " FROM uploads WHERE id = ?",
+            f"SELECT {_UPLOAD_COLS} FROM uploads WHERE id = ?",
             [id],
         ).fetchone()
         return Upload(*row) if row else None
 
     def expired_uploads(self, now: float) -> list[Upload]:
         rows = self.con.execute(
-            "SELECT id, owner, path, author, object, size, sha256, content_type, if_version, expires"
-            " FROM uploads WHERE expires < ?",
+            f"SELECT {_UPLOAD_COLS} FROM uploads WHERE expires < ?",
             [now],
         ).fetchall()
         return [Upload(*r) for r in rows]
@@ -531,20 +541,8 @@ class Meta:
 
     def put_upload(self, u: Upload) -> None:
         self.con.execute(
-            "INSERT INTO uploads (id, owner, path, author, object, size, sha256, content_type, if_version,"
-            " expires) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [
-                u.id,
-                u.owner,
-                u.path,
-                u.author,
-                u.object,
-                u.size,
-                u.sha256,
-                u.content_type,
-                u.if_version,
-                u.expires,
-            ],
+            f"INSERT INTO uploads ({_UPLOAD_COLS}) VALUES ({', '.join('?' * 13)})",
+            [getattr(u, f.strip()) for f in _UPLOAD_COLS.split(",")],
         )
 
     def drop_upload(self, id: str) -> None:

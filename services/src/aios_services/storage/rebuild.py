@@ -67,10 +67,12 @@ def scan(blobs: Blobs, text_max: int) -> tuple[list[tuple[Version, str | None]],
         # then made again. The later one is the version that was answered.
         if slot not in found or found[slot][0].created < v.created:
             found[slot] = (v, text)
-    texts = {v.object: t for v, t in found.values() if t is not None}
-    for v, ref in refs:  # rollbacks and moves: the text of the content they name
+    texts: dict[str, str | None] = {v.object: t for v, t in found.values() if t is not None}
+    for v, ref in refs:  # rollbacks, moves, uploads: the text of the content they name
         slot = (v.owner, v.path, v.version)
         if slot in found and found[slot][0] is v:
+            if ref not in texts and not v.deleted and v.size <= text_max:
+                texts[ref] = extract_text(blobs.get(ref))
             found[slot] = (v, texts.get(ref))
     shares: list[Share] = []
     for obj in s3.list_objects(bucket, prefix="shares/", recursive=True):

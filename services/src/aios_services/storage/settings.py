@@ -32,7 +32,15 @@ class StorageSettings(WorkerSettings):
         description="Reads of files up to this size answer inline; larger ones with a presigned URL"
         " (the reply must fit the bus's 1 MB max_payload, base64 included).",
     )
-    max_file_bytes: int = Field(5 * 1024**3, ge=1, le=5 * 1024**3, description="Largest upload (one PUT).")
+    max_file_bytes: int = Field(
+        100 * 1024**3, ge=1, le=1024**4, description="Largest file (a multipart upload of at most 200 parts)."
+    )
+    part_size_bytes: int = Field(
+        64 * 1024**2,
+        ge=5 * 1024**2,
+        le=5 * 1024**3,
+        description="Part size of uploads (S3 bounds: 5 MiB to 5 GiB); larger for files over 200 parts.",
+    )
     url_ttl_s: float = Field(900.0, gt=0, le=7 * 86400, description="Lifetime of presigned URLs.")
     search_text_max_bytes: int = Field(
         1024 * 1024, ge=0, description="Text files up to this size are indexed for search."
