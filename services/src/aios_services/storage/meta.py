@@ -161,6 +161,9 @@ class Meta:
         self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="storage-db")
         self.con: duckdb.DuckDBPyConnection = self._pool.submit(self._open, path).result()
         self._heads: OrderedDict[tuple[str, str], Version | None] = OrderedDict()
+        # Every path that has a version (about 100 bytes each): a write to a new path, the common
+        # case, then needs no look-up at all.
+        self._paths: set[tuple[str, str]] = set(self._pool.submit(self.all_paths).result())
         # Versions made by recent syscalls, also those of the process before (a call it ran may be
         # sent again after it died): looked up in memory, never in DuckDB on the hot path.
         self._calls: OrderedDict[tuple[str, str], Version] = OrderedDict()
@@ -173,6 +176,8 @@ class Meta:
     # --- cached and grouped (async) --------------------------------------------------------
     async def newest(self, owner: str, path: str) -> Version | None:
         key = (owner, path)
+        if key not in self._paths:  # a new file: nothing to look up
+            return None
         if key in self._heads:
             self._heads.move_to_end(key)
             return self._heads[key]
@@ -205,6 +210,7 @@ class Meta:
             self._flusher = asyncio.ensure_future(self._flush())
         await item.done
         for v, _ in rows:
+            self._paths.add((v.owner, v.path))
             self._remember_head((v.owner, v.path), v)
         if syscall is not None and rows:
             first = next((v for v, _ in rows if not v.deleted), rows[0][0])
@@ -468,6 +474,12 @@ class Meta:
         return int(row[0]), int(row[1])
 
     # --- writes (each one transaction) -----------------------------------------------------
+    def all_paths(self) -> list[tuple[str, str]]:
+        return [
+            (str(o), str(p))
+            for o, p in self.con.execute("SELECT DISTINCT owner, path FROM versions").fetchall()
+        ]
+
     def recent_calls(self, since: float, limit: int) -> list[tuple[str, Version]]:
         """(syscall, the version it made) for the latest `limit` versions made since `since`, oldest
         first; for a move, its destination's version before its source's deletion."""
@@ -480,9 +492,10 @@ class Meta:
 
     def add_versions(self, rows: Sequence[tuple[Version, str | None]], syscall: str | None = None) -> None:
         """Record versions (with their extracted text) made by `syscall` and make each its path's
-        newest, in one transaction (bypasses the caches: for tools that rebuild the index)."""
+        newest, in one transaction (not grouped: for tools and tests)."""
         with self._tx():
             self._insert([(v, text, syscall) for v, text in rows])
+        self._paths.update((v.owner, v.path) for v, _ in rows)
 
     def _insert(self, rows: Sequence[tuple[Version, str | None, str | None]]) -> None:
         """One statement for all rows (DuckDB pays per statement, not per row)."""
@@ -518,6 +531,7 @@ class Meta:
                 self._insert([(v, text, None) for v, text in rows[i : i + 500]])
             for s in shares:
                 self.put_share(s)
+        self._paths.update((v.owner, v.path) for v, _ in rows)
 
     def text_of(self, owner: str, path: str, version: int) -> str | None:
         row = self.con.execute(
