@@ -206,3 +206,47 @@ async def test_large_file_streams_through_presigned_urls(kernel: Kernel, tmp_pat
         mid = os.urandom(600 * 1024)
         await aios.files.write("big/mid.bin", mid)
         assert await aios.files.read("big/mid.bin") == mid
+
+
+async def test_operator_inspects_read_only(kernel: Kernel) -> None:
+    """`aios files` asks the storage service (the DuckDB file's one owner) on ctl.storage.inspect."""
+    from pydantic import ValidationError
+
+    from aios_schemas import (
+        FileContent,
+        FileList,
+        FilesInspect,
+        FilesList,
+        FilesRead,
+        FilesVersions,
+        FileVersions,
+    )
+    from aios_services.cli.files import inspect
+
+    async with kernel.connect("agent-1") as aios:
+        await aios.files.write("notes/a.md", "one")
+        await aios.files.write("notes/a.md", "two")
+    listing = (
+        await inspect(kernel.nats_url, kernel.ns, FilesInspect(agent="agent-1", payload=FilesList()))
+    ).result
+    assert isinstance(listing, FileList) and [e.path for e in listing.entries] == ["notes/a.md"]
+    got = (
+        await inspect(
+            kernel.nats_url,
+            kernel.ns,
+            FilesInspect(agent="agent-1", payload=FilesRead(path="notes/a.md", version=1)),
+        )
+    ).result
+    assert isinstance(got, FileContent) and got.content == b"one"
+    hist = (
+        await inspect(
+            kernel.nats_url,
+            kernel.ns,
+            FilesInspect(agent="agent-1", payload=FilesVersions(path="notes/a.md")),
+        )
+    ).result
+    assert isinstance(hist, FileVersions) and [v.version for v in hist.versions] == [2, 1]
+    with pytest.raises(ValidationError):  # read-only: no write can go through it
+        FilesInspect.model_validate(
+            {"agent": "agent-1", "payload": {"kind": "files.write", "path": "x", "content": ""}}
+        )
