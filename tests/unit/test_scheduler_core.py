@@ -243,6 +243,18 @@ async def test_dispatch_never_exceeds_a_lanes_slots() -> None:
     assert all(r.status == "ok" for r in h.done.values())
 
 
+async def test_a_lane_takes_its_ahead_beyond_its_slots_and_no_more() -> None:
+    gate: asyncio.Future[ExecReply] = asyncio.get_running_loop().create_future()
+    ex = FakeExecutor(script=[gate] * 5)
+    h = Harness(ex, BackendEntry(name="a", slots=2, ahead=1))
+    ids = await h.submit(5)
+    await h.d.dispatch(h.group)
+    await asyncio.sleep(0)
+    assert len(h.group.backends["a"].running) == 3 and len(h.group.policy) == 2
+    gate.set_result(ok_reply(ids[0]))
+    await h.until_done(5)
+
+
 async def test_a_failing_lane_falls_back_to_another() -> None:
     ex = FakeExecutor()
     h = Harness(ex, BackendEntry(name="a", slots=1), BackendEntry(name="b", slots=1))

@@ -14,7 +14,10 @@ _KEY_UNSAFE = re.compile(r"[^-/_=.a-zA-Z0-9]")
 class BackendEntry(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     name: str = Field(description="Unique backend name.")
-    slots: int = Field(ge=1, description="Concurrent requests it serves (the scheduler never exceeds it).")
+    slots: int = Field(ge=1, description="Concurrent requests it serves.")
+    ahead: int = Field(
+        0, ge=0, description="Requests sent beyond `slots` to wait in the backend's own queue (never more)."
+    )
     rpm: int | None = Field(None, ge=1, description="Requests per minute.")
     tpm: int | None = Field(None, ge=1, description="Tokens per minute (input + max output).")
     continue_partial: bool = Field(False, description="Can resume a suspended generation.")

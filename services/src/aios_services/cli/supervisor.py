@@ -67,7 +67,8 @@ def generated_models(sim_url: str | None, local_url: str | None) -> dict[str, Mo
     models: dict[str, ModelConfig] = {}
     if sim_url:
         caps = Capabilities(continue_partial=True, priority=True)
-        sim = BackendConfig(name="sim", base_url=sim_url, slots=8, capabilities=caps)
+        # ahead=1: the simulator batches like vLLM (a request waiting at it joins the next step).
+        sim = BackendConfig(name="sim", base_url=sim_url, slots=8, ahead=1, capabilities=caps)
         models[SIM_MODEL] = ModelConfig(backends=[sim])
         embed = BackendConfig(name="sim-embed", base_url=sim_url, slots=8)
         models[SIM_EMBED_MODEL] = ModelConfig(kind="embedding", backends=[embed])

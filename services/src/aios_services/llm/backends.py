@@ -28,7 +28,9 @@ class Backend:
         self.cfg = cfg
         self.name = cfg.name
         self.remote_model = cfg.model or model
-        self.client = BackendClient(cfg.base_url, api_key=api_key, timeout_s=cfg.timeout_s, slots=cfg.slots)
+        self.client = BackendClient(
+            cfg.base_url, api_key=api_key, timeout_s=cfg.timeout_s, slots=cfg.slots + cfg.ahead
+        )
 
     async def close(self) -> None:
         await self.client.close()

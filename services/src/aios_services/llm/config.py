@@ -57,6 +57,15 @@ class BackendConfig(BaseModel):
         None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="Environment variable holding the API key."
     )
     slots: int = Field(8, ge=1, le=100_000, description="Concurrent requests the backend serves well.")
+    ahead: int = Field(
+        0,
+        ge=0,
+        le=100_000,
+        description="Requests sent beyond `slots`, to wait in the engine's own queue, so that a slot"
+        " freed at the end of an engine step is refilled at the next one (continuous batching) rather"
+        " than a kernel round trip later, which can miss a step. 1 to slots/8 for vLLM-like engines;"
+        " 0 (never more than `slots` at the backend) for APIs that refuse what exceeds a concurrency.",
+    )
     rpm: int | None = Field(None, ge=1, description="Requests per minute limit.")
     tpm: int | None = Field(None, ge=1, description="Tokens per minute limit.")
     timeout_s: float = Field(600.0, gt=0, description="Upper bound of one backend call.")

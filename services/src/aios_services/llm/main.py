@@ -55,6 +55,7 @@ def catalogue(cfg: LlmConfig) -> list[ModelEntry]:
                 BackendEntry(
                     name=b.name,
                     slots=b.slots,
+                    ahead=b.ahead,
                     rpm=b.rpm,
                     tpm=b.tpm,
                     continue_partial=b.capabilities.continue_partial,

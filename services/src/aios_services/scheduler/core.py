@@ -183,7 +183,7 @@ class Scheduler:
             else:
                 state.entry = b
                 state.retired = False
-                state.capacity = self.share(b.slots)
+                state.capacity = self.share(b.slots + b.ahead)
                 state.limiter = RateLimiter(self.limits, b) if (b.rpm or b.tpm) else None
         for name, state in group.backends.items():
             state.retired = name not in names  # runs in progress finish; nothing new starts there
@@ -213,14 +213,14 @@ class Scheduler:
         """The set of replicas changed: recompute this replica's share of every lane."""
         for group in self.groups.values():
             for b in group.backends.values():
-                b.capacity = self.share(b.entry.slots)
+                b.capacity = self.share(b.entry.slots + b.entry.ahead)
             group.wake.set()
 
     def _lane(self, entry: BackendEntry) -> BackendState:
         st = BackendState(
             entry=entry, limiter=RateLimiter(self.limits, entry) if (entry.rpm or entry.tpm) else None
         )
-        st.capacity = self.share(entry.slots)
+        st.capacity = self.share(entry.slots + entry.ahead)
         st.breaker.threshold = self.settings.breaker_threshold
         st.breaker.cooldown_s = self.settings.breaker_cooldown_s
         return st
