@@ -142,3 +142,27 @@ def test_meta_survives_reopen(tmp_path: Path) -> None:
     assert again.made_by("sid-1", "a") == v  # a call sent again after a restart finds its version
     assert again._pool.submit(lambda: again.head("a", "p")).result() == v
     again.close()
+
+
+async def test_object_store_down_is_a_typed_error_and_records_nothing(handlers: StorageHandlers) -> None:
+    """S3 unreachable: backend_unavailable (retryable), and no version is recorded."""
+    from aios_schemas import FilesWrite
+    from aios_services.cli.procs import free_port
+
+    dead = Blobs(
+        endpoint=f"http://127.0.0.1:{free_port()}",
+        access_key="x",
+        secret_key="y",
+        region="us-east-1",
+        bucket=handlers.blobs.bucket,
+    )
+    down = StorageHandlers(handlers.s, handlers.meta, dead)
+    try:
+        with pytest.raises(AiosError) as exc:
+            await down.write("agent-1", FilesWrite(path="w.txt", content=b"x"))
+        assert exc.value.code == "backend_unavailable" and exc.value.retryable
+        assert await handlers.meta.newest("agent-1", "w.txt") is None
+        info = (await handlers.write("agent-1", FilesWrite(path="w.txt", content=b"x"))).info
+        assert info.version == 1  # with the store back, the write is the first version
+    finally:
+        dead.close()

@@ -30,6 +30,8 @@ from minio import Minio
 from minio.datatypes import Part
 from minio.error import S3Error
 
+from aios_schemas import AiosError
+
 T = TypeVar("T")
 CHUNK = 1024 * 1024  # what a streamed read holds at once
 
@@ -71,6 +73,7 @@ class Blobs:
         threads: int = 32,
     ) -> None:
         self.bucket = bucket
+        self.endpoint = endpoint
         self.s3 = _client(endpoint, access_key, secret_key, region, threads)
         # Presigned URLs are signed for the host agents use (signatures cover the host).
         self.signer = (
@@ -79,7 +82,20 @@ class Blobs:
         self._pool = concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="storage-s3")
 
     async def run(self, fn: Callable[[], T]) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._pool, fn)
+        """Run `fn` on the pool; the object store's failures come out typed (backend_unavailable:
+        unreachable, retry later; backend_error: it answered with an error)."""
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._pool, fn)
+        except S3Error as exc:
+            raise AiosError(
+                "backend_error", f"object store error: {exc.code}", details={"code": exc.code}
+            ) from exc
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise AiosError(
+                "backend_unavailable",
+                f"object store unreachable: {type(exc).__name__}",
+                details={"endpoint": self.endpoint},
+            ) from exc
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
