@@ -339,9 +339,13 @@ def sim(ctx: typer.Context) -> None:
 
 
 @app.command()
-def service(name: Annotated[str, typer.Argument(help="scheduler | llm")]) -> None:
+def service(name: Annotated[str, typer.Argument(help="scheduler | llm | storage")]) -> None:
     """Run one kernel service in the foreground (settings from AIOS_* environment variables)."""
-    mains = {"scheduler": "aios_services.scheduler.main", "llm": "aios_services.llm.main"}
+    mains = {
+        "scheduler": "aios_services.scheduler.main",
+        "llm": "aios_services.llm.main",
+        "storage": "aios_services.storage.main",
+    }
     if name not in mains:
         fail(f"unknown service {name!r}; one of {', '.join(mains)}")
     import importlib
