@@ -15,8 +15,8 @@ import pytest
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
-from aios_schemas import CONNECTION_FILE, SyscallEvent
-from aios_sdk import AIOS, BackendUnavailable, InvalidRequest
+from aios_schemas import CONNECTION_FILE, SyscallEvent, new_id
+from aios_sdk import AIOS, BackendUnavailable, Conflict, InvalidRequest
 from aios_services.cli.procs import free_port
 from aios_services.sim.runner import SimServer, run_sim
 from tests.kernel import Kernel, running_kernel
@@ -283,3 +283,13 @@ async def test_cancel_and_result_with_a_bad_id_are_invalid_request(aios: AIOS) -
         await aios.cancel("not an id!")
     with pytest.raises(InvalidRequest, match="id"):
         await aios.result("not an id!")
+
+
+async def test_an_id_another_agent_used_is_a_conflict_at_once(kernel: Kernel) -> None:
+    # JetStream drops the second publish as a duplicate (its window); the SDK must not wait for a
+    # result that will never come: the scheduler says the id is taken, and the caller hears Conflict.
+    async with kernel.connect() as alice, kernel.connect(agent="agent-2") as mallory:
+        sid, ask = new_id(), [{"role": "user", "content": "mine"}]
+        await alice.llm.chat(MODEL, ask, max_tokens=5, id=sid)
+        with pytest.raises(Conflict):  # (waiting for the deadline would raise DeadlineExceeded)
+            await mallory.llm.chat(MODEL, ask, max_tokens=5, id=sid, timeout=30)

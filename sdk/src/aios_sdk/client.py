@@ -66,6 +66,8 @@ DEFAULT_CONNECT_TIMEOUT_S = 5.0
 _GRACE_S = 2.0
 # How long leaving a stream early may take to stop its syscall in the kernel.
 _LEAVE_S = 5.0
+# A duplicate id that is neither stored nor held yet may be ours, still in the stream: asked for so long.
+_DUPLICATE_WAIT_S = 3.0
 
 
 def _model(cls: type[BaseModel], value: object, what: str) -> BaseModel:
@@ -584,7 +586,7 @@ class AIOS:
                     stream._accepted.set()
                 # A duplicate id: the kernel already has this id, maybe answered long ago (its
                 # result is not sent again): look in the store first.
-                stored = await self.result(call.id) if ack.duplicate else None
+                stored = await self._duplicate(call.id, done) if ack.duplicate else None
                 res = stored or await self._wait_result(call.id, done, call.deadline or 0.0, timeout)
             except BaseException as exc:
                 if stream is not None:
@@ -707,8 +709,26 @@ class AIOS:
         except AiosError as exc:
             raise typed(exc) from exc
 
-    async def result(self, syscall_id: str, *, timeout: float = 5.0) -> SyscallResult | None:
-        """The stored result of an earlier syscall of this agent (e.g. after a reconnect), or None."""
+    async def _duplicate(self, syscall_id: str, done: asyncio.Future[SyscallResult]) -> SyscallResult | None:
+        """JetStream dropped this publish as a duplicate of an id it saw in its window: the stored
+        result of that id (ours), a Conflict (another agent's id), or None to wait for it (ours,
+        still running, or not yet taken off the stream: asked again for a few seconds)."""
+        delay, until = 0.05, time.monotonic() + _DUPLICATE_WAIT_S
+        while not done.done():
+            stored, state = await self._stored(syscall_id)
+            if stored is not None:
+                return stored
+            if state == "taken":
+                raise Conflict(
+                    f"syscall id {syscall_id} is already used by another agent: use a new id", retryable=False
+                )
+            if state == "pending" or time.monotonic() + delay > until:
+                return None
+            await asyncio.wait({done}, timeout=delay)
+            delay = min(2 * delay, 0.5)
+        return None
+
+    async def _stored(self, syscall_id: str, timeout: float = 5.0) -> tuple[SyscallResult | None, str | None]:
         q = _model(ResultQuery, {"id": syscall_id, "agent": self.agent}, "result query")
         try:
             msg = await self._nc.request(
@@ -717,8 +737,13 @@ class AIOS:
         except nats.errors.Error as exc:  # no answer, no scheduler, or the bus is away
             raise BackendUnavailable(f"scheduler unreachable: {exc or type(exc).__name__}") from exc
         try:
-            return decode_reply(msg.data, msg.headers, SyscallResult)
+            return decode_reply(msg.data, msg.headers, SyscallResult), None
         except AiosError as exc:
             if exc.code == "not_found":
-                return None
+                state = exc.details.get("state")
+                return None, state if isinstance(state, str) else None
             raise typed(exc) from exc
+
+    async def result(self, syscall_id: str, *, timeout: float = 5.0) -> SyscallResult | None:
+        """The stored result of an earlier syscall of this agent (e.g. after a reconnect), or None."""
+        return (await self._stored(syscall_id, timeout))[0]

@@ -114,7 +114,7 @@ class LlmHandlers:
         sid = req.syscall.id
         run = self._inflight.get(sid)
         if run is None and req.again and self.deps.finished is not None:
-            done = await self.deps.finished.get(sid)
+            done = await self.deps.finished.get(req.syscall.agent, sid)
             if done is not None:  # generated before the scheduler that asked for it crashed
                 return done
             run = self._inflight.get(sid)
@@ -132,7 +132,7 @@ class LlmHandlers:
             # Kept for a scheduler that crashes before storing the result (only successes: a failure
             # is retried, maybe elsewhere). Written without waiting for JetStream's ack, in the same
             # socket write as the reply: a crash-recovery shortcut, not the result's durability.
-            self.bus.publish_soon(finished.subject(req.syscall.id), encode(reply))
+            self.bus.publish_soon(finished.subject(req.syscall.agent, req.syscall.id), encode(reply))
         return reply
 
     async def _exec(self, req: ExecRequest) -> ExecReply:

@@ -1,4 +1,4 @@
-"""Replies of finished runs (KV `AIOS_FINISHED`, keyed by syscall id), shared by every worker service:
+"""Replies of finished runs (KV `AIOS_FINISHED`, keyed by agent and syscall id), shared by every worker service:
 a scheduler that crashed holding a syscall re-sends it with `again`, and the worker that already ran
 it answers with what it kept instead of running it twice."""
 
@@ -16,22 +16,28 @@ FINISHED_TTL_S = 600.0
 
 
 class FinishedRuns:
-    """Replies of finished runs, in KV `AIOS_FINISHED` keyed by syscall id (with a TTL)."""
+    """Replies of finished runs, in KV `AIOS_FINISHED` keyed by agent and syscall id (with a TTL)."""
 
     def __init__(self, kv: KeyValue, bucket: str) -> None:
         self.kv = kv
         self.bucket = bucket
 
-    def subject(self, syscall_id: str) -> str:
-        """Where a plain publish stores a reply (without waiting for JetStream's ack)."""
-        return f"$KV.{self.bucket}.{syscall_id}"
+    # Keyed by agent and id: a syscall id reused by another agent never reaches this agent's reply
+    # (agent names are one subject token, ids have no dots).
+    @staticmethod
+    def key(agent: str, syscall_id: str) -> str:
+        return f"{agent}.{syscall_id}"
 
-    async def get(self, syscall_id: str) -> ExecReply | None:
+    def subject(self, agent: str, syscall_id: str) -> str:
+        """Where a plain publish stores a reply (without waiting for JetStream's ack)."""
+        return f"$KV.{self.bucket}.{self.key(agent, syscall_id)}"
+
+    async def get(self, agent: str, syscall_id: str) -> ExecReply | None:
         try:
-            entry = await self.kv.get(syscall_id)
+            entry = await self.kv.get(self.key(agent, syscall_id))
         except KeyNotFoundError:
             return None
         return decode(entry.value, ExecReply) if entry.value else None
 
-    async def put(self, syscall_id: str, reply: ExecReply) -> None:
-        await self.kv.put(syscall_id, encode(reply))
+    async def put(self, agent: str, syscall_id: str, reply: ExecReply) -> None:
+        await self.kv.put(self.key(agent, syscall_id), encode(reply))

@@ -123,7 +123,7 @@ class ResourceWorker:
         sid = req.syscall.id
         run = self._inflight.get(sid)
         if run is None and req.again:
-            kept = await self.finished.get(sid)
+            kept = await self.finished.get(req.syscall.agent, sid)
             if kept is not None:  # done before the scheduler that asked for it crashed
                 return kept
             run = self._inflight.get(sid)
@@ -152,7 +152,7 @@ class ResourceWorker:
             return _done(SyscallResult.fail(call.id, err.to_reply(), service_ms=_ms(started)))
         reply = _done(SyscallResult.ok(call.id, payload, service_ms=_ms(started)))
         try:  # before answering: a write answered but not kept could run twice after a crash
-            await self.finished.put(call.id, reply)
+            await self.finished.put(call.agent, call.id, reply)
         except nats.errors.Error as exc:
             log.warning("could not keep the reply of %s: %s", call.id, exc)
         return reply

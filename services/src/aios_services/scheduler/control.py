@@ -34,7 +34,13 @@ class Control:
         stored = await s.results.get(q.id)
         if stored is None or stored.agent != q.agent:  # someone else's result does not exist for you
             held = s.held.get(q.id)
-            state = "pending" if held is not None and held.call.agent == q.agent else "unknown"
+            if held is not None:
+                state = "pending" if held.call.agent == q.agent else "taken"
+            else:
+                # "taken": the id is another agent's (what, whose or whether it ran is not said). An
+                # agent that reused it hears it at once, instead of waiting for a result that
+                # JetStream's de-duplication means will never come.
+                state = "taken" if stored is not None else "unknown"
             raise AiosError("not_found", f"no result for {q.id}", details={"state": state})
         return stored.result
 
