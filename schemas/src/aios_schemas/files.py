@@ -267,8 +267,8 @@ class FilesSearch(BaseModel):
 
 
 class FilesUpload(BaseModel):
-    """Payload of `files.upload`: ask for a presigned PUT URL to send a large file straight to the
-    object store; `files.commit` then checks it and makes it a version."""
+    """Payload of `files.upload`: ask for presigned part URLs (an S3 multipart upload) to send a large
+    file straight to the object store; `files.commit` then checks it and makes it a version."""
 
     model_config = _STRICT
     kind: Literal["files.upload"] = Field("files.upload", description="Syscall kind.")

@@ -5,8 +5,9 @@ Paths are relative to the agent's own namespace (`notes/today.md`); a file anoth
 `delete` is a version too (roll it back to undo).
 
 Small content travels inline in the syscall. Larger content never crosses the bus: `write` /
-`write_file` ask for a presigned upload URL (`files.upload`), send the bytes straight to the object
-store (from disk, a block at a time), then `files.commit` has the service check size and SHA-256;
+`write_file` ask for an upload (`files.upload`: one presigned URL per part), send the parts straight
+to the object store (from disk, a block at a time, a few parts at once), then `files.commit` has the
+service check size and SHA-256;
 `read` / `read_file` fetch large files from a presigned GET URL, `read_file` streaming to disk and
 checking the SHA-256 before the file appears.
 """

@@ -30,6 +30,7 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Literal
 from urllib.parse import quote
 
 from pydantic import JsonValue
@@ -71,7 +72,7 @@ from .settings import StorageSettings
 from .textindex import CHUNK_CHARS, TextIndex
 
 log = logging.getLogger(__name__)
-Mode = str  # "read" | "write"
+Mode = Literal["read", "write"]
 MAX_PARTS = 200  # presigned part URLs in one ticket: the reply must fit the bus (1 MB)
 
 
@@ -120,7 +121,6 @@ class StorageHandlers:
         self.blobs = blobs
         self.index = index
         self._locks: dict[tuple[str, str], _PathLock] = {}
-        self.started = time.time()
         self._running = 0
         self._idle = asyncio.Event()
 
