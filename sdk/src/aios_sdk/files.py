@@ -64,6 +64,7 @@ if TYPE_CHECKING:
 INLINE_MAX = 256 * 1024
 _BLOCK = 1024 * 1024  # what streaming holds at once
 _PARALLEL_PARTS = 4  # parts of one upload in flight at once
+_PART_ATTEMPTS = 3
 P = TypeVar("P", bound=BaseModel)
 R = TypeVar("R", bound=BaseModel)
 T = TypeVar("T")
@@ -232,7 +233,14 @@ class FilesApi:
             start = i * ticket.part_size
             length = min(ticket.part_size, size - start)
             async with sem:
-                await asyncio.to_thread(_http, "upload", lambda: _put_part(url, body, start, length))
+                for attempt in range(_PART_ATTEMPTS):  # a part can be sent again until the URL expires
+                    try:
+                        await asyncio.to_thread(_http, "upload", lambda: _put_part(url, body, start, length))
+                        return
+                    except (BackendUnavailable, BackendError):
+                        if attempt == _PART_ATTEMPTS - 1:
+                            raise
+                        await asyncio.sleep(0.2 * 2**attempt)
 
         await asyncio.gather(*(send(i, url) for i, url in enumerate(ticket.parts)))
         done = await self._call(_payload(FilesCommit, upload=ticket.upload), FileWritten, timeout)
