@@ -36,11 +36,13 @@ PROMPT = [{"role": "user", "content": "work on it [sim:tokens=8]"}]
 
 
 @contextlib.asynccontextmanager
-async def engine(slots: int, decode_ms: float) -> AsyncIterator[str]:
+async def engine(slots: int, decode_ms: float, prefill_ms: float | None = None) -> AsyncIterator[str]:
+    """The simulator in its own process (profile `fixed`), its OpenAI base URL once it is up."""
     port = free_port()
+    prefill = [] if prefill_ms is None else ["--prefill-ms-per-token", str(prefill_ms)]
     proc = await asyncio.create_subprocess_exec(
         *[sys.executable, "-m", "aios_services.sim", "--port", str(port), "--profile", "fixed"],
-        *["--model", MODEL, "--slots", str(slots), "--decode-ms", str(decode_ms)],
+        *["--model", MODEL, "--slots", str(slots), "--decode-ms", str(decode_ms), *prefill],
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.DEVNULL,
     )
