@@ -1,6 +1,6 @@
-"""Replies of finished runs (KV `AIOS_FINISHED`, keyed by agent and syscall id), shared by every worker service:
-a scheduler that crashed holding a syscall re-sends it with `again`, and the worker that already ran
-it answers with what it kept instead of running it twice."""
+"""Replies of finished runs (KV `AIOS_FINISHED`, keyed by agent and syscall id), shared by every
+worker service: a scheduler that crashed holding a syscall re-sends it with `again`, and the worker
+that already ran it answers with what it kept instead of running it twice."""
 
 from __future__ import annotations
 
