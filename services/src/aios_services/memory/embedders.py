@@ -112,7 +112,7 @@ class MiniLMEmbedder:
             if self._session is not None:
                 return
             try:
-                import onnxruntime as ort  # type: ignore[import-untyped]
+                import onnxruntime as ort
                 from tokenizers import Tokenizer
             except ImportError as exc:
                 raise EmbedderError(
