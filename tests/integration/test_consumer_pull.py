@@ -70,7 +70,13 @@ async def test_pulls_are_few_renewed_on_expiry_and_lose_nothing(nats_url: str, n
         # 100 messages through a 64-message pull topped up at half: a handful of pull requests,
         # not one (or two) per message.
         assert expired <= 6, f"{expired} pull requests for 100 messages"
-        info = await js.consumer_info(name, "c")
+        # Every message acked (the last ack may still be on its way: it is fire-and-forget).
+        await conn.flush()
+        for _ in range(100):
+            info = await js.consumer_info(name, "c")
+            if info.num_ack_pending == 0:
+                break
+            await asyncio.sleep(0.02)
         assert info.num_ack_pending == 0 and info.num_pending == 0
     finally:
         runner.cancel()
