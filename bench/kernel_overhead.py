@@ -152,10 +152,10 @@ def report(title: str, res: dict[str, list[float]]) -> None:
     print(f"kernel adds {kernel - direct:.2f} ms at p50 ({kernel / direct:.2f}x direct)")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=300)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory() as d, authed_nats(Path(d) / "nats") as url:
         res = asyncio.run(measure(url, Path(d), args.n))
     report(

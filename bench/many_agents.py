@@ -146,7 +146,7 @@ async def measure(
     )
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--agents", type=int, nargs="+", default=[250])
     ap.add_argument("--calls", type=int, default=5)
@@ -155,7 +155,7 @@ def main() -> None:
     ap.add_argument("--decode-ms", type=float, default=10.0)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--ahead", type=int, nargs="+", default=[0], help="the backend's `ahead` setting(s)")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     print(
         "many agents on one simulated engine (SIMULATOR figures; sim profile fixed, "
         f"decode {args.decode_ms} ms a step, 8 output tokens a call)"

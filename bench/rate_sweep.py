@@ -96,11 +96,11 @@ async def sweep(rates: list[float], seconds: float) -> None:
             await direct.close()
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rates", type=float, nargs="+", default=[50, 100, 150, 200, 300])
     ap.add_argument("--seconds", type=float, default=4.0)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     print("open-loop rate sweep through `aios up`, SIMULATOR engine with zero model time (separate process)")
     asyncio.run(sweep(args.rates, args.seconds))
 

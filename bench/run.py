@@ -1,14 +1,29 @@
-"""`make bench`: every benchmark, each printing its baseline measured in the same run."""
+"""`make bench`: every benchmark, each printing its baseline measured in the same run (~15 minutes
+on 2 cores). Figures involving an LLM engine come from the simulator and say so."""
 
 from __future__ import annotations
 
-from bench import files_bench, kernel_overhead, las_policy, scheduling
+from bench import (
+    files_bench,
+    kernel_overhead,
+    las_policy,
+    many_agents,
+    memory_bench,
+    rate_sweep,
+    scheduling,
+)
 
 
 def main() -> None:
-    kernel_overhead.main()
+    kernel_overhead.main([])
+    rate_sweep.main([])
     las_policy.main()
+    many_agents.main(["--agents", "250", "--calls", "5", "--slots", "64", "--rounds", "1"])
+    many_agents.main(
+        ["--agents", "2000", "--calls", "2", "--slots", "8", "--ahead", "0", "1", "--rounds", "1"]
+    )
     scheduling.main()
+    memory_bench.main([])
     files_bench.main([])
 
 
