@@ -5,6 +5,7 @@ started."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -71,22 +72,48 @@ def started_something(home: Path) -> bool:
         return False
 
 
+def interrupt_while_starting(home: Path, up: subprocess.Popen[bytes]) -> bool:
+    """Ctrl-C `up` once its first process runs, with the supervisor frozen (SIGSTOP) meanwhile, so
+    that the stack cannot finish starting before the signal lands, however the machine schedules.
+    False if it had already finished (this test process was not scheduled in time): try again."""
+    wait_until("the first process", lambda: started_something(home) or up.poll() is not None)
+    state = json.loads((home / "state.json").read_text())
+    supervisor = int(state["supervisor_pid"])
+    os.kill(supervisor, signal.SIGSTOP)
+    try:
+        if json.loads((home / "state.json").read_text())["status"] != "starting":
+            return False
+        up.send_signal(signal.SIGINT)
+    finally:
+        os.kill(supervisor, signal.SIGCONT)
+    return True
+
+
 @pytest.mark.parametrize("detach", [False, True], ids=["foreground", "detach"])
 def test_ctrl_c_during_up_stops_what_started(tmp_path: Path, detach: bool) -> None:
-    home = tmp_path / "home"
-    argv = [sys.executable, "-m", "aios_services.cli.main", "up", "--home", str(home)]
-    with open(tmp_path / "up.log", "wb") as log:
-        up = subprocess.Popen(
-            [*argv, *(["--detach"] if detach else [])], stdout=log, stderr=log, env=clean_env()
-        )
-    try:
-        wait_until("the first process", lambda: started_something(home) or up.poll() is not None)
-        up.send_signal(signal.SIGINT)
-        code = up.wait(timeout=60)
-    finally:
-        if up.poll() is None:
-            up.kill()
-        aios(home, "down")  # whatever the outcome, leave nothing behind
+    for attempt in range(3):
+        home = tmp_path / f"home{attempt}"
+        argv = [sys.executable, "-m", "aios_services.cli.main", "up", "--home", str(home)]
+        with open(tmp_path / "up.log", "wb") as log:
+            up = subprocess.Popen(
+                [*argv, *(["--detach"] if detach else [])], stdout=log, stderr=log, env=clean_env()
+            )
+        try:
+            interrupted = interrupt_while_starting(home, up)
+            if interrupted:
+                code = up.wait(timeout=60)
+        finally:
+            if up.poll() is None:
+                up.send_signal(signal.SIGINT)
+                try:
+                    up.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    up.kill()
+            aios(home, "down")  # whatever the outcome, leave nothing behind
+        if interrupted:
+            break
+    else:
+        pytest.fail("the stack was always up before the test could interrupt it")
     output = (tmp_path / "up.log").read_text()
     assert code == 130, output  # interrupted while starting, not after
     assert "Traceback" not in output
