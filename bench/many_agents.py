@@ -29,7 +29,9 @@ import httpx
 from openai import AsyncOpenAI
 
 from aios_sdk import AIOS
+from aios_services.cli.home import Home
 from aios_services.cli.procs import free_port
+from bench.kernel_overhead import KERNEL_PROCESSES, cpu_s
 
 MODEL = "sim-llama-8b"
 PROMPT = [{"role": "user", "content": "work on it [sim:tokens=8]"}]
@@ -107,7 +109,11 @@ async def run_direct(sim_url: str, agents: int, calls: int) -> float:
     return took
 
 
-async def run_kernel(home: Path, agents: int, calls: int) -> float:
+async def run_kernel(home: Path, agents: int, calls: int) -> tuple[float, dict[str, float]]:
+    """Seconds for every agent's calls, and each kernel process's CPU per call (ms) meanwhile."""
+    state = Home(home).read_state()
+    assert state is not None
+    pids = {p.name: p.pid for p in state.processes if p.name in KERNEL_PROCESSES and p.pid}
     async with AIOS.connect(home=home) as aios:
 
         async def agent(i: int) -> None:
@@ -115,9 +121,12 @@ async def run_kernel(home: Path, agents: int, calls: int) -> float:
                 await aios.llm.chat(MODEL, PROMPT, max_tokens=16, session=f"agent-{i}", timeout=600)
 
         await aios.llm.chat(MODEL, PROMPT, max_tokens=16)  # warm: the catalogue is known
+        before = {n: cpu_s(p) for n, p in pids.items()}
         t = time.perf_counter()
         await asyncio.gather(*(agent(i) for i in range(agents)))
-        return time.perf_counter() - t
+        took = time.perf_counter() - t
+        cpu = {n: (cpu_s(p) - before[n]) * 1000 / (agents * calls) for n, p in pids.items()}
+        return took, cpu
 
 
 async def measure(
@@ -126,6 +135,7 @@ async def measure(
     total = agents * calls
     direct: list[float] = []
     through: list[float] = []
+    cpu: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as d:
         async with (
             engine(slots, decode_ms) as sim_url,
@@ -134,7 +144,8 @@ async def measure(
             await run_direct(sim_url, min(agents, slots), 1)  # warm the engine and the client
             for _ in range(rounds):
                 direct.append(total / await run_direct(sim_url, agents, calls))
-                through.append(total / await run_kernel(home, agents, calls))
+                took, cpu = await run_kernel(home, agents, calls)
+                through.append(total / took)
     d_med, k_med = statistics.median(direct), statistics.median(through)
     rounds_text = (
         f"direct {', '.join(f'{x:.1f}' for x in direct)}; kernel {', '.join(f'{x:.1f}' for x in through)}"
@@ -142,7 +153,8 @@ async def measure(
     print(
         f"{agents:>6} agents x {calls} calls, {slots:>3} slots, ahead {ahead}, {policy:<8} "
         f"direct {d_med:7.1f} calls/s, kernel {k_med:7.1f} calls/s, ratio {k_med / d_med:.3f}"
-        f"  (rounds: {rounds_text})"
+        f"  (rounds: {rounds_text}); kernel CPU per call (ms): "
+        + ", ".join(f"{n} {v:.2f}" for n, v in cpu.items())
     )
 
 
