@@ -46,6 +46,23 @@ def test_files_through_aios_up_and_the_cli(tmp_path: Path) -> None:
         assert missing.returncode == 1 and "not_found" in missing.stderr
         bad = aios(home, "files", "cat", "local", "../etc/passwd")
         assert bad.returncode == 2 and "'..'" in bad.stderr
+
+        # The operator rebuilds the index from S3: the service restarts and everything is there.
+        reindex = aios(home, "storage", "reindex")
+        assert reindex.returncode == 0 and "rebuilt from S3" in reindex.stdout, (
+            reindex.stdout + reindex.stderr
+        )
+        assert list(home.glob("storage.duckdb.before-reindex-*"))
+
+        async def after() -> None:
+            async with AIOS.connect(home=home) as client:
+                assert await client.files.read("notes/today.md", version=1) == b"first"
+                assert [v.version for v in await client.files.versions("notes/today.md")] == [2, 1]
+                assert await client.files.read("data/big.bin") == big
+                await client.files.write("notes/today.md", "third")  # numbering goes on
+                assert [v.version for v in await client.files.versions("notes/today.md")] == [3, 2, 1]
+
+        asyncio.run(after())
     finally:
         down = aios(home, "down")
     assert down.returncode == 0, down.stdout + down.stderr

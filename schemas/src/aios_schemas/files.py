@@ -397,6 +397,22 @@ class FilesInspect(BaseModel):
     payload: FilesList | FilesRead | FilesVersions = Field(discriminator="kind", description="The call.")
 
 
+class FilesReindex(BaseModel):
+    """Operator -> storage (`ctl.storage.reindex`, kernel credentials only): rebuild the metadata
+    index from S3. The service sets its DuckDB file aside, stops, and is restarted by its
+    supervisor; at start an empty index is rebuilt from S3 (the source of truth). Syscalls meanwhile
+    wait in the scheduler: nothing is lost."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FilesReindexReply(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    instance: str = Field(description="The storage replica that will restart.")
+    pid: int = Field(description="Its process id (a new one answers once it is back).")
+    kept_at: str = Field(description="Where the current index file is set aside.")
+
+
 class FilesInspectReply(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     result: FileList | FileContent | FileVersions = Field(discriminator="kind", description="Its result.")

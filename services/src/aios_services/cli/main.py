@@ -25,6 +25,7 @@ from .home import Home, HomeError, State
 from .memory import memory_app
 from .stack import marker_env, scan, stop_stack
 from .status import collect
+from .storage import storage_app
 from .supervisor import UpOptions, check_options, run_supervisor
 
 console = Console()
@@ -54,6 +55,7 @@ app = typer.Typer(
 
 app.add_typer(files_app, name="files")
 app.add_typer(memory_app, name="memory")
+app.add_typer(storage_app, name="storage")
 
 HomeOpt = Annotated[str | None, typer.Option("--home", help="AIOS home (default $AIOS_HOME, else ./.aios).")]
 PortOpt = Annotated[

@@ -6,9 +6,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import signal
+import time
 from contextlib import AsyncExitStack
+from pathlib import Path
 
-from aios_schemas import FileContent, FileList, FilesInspect, FilesInspectReply, FileVersions, Syscall, new_id
+from aios_schemas import (
+    FileContent,
+    FileList,
+    FilesInspect,
+    FilesInspectReply,
+    FilesReindex,
+    FilesReindexReply,
+    FileVersions,
+    Syscall,
+    new_id,
+)
 
 from ..memory.embedders import HashingEmbedder, MiniLMEmbedder
 from ..runtime import Bus, HealthDetails, keep_running, main_for
@@ -24,6 +38,16 @@ from .textindex import TextIndex
 log = logging.getLogger(__name__)
 SPEC = ResourceSpec(service="storage", resource="files")
 INSPECT_OP = "inspect"  # ctl.storage.inspect: the operator's `aios files` (the kernel user only)
+REINDEX_OP = "reindex"  # ctl.storage.reindex: `aios storage reindex` (the kernel user only)
+
+
+def set_aside(db: Path, kept: Path) -> None:
+    """Move the index (and its write-ahead log) out of the way: the next start rebuilds from S3."""
+    for suffix in ("", ".wal"):
+        src = db.with_name(db.name + suffix)
+        if src.exists():
+            src.rename(kept.with_name(kept.name + suffix))
+    log.warning("storage index set aside at %s: it is rebuilt from S3 at the next start", kept)
 
 
 async def make_index(settings: StorageSettings, meta: Meta) -> TextIndex | None:
@@ -37,6 +61,14 @@ async def make_index(settings: StorageSettings, meta: Meta) -> TextIndex | None:
 
 
 async def start(bus: Bus, stack: AsyncExitStack, settings: StorageSettings) -> HealthDetails:
+    reindex: list[Path] = []  # set by the operator's reindex: where the index goes once closed
+
+    # Registered first, so it runs last: after the metadata is closed.
+    def after_close() -> None:
+        if reindex:
+            set_aside(settings.storage_db, reindex[0])
+
+    stack.callback(after_close)
     meta = Meta(settings.storage_db, resend_window_s=settings.resend_window_s)
     stack.callback(meta.close)
     blobs = Blobs(
@@ -69,7 +101,18 @@ async def start(bus: Bus, stack: AsyncExitStack, settings: StorageSettings) -> H
             await handlers.sweep()
             await asyncio.sleep(settings.sweep_interval_s)
 
+    async def reindex_request(req: FilesReindex) -> FilesReindexReply:
+        """Set the index aside and stop (drained, like on SIGTERM); the supervisor restarts the
+        service, which rebuilds the index from S3 at start. Files syscalls wait meanwhile."""
+        if not reindex:
+            db = settings.storage_db
+            reindex.append(db.with_name(f"{db.name}.before-reindex-{time.strftime('%Y%m%d-%H%M%S')}"))
+            # After this reply has gone out: the same graceful stop as an operator's SIGTERM.
+            asyncio.get_running_loop().call_later(0.2, os.kill, os.getpid(), signal.SIGTERM)
+        return FilesReindexReply(instance=settings.instance, pid=os.getpid(), kept_at=str(reindex[0]))
+
     await bus.serve(bus.ns.ctl("storage", INSPECT_OP), FilesInspect, inspect, max_concurrency=4)
+    await bus.serve(bus.ns.ctl("storage", REINDEX_OP), FilesReindex, reindex_request, max_concurrency=1)
     await serve_resource(bus, stack, settings, SPEC, handlers.handle)
     sweeper = asyncio.create_task(keep_running("upload sweep", sweep_forever))
     stack.push_async_callback(_stop, sweeper)
