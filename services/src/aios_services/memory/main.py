@@ -99,7 +99,15 @@ async def start(bus: Bus, stack: AsyncExitStack, settings: MemorySettings) -> He
 
     await bus.serve(bus.ns.ctl("memory", "inspect"), MemoryInspect, inspect, max_concurrency=4)
     await serve_resource(
-        bus, stack, settings, ResourceSpec(service="memory", resource="memory"), handlers.handle
+        bus,
+        stack,
+        settings,
+        ResourceSpec(
+            service="memory",
+            resource="memory",
+            read_only=frozenset({"memory.get", "memory.list", "memory.search"}),
+        ),
+        handlers.handle,
     )
     log.info(
         "memory: %s, embedder %s (%d dims), S3 %s",

@@ -59,6 +59,9 @@ class ResourceSpec:
     service: str  # e.g. "memory", "storage"
     resource: str  # e.g. "memory", "files": what the scheduler's `resources.KINDS` maps the kind to
     lane: str = "local"
+    # Kinds that change nothing: running one again is harmless, so its reply is not kept (a read's
+    # reply can be large, and keeping it would cost a store write on every read).
+    read_only: frozenset[str] = frozenset()
 
 
 async def serve_resource(
@@ -151,6 +154,8 @@ class ResourceWorker:
             err = AiosError("internal", f"{call.kind} failed: {type(exc).__name__}")
             return _done(SyscallResult.fail(call.id, err.to_reply(), service_ms=_ms(started)))
         reply = _done(SyscallResult.ok(call.id, payload, service_ms=_ms(started)))
+        if call.kind in self.spec.read_only:
+            return reply
         try:  # before answering: a write answered but not kept could run twice after a crash
             await self.finished.put(call.agent, call.id, reply)
         except nats.errors.Error as exc:

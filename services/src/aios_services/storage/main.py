@@ -36,7 +36,13 @@ from .settings import StorageSettings
 from .textindex import TextIndex
 
 log = logging.getLogger(__name__)
-SPEC = ResourceSpec(service="storage", resource="files")
+SPEC = ResourceSpec(
+    service="storage",
+    resource="files",
+    read_only=frozenset(
+        {"files.read", "files.stat", "files.list", "files.versions", "files.shares", "files.search"}
+    ),
+)
 INSPECT_OP = "inspect"  # ctl.storage.inspect: the operator's `aios files` (the kernel user only)
 REINDEX_OP = "reindex"  # ctl.storage.reindex: `aios storage reindex` (the kernel user only)
 
