@@ -3,15 +3,12 @@ the storage service (the one owner of its DuckDB file) on `ctl.storage.inspect`.
 
 from __future__ import annotations
 
-import asyncio
-import os
 import shutil
 import sys
 import urllib.request
 from datetime import UTC, datetime
 from typing import Annotated, TypeVar
 
-import nats
 import typer
 from pydantic import ValidationError
 from rich.console import Console
@@ -19,7 +16,6 @@ from rich.markup import escape
 from rich.table import Table
 
 from aios_schemas import (
-    AiosError,
     FileContent,
     FileInfo,
     FileList,
@@ -30,12 +26,9 @@ from aios_schemas import (
     FilesVersions,
     FileVersions,
     Namespace,
-    decode_reply,
-    encode,
 )
-from aios_schemas.wire import validation_error
 
-from .home import Home
+from .operator import ask, bad_input, request
 
 Payload = TypeVar("Payload", FilesList, FilesRead, FilesVersions)
 
@@ -45,34 +38,16 @@ HomeOpt = Annotated[str | None, typer.Option("--home", help="AIOS home (default 
 
 
 async def inspect(url: str, ns: Namespace, req: FilesInspect, timeout: float = 10.0) -> FilesInspectReply:
-    nc = await nats.connect(url, connect_timeout=2, allow_reconnect=False)
-    try:
-        msg = await nc.request(ns.ctl("storage", "inspect"), encode(req), timeout=timeout)
-        return decode_reply(msg.data, msg.headers, FilesInspectReply)
-    finally:
-        await nc.close()
+    """The operator's read-only call, on `ctl.storage.inspect` (kernel credentials in `url`)."""
+    return await request(url, ns.ctl("storage", "inspect"), req, FilesInspectReply, timeout)
 
 
 def _run(home: str | None, agent: str, kind: type[Payload], **fields: object) -> FilesInspectReply:
     try:
         req = FilesInspect(agent=agent, payload=kind.model_validate(fields))
     except ValidationError as exc:
-        print(f"aios files: {validation_error(exc, 'request').message}", file=sys.stderr)
-        raise typer.Exit(2) from None
-    h = Home.resolve(home)
-    state = h.read_state()
-    if h.lock_holder() is None or state is None:
-        console.print(f"AIOS is not running in {h.root}.")
-        raise typer.Exit(3)
-    ns = Namespace(os.environ.get("AIOS_NAMESPACE", ""))
-    try:
-        return asyncio.run(inspect(h.bus_url(state), ns, req))
-    except AiosError as exc:
-        print(f"aios files: {exc.code}: {exc.message}", file=sys.stderr)
-        raise typer.Exit(1) from None
-    except (OSError, nats.errors.Error) as exc:
-        print(f"aios files: cannot reach the storage service: {exc or type(exc).__name__}", file=sys.stderr)
-        raise typer.Exit(1) from None
+        bad_input("files", exc)
+    return ask(home, "files", "storage", "inspect", req, FilesInspectReply)
 
 
 def _table(title: str, rows: list[FileInfo]) -> Table:

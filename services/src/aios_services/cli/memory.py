@@ -3,20 +3,16 @@ read-only, through the memory service (the one owner of its DuckDB file) on `ctl
 
 from __future__ import annotations
 
-import asyncio
-import os
-import sys
 from datetime import UTC, datetime
 from typing import Annotated, Literal, TypeVar
 
-import nats
 import typer
 from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from aios_schemas import AiosError, Namespace, decode_reply, encode
+from aios_schemas import Namespace
 from aios_schemas.memory import (
     MemoryGet,
     MemoryGetReply,
@@ -28,9 +24,8 @@ from aios_schemas.memory import (
     MemorySearch,
     MemorySearchReply,
 )
-from aios_schemas.wire import validation_error
 
-from .home import Home
+from .operator import ask, bad_input, request
 
 Payload = TypeVar("Payload", MemoryList, MemoryGet, MemorySearch)
 
@@ -41,34 +36,16 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output."
 
 
 async def inspect(url: str, ns: Namespace, req: MemoryInspect, timeout: float = 10.0) -> MemoryInspectReply:
-    nc = await nats.connect(url, connect_timeout=2, allow_reconnect=False)
-    try:
-        msg = await nc.request(ns.ctl("memory", "inspect"), encode(req), timeout=timeout)
-        return decode_reply(msg.data, msg.headers, MemoryInspectReply)
-    finally:
-        await nc.close()
+    """The operator's read-only call, on `ctl.memory.inspect` (kernel credentials in `url`)."""
+    return await request(url, ns.ctl("memory", "inspect"), req, MemoryInspectReply, timeout)
 
 
 def _run(home: str | None, agent: str, kind: type[Payload], **fields: object) -> MemoryInspectReply:
     try:
         req = MemoryInspect(agent=agent, payload=kind.model_validate(fields))
     except ValidationError as exc:
-        print(f"aios memory: {validation_error(exc, 'request').message}", file=sys.stderr)
-        raise typer.Exit(2) from None
-    h = Home.resolve(home)
-    state = h.read_state()
-    if h.lock_holder() is None or state is None:
-        console.print(f"AIOS is not running in {h.root}.")
-        raise typer.Exit(3)
-    ns = Namespace(os.environ.get("AIOS_NAMESPACE", ""))
-    try:
-        return asyncio.run(inspect(h.bus_url(state), ns, req))
-    except AiosError as exc:
-        print(f"aios memory: {exc.code}: {exc.message}", file=sys.stderr)
-        raise typer.Exit(1) from None
-    except (OSError, nats.errors.Error) as exc:
-        print(f"aios memory: cannot reach the memory service: {exc or type(exc).__name__}", file=sys.stderr)
-        raise typer.Exit(1) from None
+        bad_input("memory", exc)
+    return ask(home, "memory", "memory", "inspect", req, MemoryInspectReply)
 
 
 def _when(t: float | None) -> str:

@@ -5,8 +5,6 @@ is restarted by the supervisor, and rebuilds at start; files syscalls wait in th
 from __future__ import annotations
 
 import asyncio
-import os
-import sys
 import time
 from typing import Annotated
 
@@ -25,7 +23,7 @@ from aios_schemas import (
     encode,
 )
 
-from .home import Home
+from .operator import run_against_stack
 
 storage_app = typer.Typer(no_args_is_help=True, help="Operate the storage service.")
 console = Console()
@@ -59,20 +57,7 @@ def reindex_cmd(
     wait: Annotated[float, typer.Option(min=1, help="Seconds to wait for the service to be back.")] = 120.0,
 ) -> None:
     """Rebuild the files index from S3 (the old index file is kept beside it)."""
-    h = Home.resolve(home)
-    state = h.read_state()
-    if h.lock_holder() is None or state is None:
-        console.print(f"AIOS is not running in {h.root}.")
-        raise typer.Exit(3)
-    ns = Namespace(os.environ.get("AIOS_NAMESPACE", ""))
-    try:
-        asked, health = asyncio.run(reindex(h.bus_url(state), ns, wait))
-    except AiosError as exc:
-        print(f"aios storage: {exc.code}: {exc.message}", file=sys.stderr)
-        raise typer.Exit(1) from None
-    except (OSError, TimeoutError, nats.errors.Error) as exc:
-        print(f"aios storage: {exc or type(exc).__name__}", file=sys.stderr)
-        raise typer.Exit(1) from None
+    asked, health = run_against_stack(home, "storage", "storage", lambda url, ns: reindex(url, ns, wait))
     console.print(
         f"storage index rebuilt from S3 (pid {asked.pid} -> {health.pid}); old index: {asked.kept_at}"
     )
