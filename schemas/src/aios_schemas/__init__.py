@@ -110,6 +110,19 @@ from .memory import (
 )
 from .stats import AgentStats, BackendStats, ResourceStats, SchedulerStats, StatsQuery
 from .subjects import DEFAULT, Namespace
+from .tools import (
+    TOOL_NAME_PATTERN,
+    SideEffects,
+    ToolEntry,
+    ToolsCall,
+    ToolsCallReply,
+    ToolsKind,
+    ToolsList,
+    ToolsListReply,
+    ToolsPayload,
+    ToolsResult,
+    tool_key,
+)
 from .wire import ERROR_HEADER, decode, decode_reply, encode, error_headers
 
 __all__ = [
@@ -117,6 +130,7 @@ __all__ = [
     "DEFAULT",
     "ERROR_CODES",
     "ERROR_HEADER",
+    "TOOL_NAME_PATTERN",
     "AgentStats",
     "AiosError",
     "And",
@@ -212,6 +226,7 @@ __all__ = [
     "ResultPayload",
     "ResultQuery",
     "SchedulerStats",
+    "SideEffects",
     "StatsQuery",
     "StreamChunk",
     "Syscall",
@@ -223,6 +238,14 @@ __all__ = [
     "TextFormat",
     "ToolCall",
     "ToolDef",
+    "ToolEntry",
+    "ToolsCall",
+    "ToolsCallReply",
+    "ToolsKind",
+    "ToolsList",
+    "ToolsListReply",
+    "ToolsPayload",
+    "ToolsResult",
     "Usage",
     "decode",
     "decode_reply",
@@ -233,4 +256,5 @@ __all__ = [
     "normalise_path",
     "resource_key",
     "split_owner",
+    "tool_key",
 ]

@@ -26,6 +26,7 @@ from .memory import (
     MemoryUpdate,
     MemoryUpdateReply,
 )
+from .tools import ToolsKind, ToolsPayload, ToolsResult
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{7,63}$"
@@ -44,6 +45,7 @@ AnyPayload = (
     | MemoryList
     | MemorySearch
     | FilesPayload
+    | ToolsPayload
 )
 SyscallPayload = Annotated[AnyPayload, Field(discriminator="kind")]
 SyscallKind = (
@@ -58,6 +60,7 @@ SyscallKind = (
         "memory.search",
     ]
     | FilesKind
+    | ToolsKind
 )
 # Every ok-result, tagged by the `kind` it answers.
 AnyResult = (
@@ -70,6 +73,7 @@ AnyResult = (
     | MemoryListReply
     | MemorySearchReply
     | FilesResult
+    | ToolsResult
 )
 ResultPayload = Annotated[AnyResult, Field(discriminator="kind")]
 
