@@ -226,6 +226,12 @@ class LlmApi:
         model: str,
         messages: Sequence[ChatMessage | Mapping[str, object]],
         *,
+        tools: Sequence[ToolDef | Mapping[str, object]] | None = None,
+        tool_choice: Literal["none", "auto", "required"]
+        | NamedToolChoice
+        | Mapping[str, object]
+        | None = None,
+        response_format: ResponseFormat | Mapping[str, object] | None = None,
         temperature: float | None = None,
         top_p: float | None = None,
         max_tokens: int | None = None,
@@ -236,14 +242,15 @@ class LlmApi:
         session: str | None = None,
         id: str | None = None,
     ) -> AsyncIterator[ChatStream]:
-        """`async with aios.llm.stream(...) as s: async for delta in s: ...`; then `s.reply`."""
+        """`async with aios.llm.stream(...) as s: async for delta in s: ...`; then `s.reply`. The
+        same parameters as `chat()`; tool calls and the finish reason are in `s.reply`."""
         payload = self._payload(
             model,
             messages,
             True,
-            None,
-            None,
-            None,
+            tools,
+            tool_choice,
+            response_format,
             {
                 "temperature": temperature,
                 "top_p": top_p,
@@ -252,6 +259,23 @@ class LlmApi:
                 "seed": seed,
             },
         )
+        async with self.stream_payload(
+            payload, timeout=timeout, priority=priority, session=session, id=id
+        ) as s:
+            yield s
+
+    @asynccontextmanager
+    async def stream_payload(
+        self,
+        payload: LlmChat,
+        *,
+        timeout: float | None = None,
+        priority: int = 0,
+        session: str | None = None,
+        id: str | None = None,
+    ) -> AsyncIterator[ChatStream]:
+        """`stream()` for an `LlmChat` built elsewhere (e.g. translated from an OpenAI request)."""
+        payload = payload if payload.stream else payload.model_copy(update={"stream": True})
         call, timeout = self._c._prepare(payload, timeout=timeout, priority=priority, session=session, id=id)
         self._c._check_size(call, encode(call), {"Nats-Msg-Id": call.id})  # fail at the call, not later
         stream = ChatStream()
