@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+from openai import AsyncOpenAI
 
 from aios_sdk import AIOS, NotFound
 from aios_services.cli.home import pid_alive
@@ -39,7 +40,7 @@ def test_up_chat_status_down(tmp_path: Path) -> None:
         own_sockets = [
             Path(f"/tmp/seaweedfs-{kind}-grpc-{port}.sock") for port in ports for kind in SOCKET_KINDS
         ]
-        assert set(names) == {"nats", "s3", "sim", "scheduler", "llm", "memory", "storage"}
+        assert {"nats", "s3", "sim", "scheduler", "llm", "memory", "storage", "gateway"} <= set(names)
         assert all(p["alive"] and p["healthy"] for p in names.values()), status
 
         async def chat() -> None:
@@ -58,6 +59,15 @@ def test_up_chat_status_down(tmp_path: Path) -> None:
                 fact = (await client.memory.add("the e2e stack remembers this")).record
                 found = await client.memory.search("stack remembers", k=1)
                 assert found.hits[0].record.id == fact.id
+                # An unmodified `openai` program, pointed at the gateway with the agent's key.
+                gateway = client.conn.gateway_url
+                assert gateway and names["gateway"]["address"] == gateway
+                oai = AsyncOpenAI(base_url=gateway, api_key=f"local:{client.conn.token}", max_retries=0)
+                r = await oai.chat.completions.create(
+                    model="sim-llama-8b", messages=[{"role": "user", "content": "via the gateway"}]
+                )
+                assert r.choices[0].message.content
+                await oai.close()
 
         asyncio.run(chat())
 

@@ -478,6 +478,11 @@ class AIOS:
         self._background: set[asyncio.Task[None]] = set()  # cancels of abandoned syscalls
         self._results = _Results(nc, self.ns.result(self.agent, "*"))
 
+    @property
+    def closed(self) -> bool:
+        """The connection is closed for good (left, or the server refused this agent's login)."""
+        return bool(self._nc.is_closed)
+
     @classmethod
     @asynccontextmanager
     async def connect(

@@ -179,13 +179,16 @@ def remove_s3_sockets(argv: Sequence[str]) -> None:
                 os.unlink(sock)
 
 
-def python_service_spec(name: str, module: str, env: dict[str, str], nats_url: str, ns: Namespace) -> Spec:
+def python_service_spec(
+    name: str, module: str, env: dict[str, str], nats_url: str, ns: Namespace, address: str | None = None
+) -> Spec:
     return Spec(
         name=name,
         kind="service",
         argv=[sys.executable, "-m", module],
         env=env,
         ready=service_probe(nats_url, ns, name),
+        address=address,
     )
 
 

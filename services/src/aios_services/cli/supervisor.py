@@ -48,6 +48,7 @@ SERVICES = [
     ("llm", "aios_services.llm"),
     ("memory", "aios_services.memory"),
     ("storage", "aios_services.storage"),
+    ("gateway", "aios_services.gateway"),
 ]
 
 
@@ -180,8 +181,14 @@ class Supervisor:
         agents = [Identity(a, t, "agent") for a, t in agent_tokens.items()]
         write_private(h.nats_config, server_config([*services.values(), operator, *agents]))
         write_private(h.operator_url_file, operator_url)
+        gateway_port = free_port()
         conn = Connection(
-            nats_url=nats_url, namespace=o.namespace, token=token, agent="local", s3_endpoint=specs[1].address
+            nats_url=nats_url,
+            namespace=o.namespace,
+            token=token,
+            agent="local",
+            s3_endpoint=specs[1].address,
+            gateway_url=f"http://127.0.0.1:{gateway_port}/v1",
         )
         h.connection_file.write_text(conn.model_dump_json(indent=2))
         h.connection_file.chmod(0o600)
@@ -197,12 +204,14 @@ class Supervisor:
             "llm": cfg.llm_env,
             "memory": {"AIOS_MEMORY_DB": str(h.root / "memory.duckdb")},
             "storage": {"AIOS_STORAGE_DB": str(h.root / "storage.duckdb")},
+            "gateway": {"AIOS_GATEWAY_PORT": str(gateway_port)},
         }
         for n, m in SERVICES:
             svc = services[n]
             own = {"AIOS_NATS_URL": with_credentials(nats_url, svc.user, svc.password), **own_env[n]}
             # Its readiness is probed as the operator (a service's own user may not ask others).
-            specs.append(python_service_spec(n, m, {**env, **own}, operator_url, ns))
+            address = conn.gateway_url if n == "gateway" else None
+            specs.append(python_service_spec(n, m, {**env, **own}, operator_url, ns, address))
         self.nats_url = nats_url
         self._say(f"config: {cfg.source}; models: {', '.join(cfg.llm.models) or 'none'}")
         if cfg.agents:

@@ -130,6 +130,11 @@ def service_permissions(service: str, namespace: str = "") -> dict[str, object]:
             f"$KV.{ns.limits_bucket}.model.>",  # its catalogue entries, nothing else of that bucket
         ]
         sub = [f"{root}.exec.llm", f"{root}.exec.llm.>"]
+    elif service == "gateway":
+        # It acts for agents over *their* connections (their tokens, their permissions); its own
+        # user only reads the model catalogue for /v1/models.
+        pub = [*_js_stream(f"KV_{ns.limits_bucket}")]
+        sub = []
     elif service in WORKER_SERVICES:  # runtime.worker: one resource, its exec lane, its own state
         pub = [
             f"{kernel_inbox('scheduler')}.>",

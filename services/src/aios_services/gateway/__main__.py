@@ -1,0 +1,3 @@
+from aios_services.gateway.main import main
+
+main()
