@@ -58,6 +58,11 @@ class Namespace:
     def limits_bucket(self) -> str:
         return self._bucket("AIOS_LIMITS")
 
+    @property
+    def access_bucket(self) -> str:
+        """Rules, groups, agents' groups and revocations, pending approvals (owned by `access`)."""
+        return self._bucket("AIOS_ACCESS")
+
     # --- subjects -----------------------------------------------------------------------------
     # Subjects an agent uses carry its name, so that a NATS permission can name it: an agent may
     # publish only on its own `sys.<agent>.>` and hear only its own `res.<agent>.>`/`stream.<agent>.>`.
@@ -104,6 +109,10 @@ class Namespace:
     def service_event(self, service: str, what: str) -> str:
         """Something a service reports (e.g. `memory`, `evicted`); kept in the events stream too."""
         return f"{self.root}.evt.{service}.{what}"
+
+    def audit(self, what: str) -> str:
+        """An access decision (allowed, denied, approval_requested, approved...), in the events stream."""
+        return f"{self.root}.evt.audit.{what}"
 
     @property
     def events_all(self) -> str:

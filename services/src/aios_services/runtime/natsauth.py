@@ -118,6 +118,7 @@ def service_permissions(service: str, namespace: str = "") -> dict[str, object]:
             *_kv(ns.results_bucket),
             *_kv(ns.limits_bucket),
             *_kv(ns.replicas_bucket),
+            *_kv(ns.access_bucket),  # reads rules, writes pending approvals
         ]
         sub: list[str] = []
     elif service == "llm":
@@ -130,6 +131,9 @@ def service_permissions(service: str, namespace: str = "") -> dict[str, object]:
             f"$KV.{ns.limits_bucket}.model.>",  # its catalogue entries, nothing else of that bucket
         ]
         sub = [f"{root}.exec.llm", f"{root}.exec.llm.>"]
+    elif service == "access":  # identities, rules, approvals' decisions, audit events
+        pub = [f"{root}.evt.audit.>", *_kv(ns.access_bucket)]
+        sub = []
     elif service == "gateway":
         # It acts for agents over *their* connections (their tokens, their permissions); its own
         # user only reads the model catalogue for /v1/models.

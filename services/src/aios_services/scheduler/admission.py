@@ -10,11 +10,12 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from aios_schemas import AiosError, Namespace, Syscall, SyscallResult
+from aios_schemas import AiosError, AuditEvent, Namespace, Syscall, SyscallResult
 from aios_schemas.ids import id_time
 
 from ..runtime.consumer import Delivery
 from ..runtime.telemetry import extract
+from .access import AccessTable
 from .groups import Held
 from .outcomes import ResultStore
 from .policies import Job
@@ -49,11 +50,13 @@ class Refuse:
 
     error: AiosError
     store: bool = True
+    audit: AuditEvent | None = None  # a refusal by an access rule: what the audit trail gets
 
 
 @dataclass(frozen=True)
 class Accept:
     held: Held
+    audit: AuditEvent | None = None  # an access rule matched: what the audit trail gets
 
 
 Decision = Replay | Refuse | Accept
@@ -68,7 +71,9 @@ class Admission:
         catalog: Catalog,
         *,
         default_deadline_s: float,
+        access: AccessTable | None = None,
     ) -> None:
+        self.access = access or AccessTable()
         self.ns = ns
         self.catalog = catalog
         self.results = results
@@ -79,6 +84,8 @@ class Admission:
         skewed = _from_the_future(call, delivery)
         if skewed is not None:
             return Refuse(skewed, store=False)
+        if self.access.revoked(call.agent):  # published before its identity was revoked
+            return Refuse(AiosError("unauthenticated", f"agent {call.agent!r} was revoked"), store=False)
         stored = None if _surely_new(call, delivery) else await self.results.get(call.id)
         if stored is not None:
             if stored.agent != call.agent or (stored.digest is not None and stored.digest != call.digest()):
@@ -99,6 +106,22 @@ class Admission:
                 # Its workers are up and serve no such resource. (With no catalogue yet, the service
                 # is starting: the call is accepted and waits for it, until its deadline.)
                 raise self.catalog.unknown(ref)
+            verdict = self.access.check(call.agent, call.kind, ref.name)
+            audit = None
+            if verdict is not None and verdict.effect != "approve":  # (approvals audit themselves)
+                audit = AuditEvent(
+                    what="allowed" if verdict.effect == "allow" else "denied",
+                    actor="scheduler",
+                    agent=call.agent,
+                    action=call.kind,
+                    resource=ref.name,
+                    syscall=call.id,
+                    rule=verdict.rule.id if verdict.rule else None,
+                    why=verdict.rule.note if verdict.rule else "not on the allow-list",
+                    details={"rules": list(verdict.listed)} if verdict.listed else {},
+                )
+                if verdict.effect == "deny":
+                    return Refuse(verdict.error(call.agent, call.kind, ref.name), audit=audit)
             reservation = await self.quotas.reserve(call.id, call.agent, cost_of(call), now)
         except AiosError as exc:
             return Refuse(exc)
@@ -119,8 +142,9 @@ class Admission:
             ),
             reservation=reservation,
             redelivered=delivery is not None and delivery.delivered > 1,
+            approval=verdict.rule if verdict is not None and verdict.effect == "approve" else None,
         )
-        return Accept(held)
+        return Accept(held, audit)
 
     def impostor(self, call: Syscall, subject: str) -> tuple[str | None, AiosError] | None:
         """Who the agent is: NATS authenticated its connection and let it publish only on subjects

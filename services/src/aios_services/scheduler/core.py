@@ -42,8 +42,10 @@ from aios_schemas.envelope import ID_PATTERN
 
 from ..runtime import Bus
 from ..runtime.consumer import Delivery, JsConsumer
+from .access import AccessTable
 from .accounting import Accounts
-from .admission import Accept, Admission, Refuse, Replay
+from .admission import Admission, Refuse, Replay
+from .approvals import Approvals
 from .dispatch import BusExecutor, Dispatcher, Executor
 from .groups import BackendState, Group, Held
 from .outcomes import Outbox, ResultStore
@@ -90,12 +92,17 @@ class Scheduler:
         self.executor = executor or BusExecutor(bus)
         # The consumer that delivered the syscalls; what we hold, it heartbeats (set by main()).
         self.holds: JsConsumer[Syscall] | None = None
+        self.access = AccessTable()  # the access rules, kept current by main()'s watch of KV
+        self.approvals = Approvals(
+            bus, self.access, self._enqueue, lambda h, res: self.complete(h, self.groups.get(h.group), res)
+        )
         self.admission = Admission(
             self.ns,
             self.results,
             self.quotas,
             self.catalog,
             default_deadline_s=settings.default_deadline_s,
+            access=self.access,
         )
         self.dispatcher = Dispatcher(
             self.held, self.executor, self.outbox, self.accounts, settings, self.complete, bus.spawn
@@ -275,15 +282,19 @@ class Scheduler:
             self.counters["redelivered_answered"] += 1
             await self.outbox.deliver(call.agent, decision.result, d)
             return
+        if decision.audit is not None:
+            self.approvals.audit(decision.audit)
         if isinstance(decision, Refuse):
             await self._refuse(call, d, decision.error, store=decision.store)
             return
-        assert isinstance(decision, Accept)
         held = decision.held
         self.held[call.id] = held
         self._hold(d)
         self.counters["accepted"] += 1
         self.outbox.event(held, "accepted")
+        if held.approval is not None:  # waits for an operator first
+            await self.approvals.hold(held)
+            return
         if self.catalog.get(held.group) is None:  # its workers have published nothing yet
             self.parked[call.id] = held
             return
@@ -346,6 +357,8 @@ class Scheduler:
         )
         self.held.pop(held.call.id, None)
         self.parked.pop(held.call.id, None)
+        if held.approval is not None:
+            self.approvals.answered(held)
         if self.holds is not None:
             self.holds.release(held.call.id)
         self._progress.set()
@@ -397,6 +410,9 @@ class Scheduler:
                     await self._expire_waiting(held)
 
     async def _expire_waiting(self, held: Held) -> None:
+        if held.call.id in self.approvals.pending:
+            await self.approvals.expire(held)
+            return
         group = self.groups.get(held.group)
         code: ErrorCode
         if held.call.id in self.parked:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from opentelemetry.context import Context
 
-from aios_schemas import BackendEntry, Syscall
+from aios_schemas import AccessRule, BackendEntry, Syscall
 
 from ..runtime.consumer import Delivery
 from .breaker import CircuitBreaker
@@ -50,6 +50,7 @@ class Held:
     tokens: int = 0
     reservation: Reservation | None = None  # quota set aside at admission, settled at completion
     redelivered: bool = False  # JetStream delivered it before: a crashed scheduler may have run it
+    approval: AccessRule | None = None  # the rule that holds it for an operator's approval
     _digest: str | None = None
 
     @property

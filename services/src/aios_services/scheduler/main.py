@@ -45,6 +45,15 @@ async def start(bus: Bus, stack: AsyncExitStack, settings: SchedulerSettings) ->
     sched.replicas = replicas
     await replicas.beat()  # know the other replicas before taking any syscall
 
+    # The access rules before the first syscall: a restarted scheduler must not admit what they deny.
+    access_kv = await bus.ensure_kv(ns.access_bucket)
+    sched.approvals.kv = access_kv
+    access_watch = asyncio.create_task(
+        keep_running("access watch", lambda: sched.access.watch(access_kv)), name="access watch"
+    )
+    stack.push_async_callback(_cancel, access_watch)
+    await asyncio.wait_for(sched.access.loaded.wait(), timeout=30)
+
     consumer = JsConsumer(
         bus,
         stream=ns.syscalls_stream,
