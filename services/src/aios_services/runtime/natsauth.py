@@ -96,6 +96,7 @@ def _kv(bucket: str, keys: str = ">") -> list[str]:
 WORKER_SERVICES: dict[str, Callable[[Namespace], list[str]]] = {
     "memory": lambda ns: [],
     "storage": lambda ns: [],
+    "tools": lambda ns: [],
 }
 
 
@@ -149,6 +150,8 @@ def service_permissions(service: str, namespace: str = "") -> dict[str, object]:
         ]
         for bucket in WORKER_SERVICES[service](ns):
             pub += _kv(bucket)
+        if service == "tools":  # each tool's flags for the scheduler; calls to external tool workers
+            pub += [f"$KV.{ns.limits_bucket}.tool.>", f"{root}.exec.tools.ext.>"]
         sub = [f"{root}.exec.{service}", f"{root}.exec.{service}.>"]
     else:
         raise ValueError(f"no permissions defined for kernel service {service!r}")

@@ -15,11 +15,13 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 
 import nats
+from nats.aio.subscription import Subscription
+from nats.js.kv import KeyValue
 from pydantic import Field
 
 from aios_schemas import (
@@ -62,56 +64,116 @@ class ResourceSpec:
     # Kinds that change nothing: running one again is harmless, so its reply is not kept (a read's
     # reply can be large, and keeping it would cost a store write on every read).
     read_only: frozenset[str] = frozenset()
+    slots: int | None = None  # how many at once on this replica (None: the service's `slots`)
+    # False: the catalogue entry is published but this process does not take the lane's calls
+    # (another process does, e.g. an external tool worker).
+    serve: bool = True
 
 
 async def serve_resource(
     bus: Bus, stack: AsyncExitStack, settings: WorkerSettings, spec: ResourceSpec, handler: Handler
 ) -> ResourceWorker:
+    served = await serve_resources(bus, stack, settings, [spec], handler)
+    return served.workers[spec.resource]
+
+
+async def serve_resources(
+    bus: Bus,
+    stack: AsyncExitStack,
+    settings: WorkerSettings,
+    specs: Sequence[ResourceSpec],
+    handler: Handler,
+) -> ServedResources:
+    """Serve several resources from one service (the tools service: one per tool, each with its own
+    slots, so each tool's concurrency is its own queue in the scheduler). More can be added or
+    withdrawn later (`ServedResources.add`/`remove`), e.g. when an MCP server's tools appear."""
     bucket = bus.ns.finished_bucket
     finished = FinishedRuns(await bus.ensure_kv(bucket, ttl_s=FINISHED_TTL_S), bucket)
-    worker = ResourceWorker(bus, spec, handler, finished)
     limits = await bus.ensure_kv(bus.ns.limits_bucket)
-    key = resource_key(spec.resource, settings.instance)
-    entry = ResourceEntry(
-        name=spec.resource,
-        service=spec.service,
-        lanes=[BackendEntry(name=spec.lane, slots=settings.slots)],
-        replica=settings.instance,
-    )
-    confirmed = [time.monotonic()]
-
-    async def publish() -> None:
-        await limits.put(key, encode(entry.model_copy(update={"ts": time.time()})))
-        confirmed[0] = time.monotonic()
-
-    async def refresh_forever() -> None:
-        while True:
-            await asyncio.sleep(settings.catalog_refresh_s)
-            with contextlib.suppress(nats.errors.Error):
-                await publish()
-
-    async def withdraw() -> None:  # a graceful stop: the scheduler stops routing here at once
-        with contextlib.suppress(nats.errors.Error):
-            await limits.delete(key)
-
-    def problem() -> str | None:
-        late = time.monotonic() - confirmed[0]
-        return f"not confirmed for {late:.0f}s" if late > 3 * settings.catalog_refresh_s else None
-
-    # Serve before publishing: the scheduler dispatches as soon as it sees the entry.
-    await bus.serve(
-        bus.ns.exec_lane(spec.service, spec.resource, spec.lane),
-        ExecRequest,
-        worker.exec,
-        queue=spec.service,
-        max_concurrency=settings.slots,
-    )
-    await publish()
-    bus.add_check("catalogue", problem)
-    refresher = asyncio.create_task(keep_running("catalogue refresh", refresh_forever))
-    stack.push_async_callback(withdraw)
+    served = ServedResources(bus, settings, handler, finished, limits)
+    for spec in specs:
+        await served.add(spec)
+    bus.add_check("catalogue", served.problem)
+    refresher = asyncio.create_task(keep_running("catalogue refresh", served.refresh_forever))
+    stack.push_async_callback(served.withdraw_all)
     stack.push_async_callback(_cancel, refresher)
-    return worker
+    return served
+
+
+class ServedResources:
+    """The resources one worker replica serves: their exec lanes and their catalogue entries."""
+
+    def __init__(
+        self,
+        bus: Bus,
+        settings: WorkerSettings,
+        handler: Handler,
+        finished: FinishedRuns,
+        limits: KeyValue,
+    ) -> None:
+        self.bus = bus
+        self.settings = settings
+        self.handler = handler
+        self.finished = finished
+        self.limits = limits
+        self.workers: dict[str, ResourceWorker] = {}
+        self._entries: dict[str, ResourceEntry] = {}
+        self._subs: dict[str, Subscription] = {}
+        self.confirmed = time.monotonic()
+
+    async def add(self, spec: ResourceSpec) -> ResourceWorker:
+        slots = spec.slots or self.settings.slots
+        worker = ResourceWorker(self.bus, spec, self.handler, self.finished)
+        # Serve before publishing: the scheduler dispatches as soon as it sees the entry.
+        if spec.serve:
+            self._subs[spec.resource] = await self.bus.serve(
+                self.bus.ns.exec_lane(spec.service, spec.resource, spec.lane),
+                ExecRequest,
+                worker.exec,
+                queue=spec.service,
+                max_concurrency=slots,
+            )
+        self.workers[spec.resource] = worker
+        entry = ResourceEntry(
+            name=spec.resource,
+            service=spec.service,
+            lanes=[BackendEntry(name=spec.lane, slots=slots)],
+            replica=self.settings.instance,
+        )
+        self._entries[spec.resource] = entry
+        await self._publish(entry)
+        return worker
+
+    async def remove(self, resource: str) -> None:
+        """Stop serving `resource`: the scheduler stops routing to this replica at once."""
+        self.workers.pop(resource, None)
+        self._entries.pop(resource, None)
+        sub = self._subs.pop(resource, None)
+        with contextlib.suppress(nats.errors.Error):
+            if sub is not None:
+                await sub.unsubscribe()
+            await self.limits.delete(resource_key(resource, self.settings.instance))
+
+    async def _publish(self, entry: ResourceEntry) -> None:
+        key = resource_key(entry.name, self.settings.instance)
+        await self.limits.put(key, encode(entry.model_copy(update={"ts": time.time()})))
+
+    async def refresh_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.catalog_refresh_s)
+            with contextlib.suppress(nats.errors.Error):
+                for entry in list(self._entries.values()):
+                    await self._publish(entry)
+                self.confirmed = time.monotonic()
+
+    async def withdraw_all(self) -> None:  # a graceful stop: the scheduler stops routing here at once
+        for resource in list(self._entries):
+            with contextlib.suppress(nats.errors.Error):
+                await self.limits.delete(resource_key(resource, self.settings.instance))
+
+    def problem(self) -> str | None:
+        late = time.monotonic() - self.confirmed
+        return f"not confirmed for {late:.0f}s" if late > 3 * self.settings.catalog_refresh_s else None
 
 
 class ResourceWorker:

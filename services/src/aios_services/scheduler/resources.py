@@ -16,7 +16,7 @@ from typing import Protocol
 
 from pydantic import JsonValue
 
-from aios_schemas import AiosError, BackendEntry, LlmChat, LlmEmbed, Syscall
+from aios_schemas import AiosError, BackendEntry, LlmChat, LlmEmbed, Syscall, ToolsCall
 
 
 @dataclass(frozen=True)
@@ -81,10 +81,26 @@ class ServiceKind:
         return 0
 
 
+class ToolsKind(ServiceKind):
+    """Each tool is its own resource (`tools.<name>`), so its `max_concurrency` is the capacity of
+    its queue (calls beyond it wait, they do not fail); `tools.list` is the service's own `tools`."""
+
+    def __init__(self) -> None:
+        super().__init__("tools", "tools")
+        self.noun = "tool"
+
+    def ref(self, call: Syscall) -> ResourceRef:
+        p = call.payload
+        if isinstance(p, ToolsCall):
+            return ResourceRef(name=f"tools.{p.name}", service=self.service, label=p.name)
+        return super().ref(call)
+
+
 KINDS: dict[str, ResourceKind] = {
     "llm": LlmKind(),
     "memory": ServiceKind("memory", "memory"),
     "files": ServiceKind("files", "storage"),
+    "tools": ToolsKind(),
 }
 
 
