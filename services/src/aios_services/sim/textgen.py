@@ -323,7 +323,10 @@ def _tool_call(request: ChatRequest, profile: EngineProfile, h: int) -> ToolCall
         chosen = rng.choice(functions)
     elif choice in (None, "auto"):
         text = _last_user_text(request)
-        named = _TOOL_DIRECTIVE.search(text)
+        # A directive asks for one tool call: once its result follows, the model answers (an
+        # agent's "call a tool, then answer" turn), instead of calling it again forever.
+        answered = bool(request.messages) and request.messages[-1].role == "tool"
+        named = None if answered else _TOOL_DIRECTIVE.search(text)
         if named is not None:
             chosen = next((f for f in functions if f.get("name") == named.group(1)), None)
         elif _NO_TOOL_DIRECTIVE not in text and rng.random() < profile.tool_call_probability:
