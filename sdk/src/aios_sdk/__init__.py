@@ -20,9 +20,11 @@ from .errors import (
 )
 from .files import FilesApi
 from .memory import MemoryApi, where
+from .sync import AIOSSync
 
 __all__ = [
     "AIOS",
+    "AIOSSync",
     "ApprovalDenied",
     "BackendError",
     "BackendUnavailable",
