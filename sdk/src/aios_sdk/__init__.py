@@ -21,10 +21,12 @@ from .errors import (
 from .files import FilesApi
 from .memory import MemoryApi, where
 from .sync import AIOSSync
+from .tools import AgentTool, ToolsApi, assistant_message
 
 __all__ = [
     "AIOS",
     "AIOSSync",
+    "AgentTool",
     "ApprovalDenied",
     "BackendError",
     "BackendUnavailable",
@@ -41,7 +43,9 @@ __all__ = [
     "NotFound",
     "QuotaExceeded",
     "RateLimited",
+    "ToolsApi",
     "Unauthenticated",
+    "assistant_message",
     "error_from_reply",
     "resolve_connection",
     "where",

@@ -56,6 +56,7 @@ from .errors import (
 )
 from .files import FilesApi
 from .memory import MemoryApi
+from .tools import ToolsApi
 
 tracer = trace.get_tracer(__name__)
 log = logging.getLogger("aios_sdk")
@@ -474,6 +475,7 @@ class AIOS:
         self.llm = LlmApi(self)
         self.files = FilesApi(self)
         self.memory = MemoryApi(self)
+        self.tools = ToolsApi(self)
         self._bus = _BusWatch(conn.nats_url)
         self._background: set[asyncio.Task[None]] = set()  # cancels of abandoned syscalls
         self._results = _Results(nc, self.ns.result(self.agent, "*"))

@@ -91,7 +91,7 @@ class McpServer:
 
     async def _hold(self, ready: asyncio.Future[Client]) -> None:
         try:
-            async with Client(self._target(), mode="auto", cache=None) as client:
+            async with Client(self._target(), mode=self.config.protocol, cache=None) as client:
                 ready.set_result(client)
                 await self._stop.wait()
         except BaseException as exc:

@@ -83,6 +83,11 @@ class McpServerConfig(BaseModel):
     cwd: str | None = Field(None, description="stdio: its working directory.")
     url: str | None = Field(None, description="Streamable HTTP: the server's endpoint URL.")
     headers: dict[str, str] = Field(default_factory=dict, description="Streamable HTTP: request headers.")
+    protocol: Literal["auto", "legacy"] = Field(
+        "auto",
+        description="auto: MCP 2026-07-28 (server/discover), else the initialize handshake (2025-11-25"
+        " and older); legacy: the handshake only.",
+    )
     prefix: str | None = Field(
         None, pattern=r"^[A-Za-z0-9_-]{1,30}$", description="Tool name prefix (default: the server's name)."
     )
