@@ -12,6 +12,11 @@ quotas = { "researcher" = { calls = 1000, tokens = 2000000 } }
 [llm]                                  # any llm service setting (see llm/settings.py)
 max_concurrency = 512
 
+[tools]                                # the tools service (see tools/settings.py)
+web_fetch = true
+[tools.tool.calc]
+timeout_s = 2
+
 [models."llama3:8b"]                   # the llm catalogue (see llm/config.py); a model named
 [[models."llama3:8b".backends]]        # like one `aios up` adds (sim-llama-8b...) replaces it
 name = "vllm-a"
@@ -42,6 +47,9 @@ from ..llm.config import LlmConfig, ModelConfig, api_keys
 from ..llm.settings import LlmSettings
 from ..scheduler.policies import parse_policy_config
 from ..scheduler.settings import SchedulerSettings
+from ..tools.builtins import BUILTINS
+from ..tools.registry import ToolConfigError, check_settings
+from ..tools.settings import ToolsSettings
 
 CONFIG_FILE = "aios.toml"
 
@@ -61,6 +69,7 @@ class _File(BaseModel):
     scheduler: dict[str, Any] = Field(default_factory=dict, description="Scheduler settings.")
     llm: dict[str, Any] = Field(default_factory=dict, description="llm service settings.")
     models: dict[str, Any] = Field(default_factory=dict, description="Models and their backends.")
+    tools: dict[str, Any] = Field(default_factory=dict, description="Tools service settings and tools.")
 
 
 @dataclass(frozen=True)
@@ -72,6 +81,7 @@ class StackConfig:
     agents: tuple[str, ...] = ()
     scheduler_env: Mapping[str, str] = field(default_factory=dict)
     llm_env: Mapping[str, str] = field(default_factory=dict)
+    tools_env: Mapping[str, str] = field(default_factory=dict)
 
 
 def default_config_path(home: Path) -> Path:
@@ -231,6 +241,12 @@ def load_stack_config(
     sched, scheduler_env = _settings_env(source, "scheduler", SchedulerSettings, sched_values)
     assert isinstance(sched, SchedulerSettings)
     _, llm_env = _settings_env(source, "llm", LlmSettings, top.llm)
+    tools, tools_env = _settings_env(source, "tools", ToolsSettings, top.tools)
+    assert isinstance(tools, ToolsSettings)
+    try:
+        check_settings(dict(tools.tool), BUILTINS)
+    except ToolConfigError as exc:
+        raise ConfigError(f"{source}: tools: {exc}") from exc
 
     models: dict[str, Any] = {name: m.model_dump() for name, m in generated.items()}
     models.update(top.models)
@@ -249,6 +265,7 @@ def load_stack_config(
         agents=tuple(top.agents),
         scheduler_env=scheduler_env,
         llm_env=llm_env,
+        tools_env=tools_env,
     )
 
 

@@ -48,6 +48,7 @@ SERVICES = [
     ("llm", "aios_services.llm"),
     ("memory", "aios_services.memory"),
     ("storage", "aios_services.storage"),
+    ("tools", "aios_services.tools"),
     ("gateway", "aios_services.gateway"),
 ]
 
@@ -204,6 +205,7 @@ class Supervisor:
             "llm": cfg.llm_env,
             "memory": {"AIOS_MEMORY_DB": str(h.root / "memory.duckdb")},
             "storage": {"AIOS_STORAGE_DB": str(h.root / "storage.duckdb")},
+            "tools": cfg.tools_env,
             "gateway": {"AIOS_GATEWAY_PORT": str(gateway_port)},
         }
         for n, m in SERVICES:

@@ -24,7 +24,7 @@ from ..runtime.worker import ResourceSpec, ServedResources, serve_resources
 from .builtins import BUILTINS
 from .handlers import ToolsHandlers
 from .mcp_source import McpServer
-from .registry import Defaults, Registry, Runner, Tool, ToolConfigError, make_tool
+from .registry import Defaults, Registry, Runner, Tool, ToolConfigError, check_settings, make_tool
 from .sandbox import Pool
 from .settings import ToolConfig, ToolsSettings
 
@@ -185,6 +185,7 @@ class ToolsService:
 
 
 async def start(bus: Bus, stack: AsyncExitStack, settings: ToolsSettings) -> HealthDetails:
+    check_settings(dict(settings.tool), BUILTINS)  # a bad definition stops the start, loudly
     pool = Pool(spare=settings.tools_spare_workers, max_idle=settings.tools_idle_workers)
     stack.push_async_callback(pool.close)
     await pool.start()

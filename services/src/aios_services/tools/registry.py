@@ -177,3 +177,23 @@ class Registry:
     def entries(self) -> list[ToolEntry]:
         now = time.time()
         return [t.entry.model_copy(update={"ts": now}) for t in self.tools.values()]
+
+
+def check_settings(tools: dict[str, ToolConfig], builtins: Iterable[str]) -> None:
+    """What can be checked of the operator's tools without running anything (`aios up` does it before
+    it starts the stack): their schemas, and that a new tool says how it runs and what it takes."""
+    known = set(builtins)
+    for name, c in tools.items():
+        if not c.enabled:
+            continue
+        if name not in known:
+            if c.worker == "subprocess" and c.function is None:
+                raise ToolConfigError(
+                    f'tool {name!r} needs a `function` (module:function) or worker = "external"'
+                )
+            if c.input_schema is None:
+                raise ToolConfigError(f"tool {name!r} needs an input_schema")
+        if c.input_schema is not None:
+            compile_schema(c.input_schema, f"the input_schema of tool {name!r}")
+        if c.output_schema is not None:
+            compile_schema(c.output_schema, f"the output_schema of tool {name!r}")
