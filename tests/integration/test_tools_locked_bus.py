@@ -1,0 +1,163 @@
+"""The tools service logged in as its own NATS user (svc-tools, `natsauth.service_permissions`), as
+`aios up` runs it, beside a scheduler as svc-scheduler: an agent's tool calls work end to end, the
+tool's flags reach KV, an external worker logged in with the tools service's credentials serves its
+tool, and svc-tools cannot reach what is not its own."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import nats
+import pytest
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+
+from aios_schemas import Namespace, ToolEntry, tool_key
+from aios_sdk import AIOS
+from aios_services.cli.procs import free_port, service_probe
+from aios_services.runtime import run_service
+from aios_services.runtime.natsauth import (
+    Identity,
+    kernel_inbox,
+    new_password,
+    server_config,
+    with_credentials,
+)
+from aios_services.scheduler import main as sched_main
+from aios_services.scheduler.settings import SchedulerSettings
+from aios_services.tools import main as tools_main
+from aios_services.tools.settings import ToolsSettings
+from tests.servers import nats_server, running
+
+Bus = tuple[str, Namespace, dict[str, Identity]]
+
+
+@pytest.fixture
+async def bus(tmp_path: Path) -> AsyncIterator[Bus]:
+    ns = Namespace("t" + uuid.uuid4().hex[:8])
+    who = {
+        "scheduler": Identity("svc-scheduler", new_password(), "service", ns.name),
+        "tools": Identity("svc-tools", new_password(), "service", ns.name),
+        "admin": Identity("admin", new_password(), "kernel"),
+        "agent-1": Identity("agent-1", new_password(), "agent"),
+    }
+    conf = tmp_path / "nats.conf"
+    conf.write_text(server_config(list(who.values())))
+
+    class Auth:  # what nats_server() needs of a BusAuth
+        def __init__(self, conf: Path) -> None:
+            self.conf = conf
+
+    server = running(nats_server(tmp_path / "nats", free_port(), Auth(conf)), tmp_path / "nats.log")  # type: ignore[arg-type]
+    srv = await asyncio.to_thread(server.__enter__)
+    try:
+        yield srv.address, ns, who
+    finally:
+        await asyncio.to_thread(server.__exit__, None, None, None)
+
+
+async def test_tools_as_svc_tools_on_a_locked_bus(bus: Bus) -> None:
+    url, ns, who = bus
+
+    def as_(name: str) -> str:
+        return with_credentials(url, who[name].user, who[name].password)
+
+    sched = SchedulerSettings(nats_url=as_("scheduler"), namespace=ns.name)  # type: ignore[call-arg]
+    tools = ToolsSettings(  # type: ignore[call-arg]
+        nats_url=as_("tools"),
+        namespace=ns.name,
+        tool={
+            "remote": {
+                "worker": "external",
+                "input_schema": {"type": "object"},
+                "side_effects": "irreversible",
+            }
+        },
+    )
+    stops = {"scheduler": asyncio.Event(), "tools": asyncio.Event()}
+    starters = {
+        "scheduler": lambda: run_service(
+            "scheduler", sched, lambda b, s: sched_main.start(b, s, sched), stop=stops["scheduler"]
+        ),
+        "tools": lambda: run_service(
+            "tools", tools, lambda b, s: tools_main.start(b, s, tools), stop=stops["tools"]
+        ),
+    }
+    tasks: list[asyncio.Task[None]] = []
+    for name in ("scheduler", "tools"):  # in aios up's order: the scheduler makes the shared buckets
+        tasks.append(asyncio.create_task(starters[name]()))
+        probe = service_probe(as_("admin"), ns, name)
+        deadline = time.monotonic() + 30
+        while not await probe():
+            assert time.monotonic() < deadline and not any(t.done() for t in tasks), f"{name} did not start"
+            await asyncio.sleep(0.05)
+    admin = await nats.connect(as_("admin"))
+    # The external worker: another process, any language; here a plain NATS client with svc-tools's
+    # credentials (it may take exec.tools.> and answer), nothing of the kernel's code.
+    worker = await nats.connect(as_("tools"), inbox_prefix=kernel_inbox("tools"))
+
+    async def serve(msg: Msg) -> None:
+        args = json.loads(msg.data)["arguments"]
+        await msg.respond(json.dumps({"output": {"echo": args}}).encode())
+
+    await worker.subscribe(f"{ns.root}.exec.tools.ext.remote", queue="remote", cb=serve)
+    await worker.flush()
+    try:
+        for name in ("scheduler", "tools"):
+            probe = service_probe(as_("admin"), ns, name)
+            deadline = time.monotonic() + 30
+            while not await probe():
+                assert time.monotonic() < deadline and not any(t.done() for t in tasks), (
+                    f"{name} did not start"
+                )
+                await asyncio.sleep(0.05)
+        async with AIOS.connect(
+            url=url, token=who["agent-1"].password, agent="agent-1", namespace=ns.name
+        ) as aios:
+            assert (await aios.tools.call("calc", {"expression": "2+2"})).output == {"value": 4}
+            assert (await aios.tools.call("remote", {"x": 1})).output == {"echo": {"x": 1}}
+        kv = await admin.jetstream().key_value(ns.limits_bucket)
+        entry = ToolEntry.model_validate_json((await kv.get(tool_key("remote"))).value or b"")
+        assert (entry.source, entry.side_effects) == ("external", "irreversible")
+
+        # What svc-tools may not do: answer agents, speak for the scheduler, read results.
+        errors: list[str] = []
+
+        async def on_error(exc: Exception) -> None:
+            errors.append(str(exc).lower())
+
+        svc = NATS()
+        await svc.connect(
+            url,
+            user=who["tools"].user,
+            password=who["tools"].password,
+            inbox_prefix=kernel_inbox("tools"),
+            error_cb=on_error,
+            allow_reconnect=False,
+        )
+        try:
+            for subject in (
+                f"{ns.root}.res.agent-1.x",
+                f"{ns.root}.evt.syscall.done",
+                f"$KV.{ns.results_bucket}.x",
+            ):
+                before = len(errors)
+                await svc.publish(subject, b"x")
+                deadline = time.monotonic() + 5
+                while not any("permissions violation" in e and subject.lower() in e for e in errors[before:]):
+                    assert time.monotonic() < deadline, f"svc-tools may publish on {subject}"
+                    await svc.flush()
+                    await asyncio.sleep(0.02)
+        finally:
+            await svc.close()
+    finally:
+        await worker.close()
+        await admin.close()
+        for ev in stops.values():
+            ev.set()
+        await asyncio.wait(tasks, timeout=30)
