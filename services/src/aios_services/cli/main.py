@@ -27,6 +27,7 @@ from .stack import marker_env, scan, stop_stack
 from .status import collect
 from .storage import storage_app
 from .supervisor import UpOptions, check_options, run_supervisor
+from .traces import stats_cmd, trace_cmd
 
 console = Console()
 errors = Console(stderr=True)
@@ -56,6 +57,8 @@ app = typer.Typer(
 app.add_typer(files_app, name="files")
 app.add_typer(memory_app, name="memory")
 app.add_typer(storage_app, name="storage")
+app.command("trace")(trace_cmd)
+app.command("stats")(stats_cmd)
 
 HomeOpt = Annotated[str | None, typer.Option("--home", help="AIOS home (default $AIOS_HOME, else ./.aios).")]
 PortOpt = Annotated[

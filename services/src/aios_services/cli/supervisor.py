@@ -50,6 +50,7 @@ SERVICES = [
     ("storage", "aios_services.storage"),
     ("tools", "aios_services.tools"),
     ("gateway", "aios_services.gateway"),
+    ("recorder", "aios_services.recorder"),
 ]
 
 
@@ -207,6 +208,7 @@ class Supervisor:
             "storage": {"AIOS_STORAGE_DB": str(h.root / "storage.duckdb")},
             "tools": cfg.tools_env,
             "gateway": {"AIOS_GATEWAY_PORT": str(gateway_port)},
+            "recorder": {"AIOS_RECORDER_DB": str(h.root / "traces.duckdb")},
         }
         for n, m in SERVICES:
             svc = services[n]

@@ -26,18 +26,20 @@ from typing import Any
 
 from aiohttp import web
 from nats.js.kv import KeyValue
+from opentelemetry import trace
 from pydantic import JsonValue, ValidationError
 
 from aios_schemas import AiosError, ChatReply, EmbedReply, ModelEntry, new_id
 from aios_sdk.config import without_credentials
 
-from ..runtime import Bus, HealthDetails, keep_running, main_for
+from ..runtime import Bus, HealthDetails, extract, keep_running, main_for
 from ..runtime.service import load_settings
 from . import openai_compat as oai
 from .agents import AgentClients
 from .settings import GatewaySettings
 
 log = logging.getLogger(__name__)
+tracer = trace.get_tracer(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -87,8 +89,18 @@ class Gateway:
 
     @web.middleware
     async def _errors(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        """Every failure as an OpenAI error body with the status its code maps to."""
+        """Every failure as an OpenAI error body with the status its code maps to; every request a
+        server span (continuing the client's W3C `traceparent` if it sent one)."""
         self.requests += 1
+        parent = extract(dict(request.headers))
+        with tracer.start_as_current_span(
+            f"{request.method} {request.path}", context=parent, kind=trace.SpanKind.SERVER
+        ) as span:
+            response = await self._handle(request, handler)
+            span.set_attribute("http.status_code", response.status)
+            return response
+
+    async def _handle(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         try:
             return await handler(request)
         except AiosError as exc:

@@ -105,7 +105,7 @@ def service_permissions(service: str, namespace: str = "") -> dict[str, object]:
     buggy llm worker cannot read results or rewrite quotas, and the scheduler cannot stream tokens."""
     ns = Namespace(namespace)
     root = ns.root
-    common_pub = ["$JS.API.INFO"]
+    common_pub = ["$JS.API.INFO", f"{root}.evt.{service}.spans"]  # its spans, for the recorder
     common_sub = [f"{kernel_inbox(service)}.>", f"{root}.ctl.{service}.>"]
     if service == "scheduler":
         pub = [
@@ -134,6 +134,9 @@ def service_permissions(service: str, namespace: str = "") -> dict[str, object]:
         sub = [f"{root}.exec.llm", f"{root}.exec.llm.>"]
     elif service == "access":  # identities, rules, approvals' decisions, audit events
         pub = [f"{root}.evt.audit.>", *_kv(ns.access_bucket)]
+        sub = []
+    elif service == "recorder":  # reads the events stream (its own durable consumer), nothing else
+        pub = [*_js_stream(ns.events_stream)]
         sub = []
     elif service == "gateway":
         # It acts for agents over *their* connections (their tokens, their permissions); its own

@@ -27,7 +27,7 @@ from aios_schemas import Health, HealthQuery
 from .bus import Bus, Wedged
 from .natsauth import kernel_inbox
 from .settings import ServiceSettings
-from .telemetry import setup_tracing
+from .telemetry import export_spans_to, setup_tracing, tracing_installed
 
 HealthDetails = Callable[[], dict[str, JsonValue]]
 EXIT_WEDGED = 75  # EX_TEMPFAIL: restart me
@@ -80,6 +80,8 @@ async def run_service(
             settings.ns,
             inbox_prefix=kernel_inbox(name),
         )
+        if tracing_installed() and name != "recorder":  # spans go to the recorder (not its own: a loop)
+            export_spans_to(bus.publish_soon, bus.ns.service_event(name, "spans"))
         watchdog = asyncio.create_task(bus.watch_connection(), name=f"{name} nats watchdog")
         stack.push_async_callback(_cancel, watchdog)
         details = await start(bus, stack)

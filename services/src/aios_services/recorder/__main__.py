@@ -1,0 +1,3 @@
+from aios_services.recorder.main import main
+
+main()
