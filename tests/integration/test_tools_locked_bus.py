@@ -1,7 +1,8 @@
 """The tools service logged in as its own NATS user (svc-tools, `natsauth.service_permissions`), as
 `aios up` runs it, beside a scheduler as svc-scheduler: an agent's tool calls work end to end, the
 tool's flags reach KV, an external worker logged in with the tools service's credentials serves its
-tool, and svc-tools cannot reach what is not its own."""
+tool (one declared in the config, one it registers itself and that goes when it stops renewing it),
+and svc-tools cannot reach what is not its own."""
 
 from __future__ import annotations
 
@@ -17,8 +18,9 @@ import pytest
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
-from aios_schemas import Namespace, ToolEntry, tool_key
-from aios_sdk import AIOS
+from aios_schemas import AiosError, Namespace, ToolEntry, decode, decode_reply, encode, tool_key
+from aios_schemas.tools import ToolRegister, ToolRegistered
+from aios_sdk import AIOS, InvalidRequest, NotFound
 from aios_services.cli.procs import free_port, service_probe
 from aios_services.runtime import run_service
 from aios_services.runtime.natsauth import (
@@ -105,6 +107,10 @@ async def test_tools_as_svc_tools_on_a_locked_bus(bus: Bus) -> None:
         args = json.loads(msg.data)["arguments"]
         await msg.respond(json.dumps({"output": {"echo": args}}).encode())
 
+    async def add(msg: Msg) -> None:
+        args = json.loads(msg.data)["arguments"]
+        await msg.respond(json.dumps({"output": args["a"] + args["b"]}).encode())
+
     await worker.subscribe(f"{ns.root}.exec.tools.ext.remote", queue="remote", cb=serve)
     await worker.flush()
     try:
@@ -121,6 +127,38 @@ async def test_tools_as_svc_tools_on_a_locked_bus(bus: Bus) -> None:
         ) as aios:
             assert (await aios.tools.call("calc", {"expression": "2+2"})).output == {"value": 4}
             assert (await aios.tools.call("remote", {"x": 1})).output == {"echo": {"x": 1}}
+            # A worker registers a tool of its own (and must renew it: here it does not).
+            reg = ToolRegister(
+                name="dyn_add",
+                description="Add a and b.",
+                input_schema={
+                    "type": "object",
+                    "properties": {"a": {"type": "number"}, "b": {"type": "number"}},
+                },
+                side_effects="none",
+                ttl_s=1,
+            )
+            await worker.subscribe(f"{ns.root}.exec.tools.ext.dyn_add", queue="dyn", cb=add)
+            answer = await worker.request(ns.ctl("tools", "register"), encode(reg), timeout=5)
+            assert decode(answer.data, ToolRegistered).expires is not None
+            listed = await aios.tools.list(["dyn_add"])
+            assert [(e.name, e.source, e.side_effects) for e in listed.entries] == [
+                ("dyn_add", "external", "none")
+            ]
+            assert (await aios.tools.call("dyn_add", {"a": 2, "b": 3})).output == 5
+            with pytest.raises(InvalidRequest, match=r"\$\.a"):
+                await aios.tools.call("dyn_add", {"a": "x", "b": 3})
+            taken = await worker.request(
+                ns.ctl("tools", "register"), encode(reg.model_copy(update={"name": "calc"}))
+            )
+            with pytest.raises(AiosError, match="conflict"):
+                decode_reply(taken.data, taken.headers, ToolRegistered)
+            deadline = time.monotonic() + 20  # not registered again: it goes
+            while (await aios.tools.list(["dyn_add"])).entries:
+                assert time.monotonic() < deadline, "the lease did not end"
+                await asyncio.sleep(0.1)
+            with pytest.raises(NotFound):
+                await aios.tools.call("dyn_add", {"a": 2, "b": 3})
         kv = await admin.jetstream().key_value(ns.limits_bucket)
         entry = ToolEntry.model_validate_json((await kv.get(tool_key("remote"))).value or b"")
         assert (entry.source, entry.side_effects) == ("external", "irreversible")

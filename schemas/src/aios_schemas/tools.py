@@ -79,6 +79,32 @@ class ToolsCallReply(BaseModel):
     output: JsonValue = Field(description="What it returned (checked against its output schema, if any).")
 
 
+class ToolRegister(BaseModel):
+    """An external worker (any language) registers a tool it serves on `exec.tools.ext.<name>`
+    (request `ctl.tools.register`, with the tools service's credentials), and registers it again
+    within `ttl_s` to keep it: a worker gone is a tool gone. A tool of the operator's config keeps
+    the config's definition."""
+
+    model_config = _STRICT
+    name: str = Field(pattern=TOOL_NAME_PATTERN, description="Tool name (an OpenAI function name).")
+    description: str = Field("", max_length=4096, description="What it does, for the model.")
+    input_schema: dict[str, JsonValue] = Field(description="JSON Schema of its arguments.")
+    output_schema: dict[str, JsonValue] | None = Field(None, description="JSON Schema of its output.")
+    timeout_s: float = Field(30.0, gt=0, le=3600, description="A call longer than this fails.")
+    max_concurrency: int = Field(4, ge=1, le=1024, description="Calls at once (the scheduler queues more).")
+    side_effects: SideEffects = Field("irreversible", description="none | reversible | irreversible.")
+    requires_approval: bool = Field(False, description="An operator approves each call.")
+    ttl_s: float = Field(30.0, ge=1, le=3600, description="Gone unless registered again within this.")
+
+
+class ToolRegistered(BaseModel):
+    model_config = _STRICT
+    name: str = Field(description="The tool registered.")
+    expires: float | None = Field(
+        description="Unix time it goes unless registered again (None: never, config)."
+    )
+
+
 ToolsPayload = ToolsList | ToolsCall
 ToolsKind = Literal["tools.list", "tools.call"]
 ToolsResult = ToolsListReply | ToolsCallReply

@@ -154,7 +154,12 @@ def service_permissions(service: str, namespace: str = "") -> dict[str, object]:
         for bucket in WORKER_SERVICES[service](ns):
             pub += _kv(bucket)
         if service == "tools":  # each tool's flags for the scheduler; calls to external tool workers
-            pub += [f"$KV.{ns.limits_bucket}.tool.>", f"{root}.exec.tools.ext.>"]
+            # (and, with these credentials, an external worker registers its tool)
+            pub += [
+                f"$KV.{ns.limits_bucket}.tool.>",
+                f"{root}.exec.tools.ext.>",
+                f"{root}.ctl.tools.register",
+            ]
         sub = [f"{root}.exec.{service}", f"{root}.exec.{service}.>"]
     else:
         raise ValueError(f"no permissions defined for kernel service {service!r}")

@@ -17,8 +17,9 @@ import nats
 from pydantic import JsonValue
 
 from aios_schemas import AiosError, SideEffects, encode, tool_key
+from aios_schemas.tools import ToolRegister, ToolRegistered
 
-from ..runtime import Bus, HealthDetails, main_for
+from ..runtime import Bus, HealthDetails, keep_running, main_for
 from ..runtime.service import load_settings
 from ..runtime.worker import ResourceSpec, ServedResources, serve_resources
 from .builtins import BUILTINS
@@ -152,6 +153,7 @@ class ToolsService:
         self.settings = settings
         self.registry = registry
         self.served = served
+        self.leases: dict[str, float] = {}  # external workers' tools: unix time each lease ends
 
     async def add(self, tool: Tool) -> None:
         self.registry.add(tool)
@@ -161,6 +163,48 @@ class ToolsService:
         await self.served.add(
             ResourceSpec(service="tools", resource=f"tools.{tool.name}", slots=tool.entry.max_concurrency)
         )
+
+    async def register(self, req: ToolRegister) -> ToolRegistered:
+        """An external worker's tool: added, or its lease renewed (`ctl.tools.register`)."""
+        known = self.registry.tools.get(req.name)
+        if known is not None and req.name not in self.leases:
+            if known.entry.source == "external":  # the operator declared it: the config's definition
+                return ToolRegistered(name=req.name, expires=None)
+            raise AiosError("conflict", f"tool {req.name!r} exists and is not an external worker's")
+        if known is None:
+            try:
+                tool = make_tool(
+                    req.name,
+                    source="external",
+                    description=req.description,
+                    input_schema=req.input_schema,
+                    output_schema=req.output_schema,
+                    defaults=Defaults(
+                        req.timeout_s, req.max_concurrency, None, req.side_effects, req.requires_approval
+                    ),
+                    config=None,
+                    run=external(self.bus, req.name),
+                )
+            except ToolConfigError as exc:
+                raise AiosError("invalid_request", str(exc)) from exc
+            await self.add(tool)
+            log.info("external tool %s registered", req.name)
+        self.leases[req.name] = time.time() + req.ttl_s
+        return ToolRegistered(name=req.name, expires=self.leases[req.name])
+
+    async def expire_forever(self) -> None:
+        """Tools of external workers that stopped registering them go away."""
+        while True:
+            await asyncio.sleep(0.5)
+            now = time.time()
+            for name in [n for n, until in self.leases.items() if until < now]:
+                del self.leases[name]
+                self.registry.remove(name)
+                await self.served.remove(f"tools.{name}")
+                limits = await self.bus.ensure_kv(self.bus.ns.limits_bucket)
+                with contextlib.suppress(nats.errors.Error):
+                    await limits.delete(tool_key(name))
+                log.info("external tool %s not registered again: removed", name)
 
     async def add_mcp(self, server: McpServer) -> None:
         """Register an MCP server's tools once it answers (retried until it does)."""
@@ -195,6 +239,9 @@ async def start(bus: Bus, stack: AsyncExitStack, settings: ToolsSettings) -> Hea
     service = ToolsService(bus, settings, registry, served)
     for tool in local_tools(settings, pool, bus):
         await service.add(tool)
+    await bus.serve(bus.ns.ctl("tools", "register"), ToolRegister, service.register, max_concurrency=16)
+    expiry = asyncio.create_task(keep_running("external tool leases", service.expire_forever))
+    stack.push_async_callback(_stop, expiry)
     servers = [McpServer(name, cfg) for name, cfg in settings.mcp.items()]
     for server in servers:
         stack.push_async_callback(server.close)
