@@ -183,6 +183,12 @@ class Supervisor:
         agents = [Identity(a, t, "agent") for a, t in agent_tokens.items()]
         write_private(h.nats_config, server_config([*services.values(), operator, *agents]))
         write_private(h.operator_url_file, operator_url)
+        # For external tool workers (any language): the tools service's own bus login, which may
+        # serve exec.tools.ext.<name> and register tools (runtime/natsauth.py), nothing more.
+        tools_svc = services["tools"]
+        write_private(
+            h.root / "tools-worker.url", with_credentials(nats_url, tools_svc.user, tools_svc.password)
+        )
         gateway_port = free_port()
         conn = Connection(
             nats_url=nats_url,
