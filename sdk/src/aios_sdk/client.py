@@ -601,6 +601,7 @@ class AIOS:
                 if stream is not None:
                     stream.id = call.id
                     subs.append(await self._nc.subscribe(self.ns.stream(call.agent, call.id), cb=on_chunk))
+                self._check_refused()
                 try:
                     ack = await self._js.publish(
                         self.ns.sys(call.kind, call.agent),
@@ -611,6 +612,7 @@ class AIOS:
                 except nats.js.errors.NoStreamResponseError as exc:
                     raise BackendUnavailable("the AIOS kernel is not running (no syscall stream)") from exc
                 except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as exc:
+                    self._check_refused(exc)
                     raise BackendUnavailable(f"the AIOS kernel did not accept the syscall: {exc}") from exc
                 accepted = True
                 if stream is not None:
@@ -648,6 +650,15 @@ class AIOS:
                 raise error_from_reply(res.error)
             assert res.result is not None
             return res.result
+
+    def _check_refused(self, cause: BaseException | None = None) -> None:
+        """The bus dropped this agent and now refuses its token (its identity was revoked)."""
+        if self._bus.refused.is_set() and not self._nc.is_connected:
+            raise Unauthenticated(
+                f"the AIOS bus refuses agent {self.agent!r} now: its identity was revoked (or its token"
+                " changed)",
+                details={"agent": self.agent},
+            ) from cause
 
     def _cancel_later(self, syscall_id: str) -> None:
         """Cancel a syscall in the background (its caller's task is being cancelled right now)."""

@@ -82,6 +82,20 @@ class Home:
         return self.root / "nats.conf"
 
     @property
+    def nats_users_file(self) -> Path:
+        """The deployment's static NATS users, hashed (written by `aios up`, read by `access`)."""
+        return self.root / "nats-users.json"
+
+    @property
+    def nats_agents_file(self) -> Path:
+        """The agents the access service added, hashed (kept across `aios up` restarts)."""
+        return self.root / "nats-agents.json"
+
+    @property
+    def nats_pid_file(self) -> Path:
+        return self.root / "nats.pid"
+
+    @property
     def operator_url_file(self) -> Path:
         """The bus URL with the operator's credentials, for the CLI (private)."""
         return self.root / "operator.url"

@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from . import access as access_cli
 from .config import ConfigError, default_config_path
 from .files import files_app
 from .home import Home, HomeError, State
@@ -59,6 +60,13 @@ app.add_typer(memory_app, name="memory")
 app.add_typer(storage_app, name="storage")
 app.command("trace")(trace_cmd)
 app.command("stats")(stats_cmd)
+app.add_typer(access_cli.agent_app, name="agent")
+app.add_typer(access_cli.group_app, name="group")
+app.add_typer(access_cli.rule_app, name="rule")
+app.command("approvals")(access_cli.approvals)
+app.command("approve")(access_cli.approve)
+app.command("reject")(access_cli.reject)
+app.command("audit")(access_cli.audit)
 
 HomeOpt = Annotated[str | None, typer.Option("--home", help="AIOS home (default $AIOS_HOME, else ./.aios).")]
 PortOpt = Annotated[
@@ -350,6 +358,7 @@ def service(name: Annotated[str, typer.Argument(help="scheduler | llm | storage"
         "scheduler": "aios_services.scheduler.main",
         "llm": "aios_services.llm.main",
         "storage": "aios_services.storage.main",
+        "access": "aios_services.access.main",
     }
     if name not in mains:
         fail(f"unknown service {name!r}; one of {', '.join(mains)}")

@@ -18,6 +18,7 @@ import nats
 
 from aios_schemas import Health, HealthQuery, Namespace, decode_reply, encode
 
+from ..runtime.natsauth import NATS_SERVER_NAME
 from .home import Home, ProcessKind
 
 Probe = Callable[[], Awaitable[bool]]
@@ -76,8 +77,11 @@ def service_probe(nats_url: str, ns: Namespace, service: str) -> Probe:
     return probe
 
 
-def nats_spec(home: Home, port: int, monitor: int, config: Path | None = None) -> Spec:
-    """nats-server with JetStream; `config` holds its users and their permissions (natsauth.py)."""
+def nats_spec(
+    home: Home, port: int, monitor: int, config: Path | None = None, pid_file: Path | None = None
+) -> Spec:
+    """nats-server with JetStream; `config` holds its users and their permissions (natsauth.py);
+    `pid_file`: where it writes its pid (the access service signals it to reload its users)."""
     home.nats_dir.mkdir(parents=True, exist_ok=True)
     return Spec(
         name="nats",
@@ -85,6 +89,7 @@ def nats_spec(home: Home, port: int, monitor: int, config: Path | None = None) -
         argv=[
             venv_bin("nats-server"),
             *(["-c", str(config)] if config is not None else []),
+            *(["-P", str(pid_file)] if pid_file is not None else []),
             "-js",
             "-a",
             "127.0.0.1",
@@ -95,7 +100,7 @@ def nats_spec(home: Home, port: int, monitor: int, config: Path | None = None) -
             "-sd",
             str(home.nats_dir),
             "-n",
-            "aios",
+            NATS_SERVER_NAME,
         ],
         ready=http_probe(f"http://127.0.0.1:{monitor}/healthz?js-enabled-only=true"),
         address=f"nats://127.0.0.1:{port}",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import secrets
 import signal
@@ -22,7 +23,15 @@ from typing import IO
 from aios_schemas import Connection, Namespace
 
 from ..llm.config import BackendConfig, Capabilities, ModelConfig
-from ..runtime.natsauth import Identity, new_password, server_config, with_credentials
+from ..runtime.natsauth import (
+    Identity,
+    NatsUser,
+    merged_users,
+    new_password,
+    render_users,
+    user_entries,
+    with_credentials,
+)
 from ..runtime.tokens import new_token
 from ..sim.profiles import PROFILES
 from .config import ConfigError, StackConfig, llm_toml, load_stack_config
@@ -51,6 +60,7 @@ SERVICES = [
     ("tools", "aios_services.tools"),
     ("gateway", "aios_services.gateway"),
     ("recorder", "aios_services.recorder"),
+    ("access", "aios_services.access"),
 ]
 
 
@@ -166,7 +176,10 @@ class Supervisor:
         services = {n: Identity(f"svc-{n}", new_password(), "service", o.namespace) for n, _ in SERVICES}
         operator = Identity("operator", new_password(), "operator")
         operator_url = with_credentials(nats_url, operator.user, operator.password)
-        specs = [nats_spec(h, nats_port, free_port(), h.nats_config), s3_spec(h, s3_ports, access, secret)]
+        specs = [
+            nats_spec(h, nats_port, free_port(), h.nats_config, h.nats_pid_file),
+            s3_spec(h, s3_ports, access, secret),
+        ]
         sim_url = local_url = None
         if o.sim:
             sim = sim_spec(free_port(), o.sim_profile, [SIM_MODEL])
@@ -181,7 +194,11 @@ class Supervisor:
         token = self._local_token()
         agent_tokens = {"local": token, **self._agent_tokens(cfg.agents)}
         agents = [Identity(a, t, "agent") for a, t in agent_tokens.items()]
-        write_private(h.nats_config, server_config([*services.values(), operator, *agents]))
+        # The static users, and the agents the access service added since (it rewrites the config
+        # and has nats-server reload it when they change: access/bususers.py).
+        static = user_entries([*services.values(), operator, *agents])
+        write_private(h.nats_users_file, json.dumps(static, indent=2))
+        write_private(h.nats_config, render_users(merged_users(static, read_agents(h.nats_agents_file))))
         write_private(h.operator_url_file, operator_url)
         # For external tool workers (any language): the tools service's own bus login, which may
         # serve exec.tools.ext.<name> and register tools (runtime/natsauth.py), nothing more.
@@ -213,6 +230,13 @@ class Supervisor:
             "memory": {"AIOS_MEMORY_DB": str(h.root / "memory.duckdb")},
             "storage": {"AIOS_STORAGE_DB": str(h.root / "storage.duckdb")},
             "tools": cfg.tools_env,
+            "access": {
+                "AIOS_ACCESS_DB": str(h.root / "access.duckdb"),
+                "AIOS_ACCESS_NATS_CONFIG": str(h.nats_config),
+                "AIOS_ACCESS_NATS_USERS": str(h.nats_users_file),
+                "AIOS_ACCESS_NATS_AGENTS": str(h.nats_agents_file),
+                "AIOS_ACCESS_NATS_PID": str(h.nats_pid_file),
+            },
             "gateway": {"AIOS_GATEWAY_PORT": str(gateway_port)},
             "recorder": {"AIOS_RECORDER_DB": str(h.root / "traces.duckdb")},
         }
@@ -437,6 +461,15 @@ def run_supervisor(home: Home, opts: UpOptions) -> int:
         return await Supervisor(home, opts).run(stop)
 
     return asyncio.run(main())
+
+
+def read_agents(path: Path) -> list[NatsUser]:
+    """The agents the access service added (hashed), if it added any."""
+    try:
+        users = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return []
+    return [u for u in users if isinstance(u, dict)] if isinstance(users, list) else []
 
 
 def write_private(path: Path, text: str) -> None:

@@ -36,6 +36,8 @@ from aios_schemas.envelope import AGENT_PATTERN
 from aios_sdk.config import without_credentials
 
 Role = Literal["agent", "service", "kernel", "operator"]
+NATS_SERVER_NAME = "aios"
+OPERATOR_INBOX = "_INBOX.operator"  # the inbox prefix of the operator's CLI connections
 _AGENT = re.compile(AGENT_PATTERN)
 # Agent tokens and kernel passwords are 256-bit random strings: a slow hash adds nothing against
 # guessing them, and every connect (each SDK client, each service) pays its cost on the server.
@@ -133,7 +135,9 @@ def service_permissions(service: str, namespace: str = "") -> dict[str, object]:
         ]
         sub = [f"{root}.exec.llm", f"{root}.exec.llm.>"]
     elif service == "access":  # identities, rules, approvals' decisions, audit events
-        pub = [f"{root}.evt.audit.>", *_kv(ns.access_bucket)]
+        # Replies to the operator's inbox by name: a reload of the users (which this service
+        # causes) forgets the replies a user was allowed to send, the one in flight among them.
+        pub = [f"{root}.evt.audit.>", *_kv(ns.access_bucket), f"{OPERATOR_INBOX}.>"]
         sub = []
     elif service == "recorder":  # reads the events stream (its own durable consumer), nothing else
         pub = [*_js_stream(ns.events_stream)]
@@ -171,22 +175,51 @@ def service_permissions(service: str, namespace: str = "") -> dict[str, object]:
     }
 
 
-def server_config(identities: list[Identity]) -> str:
-    """The `authorization` block of a nats-server config (JSON values are valid there)."""
-    users = []
+NatsUser = dict[str, object]  # one entry of the server's `users` list (hashed password, permissions)
+
+
+def hash_password(password: str) -> str:
+    return bcrypt.hashpw(password.encode(), bcrypt.gensalt(_BCRYPT_ROUNDS)).decode()
+
+
+def agent_user(agent: str, password_hash: str) -> NatsUser:
+    """An agent's entry, from the hash of its token (the access service keeps only that)."""
+    return {"user": agent, "password": password_hash, "permissions": agent_permissions(agent)}
+
+
+def user_entries(identities: list[Identity]) -> list[NatsUser]:
+    users: list[NatsUser] = []
     seen: set[str] = set()
     for ident in identities:
         if ident.user in seen:
             raise ValueError(f"NATS user {ident.user!r} defined twice")
         seen.add(ident.user)
-        hashed = bcrypt.hashpw(ident.password.encode(), bcrypt.gensalt(_BCRYPT_ROUNDS)).decode()
-        user: dict[str, object] = {"user": ident.user, "password": hashed}
+        user: NatsUser = {"user": ident.user, "password": hash_password(ident.password)}
         if ident.role == "agent":
             user["permissions"] = agent_permissions(ident.user)
         elif ident.role == "service":
             user["permissions"] = service_permissions(ident.user.removeprefix("svc-"), ident.namespace)
         users.append(user)
-    return "authorization {\n  users = " + json.dumps(users, indent=2) + "\n}\n"
+    return users
+
+
+def render_users(users: list[NatsUser]) -> str:
+    """A nats-server config: the server's name and the `authorization` block (JSON values are valid
+    there). The name is in the file too, not only on the command line (`-n`): a reload compares the
+    file's with the running server's, and refuses to reload if they differ."""
+    users_json = json.dumps(users, indent=2)
+    return f"server_name: {NATS_SERVER_NAME}\nauthorization {{\n  users = {users_json}\n}}\n"
+
+
+def server_config(identities: list[Identity]) -> str:
+    return render_users(user_entries(identities))
+
+
+def merged_users(static: list[NatsUser], dynamic: list[NatsUser]) -> list[NatsUser]:
+    """The deployment's users (services, operator, agents of the config) and the agents the access
+    service added; a dynamic one never replaces a static one of the same name."""
+    names = {u["user"] for u in static}
+    return [*static, *(u for u in dynamic if u["user"] not in names)]
 
 
 def with_credentials(url: str, user: str, password: str) -> str:
@@ -202,9 +235,15 @@ def with_credentials(url: str, user: str, password: str) -> str:
 
 __all__ = [
     "Identity",
+    "NatsUser",
     "agent_permissions",
+    "agent_user",
+    "hash_password",
+    "merged_users",
     "new_password",
+    "render_users",
     "server_config",
+    "user_entries",
     "with_credentials",
     "without_credentials",
 ]
