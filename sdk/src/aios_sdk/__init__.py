@@ -1,5 +1,6 @@
 """AIOS agent SDK: syscalls to the AIOS kernel over NATS."""
 
+from .agent import Agent, AgentResult
 from .client import AIOS, ChatStream, LlmApi
 from .config import resolve_connection
 from .errors import (
@@ -26,6 +27,8 @@ from .tools import AgentTool, ToolsApi, assistant_message
 __all__ = [
     "AIOS",
     "AIOSSync",
+    "Agent",
+    "AgentResult",
     "AgentTool",
     "ApprovalDenied",
     "BackendError",
