@@ -47,7 +47,9 @@ TOOLS = {
     "hog": fn("alloc", memory_mb=200),
     "liar": fn("wrong_output", output_schema={"type": "object", "properties": {"value": {"type": "number"}}}),
     "pair": fn("interval", max_concurrency=2, side_effects="reversible"),
-    "secret": fn("echo", agents=["agent-2"], side_effects="irreversible", requires_approval=True),
+    "secret": fn("echo", agents=["agent-2"], side_effects="irreversible"),
+    # Flagged for the scheduler, which holds each call for an operator's approval: never called here.
+    "guarded": fn("echo", side_effects="irreversible", requires_approval=True),
     "remote": {"worker": "external", "description": "Served elsewhere.", "input_schema": OBJ},
 }
 
@@ -81,7 +83,7 @@ async def test_list_is_openai_shaped_filtered_and_per_agent(kernel: Kernel) -> N
             await aios.tools.call("secret", {"n": 1})
     async with kernel.connect("agent-2") as aios:
         entry = next(e for e in (await aios.tools.list(["secret"])).entries)
-        assert (entry.side_effects, entry.requires_approval) == ("irreversible", True)
+        assert (entry.side_effects, entry.requires_approval) == ("irreversible", False)
         assert (await aios.tools.call("secret", {"n": 1})).output == {"n": 1}
 
 
@@ -168,7 +170,7 @@ async def test_flags_published_for_the_scheduler(kernel: Kernel) -> None:
     nc = await nats.connect(kernel.nats_url)
     try:
         kv = await nc.jetstream().key_value(kernel.ns.limits_bucket)
-        entry = ToolEntry.model_validate_json((await kv.get(tool_key("secret"))).value or b"")
+        entry = ToolEntry.model_validate_json((await kv.get(tool_key("guarded"))).value or b"")
         assert (entry.side_effects, entry.requires_approval, entry.source) == ("irreversible", True, "python")
         calc = ToolEntry.model_validate_json((await kv.get(tool_key("calc"))).value or b"")
         assert (calc.side_effects, calc.requires_approval, calc.source) == ("none", False, "builtin")
