@@ -292,3 +292,33 @@ async def test_pending_approval_survives_a_scheduler_restart(
                     p.terminate()
                     p.wait(timeout=15)
             await op.close()
+
+
+async def test_a_resource_flagged_requires_approval_waits_for_the_operator(
+    kernel: Kernel, op: NATS, audit: Audit
+) -> None:
+    """A worker service's catalogue entry says each call needs approval (the tools service does so
+    for tools configured `requires_approval`): no rule needed. Here no memory worker runs: the call
+    is decided before it would be queued."""
+    from aios_schemas import BackendEntry, ResourceEntry, resource_key
+
+    js = op.jetstream()
+    limits = await js.key_value(kernel.ns.limits_bucket)
+    entry = ResourceEntry(
+        name="memory",
+        service="memory",
+        lanes=[BackendEntry(name="local", slots=1)],
+        replica="fake",
+        ts=time.time(),
+        requires_approval=True,
+    )
+    await limits.put(resource_key("memory", "fake"), encode(entry))
+    async with kernel.connect("agent-1") as aios:
+        call = asyncio.create_task(aios.memory.add("remember this"))
+        evt = await audit.wait(lambda e: e.what == "approval_requested" and e.resource == "memory")
+        assert evt.rule == "requires-approval" and evt.syscall
+        await ctl(
+            op, kernel.ns, "decide", ApprovalDecide(id=evt.syscall, approve=False, reason="no"), Approval
+        )
+        with pytest.raises(ApprovalDenied):
+            await call

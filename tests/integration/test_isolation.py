@@ -122,6 +122,9 @@ async def test_mallory_hears_nothing_of_alice_or_the_kernel(kernel: Kernel, mall
         f"_INBOX.{ALICE}.>",
         "_INBOX.>",
         f"$KV.{ns.results_bucket}.>",
+        f"$KV.{ns.access_bucket}.>",  # rules, pending approvals and their arguments
+        ns.ctl("access", ">"),
+        ns.audit("*"),
         ">",
     ]
     for subject in tries:
@@ -167,6 +170,15 @@ async def test_mallory_cannot_act_for_alice_or_as_the_kernel(
             ),
             (ns.ctl("scheduler", "health"), b"{}"),
             (f"$KV.{ns.limits_bucket}.model.evil", b"{}"),  # rewrite the catalogue
+            # Grant itself what a rule denies, approve its own (or alice's) held calls, add itself
+            # to a group, add an identity, forge an audit event.
+            (f"$KV.{ns.access_bucket}.rule.evil", b"{}"),
+            (f"$KV.{ns.access_bucket}.approval.{sid}", b"{}"),
+            (f"$KV.{ns.access_bucket}.agent.{MALLORY}", b"{}"),
+            (ns.ctl("access", "decide"), b'{"id": "%s", "approve": true}' % sid.encode()),
+            (ns.ctl("access", "agent_add"), b'{"name": "evil"}'),
+            (ns.ctl("access", "rule_rm"), b'{"id": "x"}'),
+            (ns.audit("approved"), b"{}"),
             (f"$JS.API.STREAM.PURGE.{ns.syscalls_stream}", b""),  # drop everyone's syscalls
             (f"$JS.API.STREAM.INFO.{ns.syscalls_stream}", b""),
         ]

@@ -43,6 +43,7 @@ async def bus(tmp_path: Path) -> AsyncIterator[tuple[str, Namespace, dict[str, I
     who = {
         "scheduler": Identity("svc-scheduler", new_password(), "service", ns.name),
         "llm": Identity("svc-llm", new_password(), "service", ns.name),
+        "access": Identity("svc-access", new_password(), "service", ns.name),
         "admin": Identity("admin", new_password(), "kernel"),
     }
     conf = tmp_path / "nats.conf"
@@ -80,7 +81,13 @@ async def test_each_service_reaches_only_what_it_owns(
     url, ns, who = bus
     admin = await nats.connect(url, user="admin", password=who["admin"].password)
     js = admin.jetstream()
-    for bucket in (ns.results_bucket, ns.limits_bucket, ns.contexts_bucket, ns.finished_bucket):
+    for bucket in (
+        ns.results_bucket,
+        ns.limits_bucket,
+        ns.contexts_bucket,
+        ns.finished_bucket,
+        ns.access_bucket,
+    ):
         await js.create_key_value(bucket=bucket)
     await (await js.key_value(ns.results_bucket)).put("r1", b"an agent's answer")
 
@@ -103,7 +110,20 @@ async def test_each_service_reaches_only_what_it_owns(
         ("publish", f"$KV.{ns.contexts_bucket}.s1"),
         ("subscribe", f"{ns.root}.exec.llm"),  # it sends exec requests, it does not take them
     ]
-    for me, cases in ((llm, refused), (sched, refused_sched)):
+    access = await login(url, who["access"], "access")
+    rules = await access.nc.jetstream().key_value(ns.access_bucket)  # its own bucket: fine
+    await rules.put("rule.r1", b"{}")
+    refused_access = [
+        ("publish", f"$JS.API.STREAM.INFO.KV_{ns.results_bucket}"),  # agents' results
+        ("publish", f"{ns.root}.sys.agent-1.llm.chat"),  # acting as an agent
+        ("publish", f"{ns.root}.exec.llm"),
+        ("publish", f"{ns.root}.evt.syscall.done"),  # only audit events are its to tell
+        ("publish", "_INBOX.agent-1.x"),  # replies: the operator's inbox only
+        ("subscribe", f"{ns.root}.sys.>"),
+    ]
+    # The llm service may not touch the rules or approvals.
+    refused.append(("publish", f"$KV.{ns.access_bucket}.rule.r1"))
+    for me, cases in ((llm, refused), (sched, refused_sched), (access, refused_access)):
         for op, subject in cases:
             before = len(me.errors)
             if op == "publish":
@@ -112,6 +132,6 @@ async def test_each_service_reaches_only_what_it_owns(
                 await me.nc.subscribe(subject)
             assert await me.refused(subject, before), (op, subject, me.errors[before:])
     assert (await (await js.key_value(ns.results_bucket)).get("r1")).value == b"an agent's answer"
-    for me in (llm, sched):
+    for me in (llm, sched, access):
         await me.nc.close()
     await admin.close()

@@ -53,6 +53,9 @@ class ResourceEntry(BaseModel):
     lanes: list[BackendEntry] = Field(min_length=1, description="Where it runs and how many at once.")
     replica: str | None = Field(None, description="The worker replica that serves it.")
     ts: float | None = Field(None, description="Unix time the replica last confirmed it.")
+    requires_approval: bool = Field(
+        False, description="Each call waits for an operator's approval (e.g. an irreversible tool)."
+    )
 
 
 def resource_key(resource: str, replica: str | None = None) -> str:

@@ -68,6 +68,8 @@ class ResourceSpec:
     # False: the catalogue entry is published but this process does not take the lane's calls
     # (another process does, e.g. an external tool worker).
     serve: bool = True
+    # Each call waits for an operator's approval in the scheduler (e.g. an irreversible tool).
+    requires_approval: bool = False
 
 
 async def serve_resource(
@@ -139,6 +141,7 @@ class ServedResources:
             service=spec.service,
             lanes=[BackendEntry(name=spec.lane, slots=slots)],
             replica=self.settings.instance,
+            requires_approval=spec.requires_approval,
         )
         self._entries[spec.resource] = entry
         await self._publish(entry)

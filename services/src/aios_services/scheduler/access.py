@@ -68,6 +68,18 @@ class Verdict:
         )
 
 
+def flagged(agent: str, action: str, resource: str) -> AccessRule:
+    """The rule a resource flagged `requires_approval` stands for (its service's config says so)."""
+    return AccessRule.model_construct(  # (resource names are the services', not an operator's input)
+        id="requires-approval",
+        who=f"agent:{agent}",
+        action=action,
+        resource=resource,
+        effect="approve",
+        note=f"{resource} requires an operator's approval",
+    )
+
+
 class AccessTable:
     """Rules by `who`, agents' groups and revocations, and approvals in flight."""
 
@@ -175,15 +187,31 @@ class AccessTable:
     async def watch(self, kv: KeyValue) -> None:
         """Follow the bucket: rules, agents and approvals, as they change (a deleted key: gone)."""
         watcher = await kv.watchall()
+        seen: set[str] | None = set()  # keys of the initial values (a restarted watch: drop the rest)
         async for entry in watcher:
             if entry is None:  # the end of what the bucket held when the watch began
+                if seen is not None:
+                    self._forget_all_but(seen)
+                    seen = None
                 self.loaded.set()
                 continue
+            if seen is not None:
+                seen.add(entry.key)
             kind, _, name = entry.key.partition(".")
             try:
                 self.apply(kind, name, entry.value or b"")
             except ValidationError:
                 log.warning("ignoring malformed access entry %s", entry.key)
+
+    def _forget_all_but(self, keys: set[str]) -> None:
+        """What was deleted while no watch ran (this one restarted after an error)."""
+        for rule_id in [r for r in self.rules if f"rule.{r}" not in keys]:
+            self.drop_rule(rule_id)
+        for name in [a for a in self.agents if f"agent.{a}" not in keys]:
+            del self.agents[name]
+            self.changed()
+        for sid in [a for a in self.approvals if f"approval.{a}" not in keys]:
+            del self.approvals[sid]
 
     def apply(self, kind: str, name: str, value: bytes) -> None:
         if kind == "rule":

@@ -15,7 +15,7 @@ from aios_schemas.ids import id_time
 
 from ..runtime.consumer import Delivery
 from ..runtime.telemetry import extract
-from .access import AccessTable
+from .access import AccessTable, Verdict, flagged
 from .groups import Held
 from .outcomes import ResultStore
 from .policies import Job
@@ -107,6 +107,8 @@ class Admission:
                 # is starting: the call is accepted and waits for it, until its deadline.)
                 raise self.catalog.unknown(ref)
             verdict = self.access.check(call.agent, call.kind, ref.name)
+            if ref.name in self.catalog.approval and (verdict is None or verdict.effect == "allow"):
+                verdict = Verdict("approve", flagged(call.agent, call.kind, ref.name))
             audit = None
             if verdict is not None and verdict.effect != "approve":  # (approvals audit themselves)
                 audit = AuditEvent(

@@ -129,6 +129,10 @@ class Scheduler:
                     self.confirm(entry.key, f"llm.{model.name}", model.backends)
                 else:
                     res = ResourceEntry.model_validate_json(entry.value)
+                    if res.requires_approval:
+                        self.catalog.approval.add(res.name)
+                    else:
+                        self.catalog.approval.discard(res.name)
                     self.confirm(entry.key, res.name, res.lanes)
             except ValidationError:
                 log.warning("ignoring malformed catalogue entry %s", entry.key)

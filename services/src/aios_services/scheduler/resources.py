@@ -124,6 +124,7 @@ class Catalog:
 
     def __init__(self) -> None:
         self.lanes: dict[str, list[BackendEntry]] = {}
+        self.approval: set[str] = set()  # resources whose every call waits for an operator
 
     def set(self, resource: str, lanes: Iterable[BackendEntry]) -> None:
         self.lanes[resource] = list(lanes)
