@@ -4,6 +4,7 @@ on 2 cores). Figures involving an LLM engine come from the simulator and say so.
 from __future__ import annotations
 
 from bench import (
+    access_bench,
     files_bench,
     kernel_overhead,
     las_policy,
@@ -25,6 +26,7 @@ def main() -> None:
     scheduling.main()
     memory_bench.main([])
     files_bench.main([])
+    access_bench.main([])
 
 
 if __name__ == "__main__":
