@@ -36,6 +36,7 @@ from aios_schemas import (
     SyscallPayload,
     SyscallResult,
     ToolDef,
+    Usage,
     decode_reply,
     encode,
     new_id,
@@ -479,6 +480,8 @@ class AIOS:
         self._bus = _BusWatch(conn.nats_url)
         self._background: set[asyncio.Task[None]] = set()  # cancels of abandoned syscalls
         self._results = _Results(nc, self.ns.result(self.agent, "*"))
+        # What this client did (answered syscalls, their errors and tokens): `aios run` reports it.
+        self.counts = {"calls": 0, "errors": 0, "tokens": 0}
 
     @property
     def closed(self) -> bool:
@@ -646,9 +649,14 @@ class AIOS:
                 raise conflict
             if stream is not None:
                 stream._put(res)
+            self.counts["calls"] += 1
             if res.error is not None:
+                self.counts["errors"] += 1
                 raise error_from_reply(res.error)
             assert res.result is not None
+            usage = getattr(res.result, "usage", None)
+            if isinstance(usage, Usage):
+                self.counts["tokens"] += usage.total_tokens
             return res.result
 
     def _check_refused(self, cause: BaseException | None = None) -> None:

@@ -28,6 +28,7 @@ from .stack import marker_env, scan, stop_stack
 from .status import collect
 from .storage import storage_app
 from .supervisor import UpOptions, check_options, run_supervisor
+from .runs import kill_cmd, logs_cmd, ps_cmd, run_cmd
 from .traces import stats_cmd, trace_cmd
 
 console = Console()
@@ -60,6 +61,10 @@ app.add_typer(memory_app, name="memory")
 app.add_typer(storage_app, name="storage")
 app.command("trace")(trace_cmd)
 app.command("stats")(stats_cmd)
+app.command("run")(run_cmd)
+app.command("ps")(ps_cmd)
+app.command("logs")(logs_cmd)
+app.command("kill")(kill_cmd)
 app.add_typer(access_cli.agent_app, name="agent")
 app.add_typer(access_cli.group_app, name="group")
 app.add_typer(access_cli.rule_app, name="rule")
