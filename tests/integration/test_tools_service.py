@@ -16,7 +16,7 @@ import pytest
 from nats.aio.msg import Msg
 
 from aios_schemas import ToolEntry, tool_key
-from aios_sdk import BackendError, DeadlineExceeded, InvalidRequest, NotFound
+from aios_sdk import ApprovalDenied, BackendError, DeadlineExceeded, InvalidRequest, NotFound
 from tests.integration.tools_kernel import tools_kernel
 from tests.kernel import Kernel
 
@@ -49,7 +49,7 @@ TOOLS = {
     "pair": fn("interval", max_concurrency=2, side_effects="reversible"),
     "secret": fn("echo", agents=["agent-2"], side_effects="irreversible"),
     # Flagged for the scheduler, which holds each call for an operator's approval: never called here.
-    "guarded": fn("echo", side_effects="irreversible", requires_approval=True),
+    "guarded": fn("interval", side_effects="irreversible", requires_approval=True),
     "remote": {"worker": "external", "description": "Served elsewhere.", "input_schema": OBJ},
 }
 
@@ -178,6 +178,18 @@ async def test_flags_published_for_the_scheduler(kernel: Kernel) -> None:
         assert pair.max_concurrency == 2
     finally:
         await nc.close()
+
+
+async def test_a_flagged_tool_waits_for_approval_and_never_runs_without_it(
+    kernel: Kernel, tmp_path: Path
+) -> None:
+    """requires_approval reaches the scheduler (the tool's catalogue entry): the call is held for an
+    operator; with no decision before its deadline it is refused, and the tool never ran."""
+    log = tmp_path / "guarded.log"
+    async with kernel.connect() as aios:
+        with pytest.raises(ApprovalDenied):
+            await aios.tools.call("guarded", {"log": str(log)}, timeout=1)
+    assert not log.exists()
 
 
 async def test_external_worker_on_plain_nats(kernel: Kernel) -> None:

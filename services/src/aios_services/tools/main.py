@@ -161,7 +161,12 @@ class ToolsService:
         limits = await self.bus.ensure_kv(self.bus.ns.limits_bucket)
         await limits.put(tool_key(tool.name), encode(tool.entry.model_copy(update={"ts": time.time()})))
         await self.served.add(
-            ResourceSpec(service="tools", resource=f"tools.{tool.name}", slots=tool.entry.max_concurrency)
+            ResourceSpec(
+                service="tools",
+                resource=f"tools.{tool.name}",
+                slots=tool.entry.max_concurrency,
+                requires_approval=tool.entry.requires_approval,  # the scheduler holds each call for it
+            )
         )
 
     async def register(self, req: ToolRegister) -> ToolRegistered:
