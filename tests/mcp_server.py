@@ -35,6 +35,21 @@ def broken() -> str:
     raise ValueError("this tool is broken")
 
 
+@server.tool(description="Takes its time.")
+async def slow(seconds: float) -> str:
+    import anyio
+
+    await anyio.sleep(seconds)
+    return "done"
+
+
+@server.tool(description="Ends the server's process.")
+def die() -> str:
+    import os
+
+    os._exit(1)
+
+
 if __name__ == "__main__":
     if len(sys.argv) > 2 and sys.argv[1] == "--http":
         server.run("streamable-http", host="127.0.0.1", port=int(sys.argv[2]))

@@ -22,7 +22,7 @@ import nats
 import pytest
 
 from aios_schemas import ChatMessage, FunctionCall, Health, HealthQuery, ToolCall, decode, encode
-from aios_sdk import AIOS, BackendError, InvalidRequest, assistant_message
+from aios_sdk import AIOS, BackendError, DeadlineExceeded, InvalidRequest, assistant_message
 from aios_services.cli.procs import free_port
 from aios_services.sim.runner import SimServer, run_sim
 from tests.integration.tools_kernel import tools_kernel
@@ -71,8 +71,15 @@ async def kernel(nats_url: str, tmp_path: Path) -> AsyncIterator[Kernel]:
 
 async def test_mcp_stdio_both_revisions(kernel: Kernel) -> None:
     async with kernel.connect() as aios:
-        names = await wait_for_tools(aios, "demo__*", 4)
-        assert names == ["demo__add", "demo__broken", "demo__notes_append", "demo__wipe"]  # `.` -> `_`
+        names = await wait_for_tools(aios, "demo__*", 6)
+        assert names == [
+            "demo__add",
+            "demo__broken",
+            "demo__die",
+            "demo__notes_append",  # `.` -> `_`
+            "demo__slow",
+            "demo__wipe",
+        ]
         assert await wait_for_tools(aios, "old__*", 1) == ["old__add"]  # include = ["add"]
         entries = {e.name: e for e in (await aios.tools.list(["demo__*"])).entries}
         assert entries["demo__add"].side_effects == "none"  # readOnlyHint
@@ -91,6 +98,20 @@ async def test_mcp_stdio_both_revisions(kernel: Kernel) -> None:
         with pytest.raises(BackendError, match="broken"):
             await aios.tools.call("demo__broken", {})
     assert await mcp_protocols(kernel) == {"demo": "2026-07-28", "old": "2025-11-25"}
+
+
+async def test_mcp_timeout_and_a_dying_server(nats_url: str, tmp_path: Path) -> None:
+    """A tool past its timeout: deadline_exceeded, the server still serves. A server that dies:
+    backend_error, and the next call starts it again (stdio)."""
+    mcp = {"m": {"command": [sys.executable, SERVER], "tools": {"slow": {"timeout_s": 0.5}}}}
+    async with tools_kernel(nats_url, tmp_path, mcp=mcp) as kernel, kernel.connect() as aios:
+        await wait_for_tools(aios, "m__*", 6)
+        with pytest.raises(DeadlineExceeded, match=r"timeout of 0\.5s"):
+            await aios.tools.call("m__slow", {"seconds": 30})
+        assert (await aios.tools.call("m__add", {"a": 1, "b": 2})).output == {"result": 3}
+        with pytest.raises(BackendError):
+            await aios.tools.call("m__die", {})
+        assert (await aios.tools.call("m__add", {"a": 2, "b": 2})).output == {"result": 4}
 
 
 @pytest.fixture
@@ -118,7 +139,7 @@ async def test_mcp_streamable_http(nats_url: str, tmp_path: Path, mcp_http: str)
         tools_kernel(nats_url, tmp_path, mcp={"web": {"url": mcp_http, "prefix": "h"}}) as kernel,
         kernel.connect() as aios,
     ):
-        assert "h__add" in await wait_for_tools(aios, "h__*", 4)
+        assert "h__add" in await wait_for_tools(aios, "h__*", 6)
         assert (await aios.tools.call("h__add", {"a": 3, "b": 4})).output == {"result": 7}
 
 
