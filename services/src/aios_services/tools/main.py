@@ -248,10 +248,14 @@ async def start(bus: Bus, stack: AsyncExitStack, settings: ToolsSettings) -> Hea
     expiry = asyncio.create_task(keep_running("external tool leases", service.expire_forever))
     stack.push_async_callback(_stop, expiry)
     servers = [McpServer(name, cfg) for name, cfg in settings.mcp.items()]
+    registering = []
     for server in servers:
         stack.push_async_callback(server.close)
         task = asyncio.create_task(_logged(server.name, service.add_mcp(server)))
         stack.push_async_callback(_stop, task)
+        registering.append(task)
+    if registering:  # ready with its MCP tools, unless a server is slow or down: then they come later
+        await asyncio.wait(registering, timeout=settings.tools_mcp_start_wait_s)
 
     def details() -> dict[str, JsonValue]:
         mcp: dict[str, JsonValue] = {s.name: s.protocol for s in servers}

@@ -120,6 +120,9 @@ class ToolsSettings(WorkerSettings):
     tools_timeout_s: float = Field(30.0, gt=0, description="Default timeout of a tool.")
     tools_max_concurrency: int = Field(4, ge=1, description="Default concurrency of a tool.")
     tools_memory_mb: int = Field(512, ge=16, description="Default memory a sandboxed run may allocate.")
+    tools_mcp_start_wait_s: float = Field(
+        10.0, ge=0, description="How long the start waits for MCP servers' tools (later ones come later)."
+    )
     tools_spare_workers: int = Field(2, ge=0, le=64, description="Sandbox workers started ahead.")
     tools_idle_workers: int = Field(8, ge=0, le=256, description="Sandbox workers kept idle at most.")
 
