@@ -12,6 +12,7 @@ from bench import (
     memory_bench,
     rate_sweep,
     scheduling,
+    tools_bench,
 )
 
 
@@ -27,6 +28,7 @@ def main() -> None:
     memory_bench.main([])
     files_bench.main([])
     access_bench.main([])
+    tools_bench.main([])
 
 
 if __name__ == "__main__":

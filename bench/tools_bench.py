@@ -63,7 +63,10 @@ async def through_kernel(url: str, root: Path, n: int) -> list[float]:
         return out
 
 
-def main(n: int) -> None:
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--n", type=int, default=300)
+    n = ap.parse_args(argv).n
     print(line("sandbox, new process per call", asyncio.run(cold_starts(max(10, n // 10)))))
     print(line("sandbox, warm worker (the pool)", asyncio.run(warm(n))))
     with tempfile.TemporaryDirectory() as tmp:
@@ -76,7 +79,4 @@ def main(n: int) -> None:
 
 
 if __name__ == "__main__":
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--n", type=int, default=300)
-    args = ap.parse_args()
-    main(args.n)
+    main()
