@@ -44,6 +44,10 @@ def test_run_ps_logs_kill(tmp_path: Path) -> None:
         assert runs[0].name in listed.stdout
         logs = aios(home, "logs", runs[0].name)
         assert logs.returncode == 0 and '"status": "done"' in logs.stdout
+        # An Agent subclass (the tool-using example) runs the same way.
+        example = Path(__file__).resolve().parents[2] / "examples" / "tool_agent.py"
+        agents = aios(home, "run", str(example), "--task", "What is 2 + 2? [sim:tool=calc]", "-n", "2")
+        assert agents.returncode == 0 and "2/2 done" in agents.stdout, agents.stdout + agents.stderr
 
         # A long run, stopped from another command.
         (tmp_path / "slow.py").write_text(SLOW)
@@ -54,17 +58,22 @@ def test_run_ps_logs_kill(tmp_path: Path) -> None:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
+
+        def slow_run() -> Path | None:
+            for p in (home / "runs").iterdir():
+                meta = p / "run.json"
+                if meta.exists() and json.loads(meta.read_text())["file"].endswith("slow.py"):
+                    return p
+            return None
+
         deadline = time.monotonic() + 30
         while True:  # bounded: until `aios ps` shows it running
-            running = [p for p in (home / "runs").iterdir() if p.name != runs[0].name]
-            if (
-                running
-                and runs[0].name not in aios(home, "ps").stdout
-                and running[0].name in aios(home, "ps").stdout
-            ):
+            found = slow_run()
+            if found is not None and found.name in aios(home, "ps").stdout:
                 break
             assert time.monotonic() < deadline, "the slow run never showed in aios ps"
             time.sleep(0.2)
+        running = [found]
         killed = aios(home, "kill", running[0].name)
         assert killed.returncode == 0 and "stopped 2" in killed.stdout
         assert slow.wait(timeout=30) != 0

@@ -34,16 +34,23 @@ def load(path: Path) -> ModuleType:
 
 
 def entry(module: ModuleType) -> Any:
-    main = getattr(module, "main", None)
-    if main is not None and inspect.iscoroutinefunction(main):
-        return main
+    """The program's Agent subclass (one defined in it), else its `async def main(aios, task)`."""
     agents = [
-        v for v in vars(module).values() if isinstance(v, type) and issubclass(v, Agent) and v is not Agent
+        v
+        for v in vars(module).values()
+        if isinstance(v, type) and issubclass(v, Agent) and v is not Agent and v.__module__ == module.__name__
     ]
     if agents:
         return agents[0]
+    main = getattr(module, "main", None)
+    if (
+        main is not None
+        and inspect.iscoroutinefunction(main)
+        and len(inspect.signature(main).parameters) == 2
+    ):
+        return main
     raise SystemExit(
-        "aios run: the program defines neither `async def main(aios, task)` nor an Agent subclass"
+        "aios run: the program defines neither an Agent subclass nor `async def main(aios, task)`"
     )
 
 

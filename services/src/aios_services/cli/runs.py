@@ -125,6 +125,7 @@ def run_cmd(
     calls = sum((r["result"] or {}).get("calls", 0) for r in rows)
     tokens = sum((r["result"] or {}).get("tokens", 0) for r in rows)
     took = time.time() - meta["started"]
+    console.print()
     console.print(
         f"{done}/{len(rows)} done in {took:.1f}s, {calls} syscalls, {tokens} tokens"
         f" (logs: aios logs {run_id})"
