@@ -109,6 +109,7 @@ async def test_each_service_reaches_only_what_it_owns(
         ("publish", f"{ns.root}.stream.agent-1.x"),  # tokens come from the llm only
         ("publish", f"$KV.{ns.contexts_bucket}.s1"),
         ("subscribe", f"{ns.root}.exec.llm"),  # it sends exec requests, it does not take them
+        ("publish", f"$KV.{ns.access_bucket}.rule.r1"),  # it reads the rules, it does not write them
     ]
     access = await login(url, who["access"], "access")
     rules = await access.nc.jetstream().key_value(ns.access_bucket)  # its own bucket: fine
