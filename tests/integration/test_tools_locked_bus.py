@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -18,9 +19,9 @@ import pytest
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
-from aios_schemas import AiosError, Namespace, ToolEntry, decode, decode_reply, encode, tool_key
+from aios_schemas import AiosError, Namespace, ToolEntry, decode, decode_reply, encode, new_id, tool_key
 from aios_schemas.tools import ToolRegister, ToolRegistered
-from aios_sdk import AIOS, InvalidRequest, NotFound
+from aios_sdk import AIOS, Cancelled, InvalidRequest, NotFound
 from aios_services.cli.procs import free_port, service_probe
 from aios_services.runtime import run_service
 from aios_services.runtime.natsauth import (
@@ -63,7 +64,7 @@ async def bus(tmp_path: Path) -> AsyncIterator[Bus]:
         await asyncio.to_thread(server.__exit__, None, None, None)
 
 
-async def test_tools_as_svc_tools_on_a_locked_bus(bus: Bus) -> None:
+async def test_tools_as_svc_tools_on_a_locked_bus(bus: Bus, tmp_path: Path) -> None:
     url, ns, who = bus
 
     def as_(name: str) -> str:
@@ -78,7 +79,8 @@ async def test_tools_as_svc_tools_on_a_locked_bus(bus: Bus) -> None:
                 "worker": "external",
                 "input_schema": {"type": "object"},
                 "side_effects": "irreversible",
-            }
+            },
+            "held": {"function": "tests.tool_funcs:interval", "input_schema": {"type": "object"}},
         },
     )
     stops = {"scheduler": asyncio.Event(), "tools": asyncio.Event()}
@@ -127,6 +129,27 @@ async def test_tools_as_svc_tools_on_a_locked_bus(bus: Bus) -> None:
         ) as aios:
             assert (await aios.tools.call("calc", {"expression": "2+2"})).output == {"value": 4}
             assert (await aios.tools.call("remote", {"x": 1})).output == {"echo": {"x": 1}}
+            # svc-scheduler may tell svc-tools to stop a run: the cancelled call's process goes.
+            log, never = tmp_path / "held.log", tmp_path / "never"
+            call_id = new_id()
+            held = asyncio.ensure_future(
+                aios.tools.call("held", {"log": str(log), "wait_for": str(never)}, id=call_id)
+            )
+            deadline = time.monotonic() + 20
+            while not (log.exists() and "start" in log.read_text()):
+                assert time.monotonic() < deadline, "the run did not start"
+                await asyncio.sleep(0.01)
+            await aios.cancel(call_id)
+            with pytest.raises(Cancelled):
+                await held
+            pid = int(log.read_text().split()[1])
+            while True:
+                try:
+                    os.kill(pid, 0)
+                except ProcessLookupError:
+                    break
+                assert time.monotonic() < deadline, "the cancelled run's worker still runs"
+                await asyncio.sleep(0.01)
             # A worker registers a tool of its own (and must renew it: here it does not).
             reg = ToolRegister(
                 name="dyn_add",

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -15,8 +16,8 @@ import nats
 import pytest
 from nats.aio.msg import Msg
 
-from aios_schemas import ToolEntry, tool_key
-from aios_sdk import ApprovalDenied, BackendError, DeadlineExceeded, InvalidRequest, NotFound
+from aios_schemas import ToolEntry, new_id, tool_key
+from aios_sdk import ApprovalDenied, BackendError, Cancelled, DeadlineExceeded, InvalidRequest, NotFound
 from tests.integration.tools_kernel import tools_kernel
 from tests.kernel import Kernel
 
@@ -46,6 +47,7 @@ TOOLS = {
     "raises": fn("fail"),
     "hog": fn("alloc", memory_mb=200),
     "liar": fn("wrong_output", output_schema={"type": "object", "properties": {"value": {"type": "number"}}}),
+    "held": fn("interval", timeout_s=120),
     "pair": fn("interval", max_concurrency=2, side_effects="reversible"),
     "secret": fn("echo", agents=["agent-2"], side_effects="irreversible"),
     # Flagged for the scheduler, which holds each call for an operator's approval: never called here.
@@ -120,6 +122,33 @@ async def test_timeout_kills_and_the_service_keeps_serving(kernel: Kernel) -> No
         with pytest.raises(DeadlineExceeded):
             await aios.tools.call("sleepy", {"seconds": 60}, timeout=0.3)
         assert (await aios.tools.call("echo", {"n": 1})).output == {"n": 1}
+
+
+async def test_cancel_kills_the_run(kernel: Kernel, tmp_path: Path) -> None:
+    """aios.cancel(id) of a running tool call: Cancelled at once, and its worker process is gone."""
+    log, never = tmp_path / "held.log", tmp_path / "never"
+    async with kernel.connect() as aios:
+        call_id = new_id()
+        call = asyncio.ensure_future(
+            aios.tools.call("held", {"log": str(log), "wait_for": str(never)}, id=call_id)
+        )
+        deadline = time.monotonic() + 20
+        while not (log.exists() and "start" in log.read_text()):
+            assert time.monotonic() < deadline, "the run did not start"
+            await asyncio.sleep(0.01)
+        pid = int(log.read_text().split()[1])
+        await aios.cancel(call_id)
+        with pytest.raises(Cancelled):
+            await call
+        while True:  # its worker process was killed (the tool would wait 30 s for the file)
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            assert time.monotonic() < deadline, "the cancelled run's worker still runs"
+            await asyncio.sleep(0.01)
+        assert "end" not in log.read_text()
+        assert (await aios.tools.call("calc", {"expression": "1+1"})).output == {"value": 2}
 
 
 async def test_crashes_are_isolated(kernel: Kernel) -> None:

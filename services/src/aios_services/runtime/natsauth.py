@@ -115,13 +115,14 @@ def service_permissions(service: str, namespace: str = "") -> dict[str, object]:
             f"{root}.evt.>",
             f"{root}.exec.>",
             f"{root}.ctl.llm.control",
+            f"{root}.ctl.tools.control",  # stop a running tool call (cancel, deadline)
             f"{root}.ctl.scheduler.>",  # its replicas' stats and who holds a syscall
             *_js_stream(ns.syscalls_stream),
             *_js_stream(ns.events_stream),
             *_kv(ns.results_bucket),
             *_kv(ns.limits_bucket),
             *_kv(ns.replicas_bucket),
-            *_kv(ns.access_bucket, "approval.>"),  # reads the rules; writes only pending approvals
+            *_kv(ns.access_bucket),  # reads rules, writes pending approvals
         ]
         sub: list[str] = []
     elif service == "llm":

@@ -20,6 +20,7 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass
 
 import nats
+from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js.kv import KeyValue
 from pydantic import Field
@@ -28,11 +29,13 @@ from aios_schemas import (
     AiosError,
     AnyResult,
     BackendEntry,
+    ControlRequest,
     ExecReply,
     ExecRequest,
     ResourceEntry,
     Syscall,
     SyscallResult,
+    decode,
     encode,
     resource_key,
 )
@@ -70,6 +73,9 @@ class ResourceSpec:
     serve: bool = True
     # Each call waits for an operator's approval in the scheduler (e.g. an irreversible tool).
     requires_approval: bool = False
+    # A running call is stopped when the scheduler says so (the agent cancelled it, or its deadline
+    # passed): `ctl.<service>.control`. Off where stopping a handler midway could leave half a write.
+    cancellable: bool = False
 
 
 async def serve_resource(
@@ -121,6 +127,7 @@ class ServedResources:
         self.workers: dict[str, ResourceWorker] = {}
         self._entries: dict[str, ResourceEntry] = {}
         self._subs: dict[str, Subscription] = {}
+        self._control: set[str] = set()  # services whose control subject this replica follows
         self.confirmed = time.monotonic()
 
     async def add(self, spec: ResourceSpec) -> ResourceWorker:
@@ -136,6 +143,10 @@ class ServedResources:
                 max_concurrency=slots,
             )
         self.workers[spec.resource] = worker
+        if spec.cancellable and spec.service not in self._control:
+            self._control.add(spec.service)
+            # No queue group: every replica hears it; the one running the syscall stops it.
+            await self.bus.nc.subscribe(self.bus.ns.ctl(spec.service, "control"), cb=self._on_control)
         entry = ResourceEntry(
             name=spec.resource,
             service=spec.service,
@@ -146,6 +157,16 @@ class ServedResources:
         self._entries[spec.resource] = entry
         await self._publish(entry)
         return worker
+
+    async def _on_control(self, msg: Msg) -> None:
+        try:
+            req = decode(msg.data, ControlRequest)
+        except AiosError as exc:
+            log.warning("bad control message: %s", exc.message)
+            return
+        if req.action == "cancel":
+            for worker in list(self.workers.values()):
+                worker.cancel(req.id)
 
     async def remove(self, resource: str) -> None:
         """Stop serving `resource`: the scheduler stops routing to this replica at once."""
@@ -186,6 +207,15 @@ class ResourceWorker:
         self.handler = handler
         self.finished = finished
         self._inflight: dict[str, asyncio.Future[ExecReply]] = {}
+        self._handling: dict[str, asyncio.Future[AnyResult]] = {}  # cancellable runs, by syscall id
+        self._stopping: set[str] = set()
+
+    def cancel(self, syscall_id: str) -> None:
+        """Stop the run of `syscall_id` here, if it runs here (a cancellable resource only)."""
+        task = self._handling.get(syscall_id)
+        if task is not None and not task.done():
+            self._stopping.add(syscall_id)
+            task.cancel()
 
     async def exec(self, req: ExecRequest) -> ExecReply:
         sid = req.syscall.id
@@ -208,7 +238,15 @@ class ResourceWorker:
             remaining = req.deadline - time.time()
             if remaining <= 0:
                 raise AiosError("deadline_exceeded", "the deadline passed before the call ran")
-            payload = await asyncio.wait_for(self.handler(call), timeout=remaining)
+            handling = asyncio.ensure_future(self.handler(call))
+            if self.spec.cancellable:
+                self._handling[call.id] = handling
+            payload = await asyncio.wait_for(handling, timeout=remaining)
+        except asyncio.CancelledError:
+            if call.id not in self._stopping:
+                raise
+            err = AiosError("cancelled", f"{call.kind} was cancelled while it ran")
+            return _done(SyscallResult.fail(call.id, err.to_reply(), service_ms=_ms(started)))
         except AiosError as exc:
             return _done(SyscallResult.fail(call.id, exc.to_reply(), service_ms=_ms(started)))
         except TimeoutError:
@@ -218,6 +256,9 @@ class ResourceWorker:
             log.exception("%s %s failed", call.kind, call.id)
             err = AiosError("internal", f"{call.kind} failed: {type(exc).__name__}")
             return _done(SyscallResult.fail(call.id, err.to_reply(), service_ms=_ms(started)))
+        finally:
+            self._handling.pop(call.id, None)
+            self._stopping.discard(call.id)
         reply = _done(SyscallResult.ok(call.id, payload, service_ms=_ms(started)))
         if call.kind in self.spec.read_only:
             return reply

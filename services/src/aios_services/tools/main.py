@@ -166,6 +166,7 @@ class ToolsService:
                 resource=f"tools.{tool.name}",
                 slots=tool.entry.max_concurrency,
                 requires_approval=tool.entry.requires_approval,  # the scheduler holds each call for it
+                cancellable=True,  # a cancelled call's worker process is killed, not left running
             )
         )
 
