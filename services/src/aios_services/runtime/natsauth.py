@@ -122,7 +122,7 @@ def service_permissions(service: str, namespace: str = "") -> dict[str, object]:
             *_kv(ns.results_bucket),
             *_kv(ns.limits_bucket),
             *_kv(ns.replicas_bucket),
-            *_kv(ns.access_bucket),  # reads rules, writes pending approvals
+            *_kv(ns.access_bucket, "approval.>"),  # reads the rules; writes only pending approvals
         ]
         sub: list[str] = []
     elif service == "llm":
