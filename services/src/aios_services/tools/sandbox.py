@@ -101,7 +101,10 @@ class Pool:
             w = self._idle.pop()
             if w.proc.returncode is None:
                 return w
-        return await self._spawn()
+        try:
+            return await self._spawn()
+        except OSError as exc:  # out of processes, of memory, of file descriptors
+            raise AiosError("backend_unavailable", f"no tool worker process could be started: {exc}") from exc
 
     def _give_back(self, w: _Worker) -> None:
         if self.closed or len(self._idle) >= self.max_idle:
