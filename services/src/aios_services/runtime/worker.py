@@ -6,7 +6,8 @@ replies so a syscall re-sent after a scheduler crash (`again`) is answered, not 
 A service plugs in with one call: `await serve_resource(bus, stack, settings, ResourceSpec(...),
 handler)`, where the handler takes the admitted `Syscall` (its `agent` is the authenticated caller:
 the scheduler checked it against the NATS user that published it) and returns the result payload,
-or raises `AiosError`.
+or raises `AiosError`. A service with many resources (the tools service: one per tool, each with its
+own slots) uses `serve_resources(..., [specs], handler)` and adds or withdraws resources later.
 """
 
 from __future__ import annotations
