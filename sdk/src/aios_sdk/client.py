@@ -344,6 +344,7 @@ class _BusWatch:
         self._warned = False
         self._next: asyncio.Future[None] | None = None
         self.refused = asyncio.Event()  # the server refused our credentials: retrying cannot help
+        self.nc: NATS | None = None  # the connection, once made
 
     def next(self) -> asyncio.Future[None]:
         if self._next is None or self._next.done():
@@ -354,6 +355,14 @@ class _BusWatch:
         self.last_error = exc
         if "authorization violation" in str(exc).lower():
             self.refused.set()
+            if self.live and self.nc is not None and not self.nc.is_connected:
+                # Dropped and refused (the agent was revoked): the requests in flight (a syscall's
+                # publish waiting for its ack) would wait out their timeout for nothing.
+                for fut in list(self.nc._resp_map.values()):
+                    if not fut.done():
+                        fut.set_exception(
+                            Unauthenticated(f"the AIOS bus at {self.url} refuses this agent now")
+                        )
         if self.live and not self._warned:
             self._warned = True
             log.warning("AIOS bus %s: %s", self.url, str(exc) or type(exc).__name__)
@@ -404,6 +413,7 @@ async def _first_connect(where: Located, timeout: float) -> tuple[NATS, _BusWatc
             await _finish(attempt, 0.0)
     if not attempt.cancelled() and attempt.exception() is None:
         watch.live = True
+        watch.nc = nc
         return nc, watch
     with contextlib.suppress(Exception):  # release what the attempts left; the error says the rest
         await nc.close()

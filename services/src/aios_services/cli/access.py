@@ -6,6 +6,7 @@ operator's user only): `aios agent add|list|revoke`, `aios group add|list`, `aio
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from typing import Annotated, TypeVar
@@ -80,6 +81,10 @@ def _model(command: str, model: type[M], **fields: object) -> M:
         return model.model_validate(fields)
     except ValidationError as exc:
         bad_input(command, exc)
+
+
+def _by(by: str | None) -> str:
+    return by or os.environ.get("USER") or "operator"
 
 
 def _when(t: float | None) -> str:
@@ -219,6 +224,7 @@ def approve(
         str | None, typer.Option("--args", help="JSON: the arguments to run it with instead.")
     ] = None,
     reason: Annotated[str, typer.Option("--reason", help="Why (kept in the audit trail).")] = "",
+    by: Annotated[str | None, typer.Option("--by", help="Who decides (default: $USER).")] = None,
     home: HomeOpt = None,
 ) -> None:
     """Approve a waiting syscall (optionally with edited arguments, validated as its payload)."""
@@ -229,7 +235,9 @@ def approve(
         except ValidationError:
             print("aios approve: --args must be a JSON object", file=sys.stderr)
             raise typer.Exit(2) from None
-    req = _model("approve", ApprovalDecide, id=syscall_id, approve=True, args=parsed, reason=reason)
+    req = _model(
+        "approve", ApprovalDecide, id=syscall_id, approve=True, args=parsed, reason=reason, by=_by(by)
+    )
     a = _ask(home, "approve", "decide", req, Approval)
     console.print(f"{a.id} approved{' with edited arguments' if a.args is not None else ''}")
 
@@ -237,10 +245,11 @@ def approve(
 def reject(
     syscall_id: Annotated[str, typer.Argument(help="Syscall id (see `aios approvals`).")],
     reason: Annotated[str, typer.Option("--reason", help="Why (the agent gets it).")],
+    by: Annotated[str | None, typer.Option("--by", help="Who decides (default: $USER).")] = None,
     home: HomeOpt = None,
 ) -> None:
     """Reject a waiting syscall: the agent gets `approval_denied` with the reason."""
-    req = _model("reject", ApprovalDecide, id=syscall_id, approve=False, reason=reason)
+    req = _model("reject", ApprovalDecide, id=syscall_id, approve=False, reason=reason, by=_by(by))
     a = _ask(home, "reject", "decide", req, Approval)
     console.print(f"{a.id} rejected")
 
