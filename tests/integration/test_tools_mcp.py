@@ -136,7 +136,9 @@ def mcp_http() -> Iterator[str]:
 
 async def test_mcp_streamable_http(nats_url: str, tmp_path: Path, mcp_http: str) -> None:
     async with (
-        tools_kernel(nats_url, tmp_path, mcp={"web": {"url": mcp_http, "prefix": "h"}}) as kernel,
+        tools_kernel(
+            nats_url, tmp_path, mcp={"web": {"url": mcp_http, "prefix": "h", "headers": {"X-Aios-Test": "1"}}}
+        ) as kernel,
         kernel.connect() as aios,
     ):
         assert "h__add" in await wait_for_tools(aios, "h__*", 6)

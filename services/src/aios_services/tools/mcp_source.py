@@ -78,22 +78,25 @@ class McpServer:
         self._stop = asyncio.Event()
         self._lock = asyncio.Lock()
 
-    def _target(self) -> Any:
+    async def _target(self, stack: contextlib.AsyncExitStack) -> Any:
         c = self.config
         if c.command is not None:
             return StdioServerParameters(
                 command=c.command[0], args=c.command[1:], env=c.env or None, cwd=c.cwd
             )
         assert c.url is not None
-        if c.headers:
-            return streamable_http_client(c.url, http_client=httpx2.AsyncClient(headers=c.headers))
+        if c.headers:  # (closed with the connection)
+            http = await stack.enter_async_context(httpx2.AsyncClient(headers=c.headers))
+            return streamable_http_client(c.url, http_client=http)
         return c.url
 
     async def _hold(self, ready: asyncio.Future[Client]) -> None:
         try:
-            async with Client(self._target(), mode=self.config.protocol, cache=None) as client:
-                ready.set_result(client)
-                await self._stop.wait()
+            async with contextlib.AsyncExitStack() as stack:
+                target = await self._target(stack)
+                async with Client(target, mode=self.config.protocol, cache=None) as client:
+                    ready.set_result(client)
+                    await self._stop.wait()
         except BaseException as exc:
             if not ready.done():
                 ready.set_exception(exc if isinstance(exc, Exception) else RuntimeError(repr(exc)))
