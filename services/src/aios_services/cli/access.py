@@ -5,6 +5,7 @@ operator's user only): `aios agent add|list|revoke`, `aios group add|list`, `aio
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import sys
@@ -254,14 +255,19 @@ def reject(
     console.print(f"{a.id} rejected")
 
 
-async def recent_audit(url: str, ns: Namespace, last: int) -> list[AuditEvent]:
-    """The last `last` audit events of the events stream (an ordered, ephemeral consumer)."""
+async def recent_audit(url: str, ns: Namespace, last: int, since_s: float) -> list[AuditEvent]:
+    """The last `last` audit events of the past `since_s` seconds in the events stream (an ordered,
+    ephemeral consumer from that time: the stream may hold a day of them)."""
     nc = await nats.connect(url, connect_timeout=2, allow_reconnect=False)
     try:
         js = nc.jetstream()
         info = await js.stream_info(ns.events_stream)
         subject = ns.audit("*")
-        sub = await js.subscribe(subject, ordered_consumer=True, deliver_policy=nats.js.api.DeliverPolicy.ALL)
+        start = datetime.datetime.fromtimestamp(time.time() - since_s, tz=datetime.UTC)
+        config = nats.js.api.ConsumerConfig(
+            deliver_policy=nats.js.api.DeliverPolicy.BY_START_TIME, opt_start_time=start
+        )
+        sub = await js.subscribe(subject, ordered_consumer=True, config=config)
         events: list[AuditEvent] = []
         try:
             left = info.state.messages
@@ -286,11 +292,12 @@ async def recent_audit(url: str, ns: Namespace, last: int) -> list[AuditEvent]:
 
 def audit(
     last: Annotated[int, typer.Option("--last", "-n", min=1, help="How many of the most recent.")] = 50,
+    since: Annotated[float, typer.Option("--since", min=0.01, help="From this many minutes ago.")] = 60.0,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
     home: HomeOpt = None,
 ) -> None:
     """Recent access decisions (allowed by a rule, denied, approvals, identities), oldest first."""
-    events = run_against_stack(home, "audit", "bus", lambda url, ns: recent_audit(url, ns, last))
+    events = run_against_stack(home, "audit", "bus", lambda url, ns: recent_audit(url, ns, last, since * 60))
     if as_json:
         for e in events:
             print(e.model_dump_json())
