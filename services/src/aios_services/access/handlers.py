@@ -112,7 +112,12 @@ class AccessHandlers:
             await self.kv.put(
                 f"agent.{req.name}", encode(AgentAccess(name=req.name, groups=list(req.groups)))
             )
-            await self.sync_bus_users()
+            try:
+                await self.sync_bus_users()
+            except Exception:  # not on the bus: it must not exist half-way (its token is never shown)
+                await asyncio.to_thread(self.ids.revoke, req.name)
+                await self.kv.put(f"agent.{req.name}", encode(AgentAccess(name=req.name, revoked=True)))
+                raise
         self.audit(
             AuditEvent(
                 what="agent_added", actor="operator", agent=req.name, details={"groups": list(req.groups)}
