@@ -16,8 +16,10 @@ import nats
 import pytest
 from nats.aio.msg import Msg
 
-from aios_schemas import ToolEntry, new_id, tool_key
+from aios_schemas import ToolEntry, ToolsListReply, new_id, tool_key
+from aios_schemas.tools import ToolsInspect
 from aios_sdk import ApprovalDenied, BackendError, Cancelled, DeadlineExceeded, InvalidRequest, NotFound
+from aios_services.cli.operator import request
 from tests.integration.tools_kernel import tools_kernel
 from tests.kernel import Kernel
 
@@ -87,6 +89,17 @@ async def test_list_is_openai_shaped_filtered_and_per_agent(kernel: Kernel) -> N
         entry = next(e for e in (await aios.tools.list(["secret"])).entries)
         assert (entry.side_effects, entry.requires_approval) == ("irreversible", False)
         assert (await aios.tools.call("secret", {"n": 1})).output == {"n": 1}
+
+
+async def test_the_operator_sees_every_tool(kernel: Kernel) -> None:
+    """`aios tools`: ctl.tools.inspect with the kernel's credentials, whoever may call each tool."""
+    reply = await request(kernel.nats_url, kernel.ns.ctl("tools", "inspect"), ToolsInspect(), ToolsListReply)
+    names = [e.name for e in reply.entries]
+    assert {"calc", "secret", "guarded", "remote"} <= set(names) and names == sorted(names)
+    only = await request(
+        kernel.nats_url, kernel.ns.ctl("tools", "inspect"), ToolsInspect(names=["sec*"]), ToolsListReply
+    )
+    assert [e.name for e in only.entries] == ["secret"]
 
 
 async def test_schema_validation_names_the_field(kernel: Kernel) -> None:

@@ -79,6 +79,14 @@ class ToolsCallReply(BaseModel):
     output: JsonValue = Field(description="What it returned (checked against its output schema, if any).")
 
 
+class ToolsInspect(BaseModel):
+    """The operator's `aios tools` (`ctl.tools.inspect`, kernel credentials): every tool, whoever may
+    call it, answered as a `ToolsListReply`."""
+
+    model_config = _STRICT
+    names: list[str] | None = Field(None, max_length=256, description="Only tools matching these globs.")
+
+
 class ToolRegister(BaseModel):
     """An external worker (any language) registers a tool it serves on `exec.tools.ext.<name>`
     (request `ctl.tools.register`, with the tools service's credentials), and registers it again

@@ -28,6 +28,7 @@ from .stack import marker_env, scan, stop_stack
 from .status import collect
 from .storage import storage_app
 from .supervisor import UpOptions, check_options, run_supervisor
+from .tools import tools_cmd
 from .runs import kill_cmd, logs_cmd, ps_cmd, run_cmd
 from .traces import stats_cmd, trace_cmd
 
@@ -59,6 +60,7 @@ app = typer.Typer(
 app.add_typer(files_app, name="files")
 app.add_typer(memory_app, name="memory")
 app.add_typer(storage_app, name="storage")
+app.command("tools")(tools_cmd)
 app.command("trace")(trace_cmd)
 app.command("stats")(stats_cmd)
 app.command("run")(run_cmd)

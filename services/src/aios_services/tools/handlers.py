@@ -7,6 +7,7 @@ import time
 from pydantic import JsonValue
 
 from aios_schemas import AiosError, Syscall, ToolsCall, ToolsCallReply, ToolsList, ToolsListReply
+from aios_schemas.tools import ToolsInspect
 
 from .registry import Registry
 
@@ -26,6 +27,11 @@ class ToolsHandlers:
 
     def list(self, agent: str, p: ToolsList) -> ToolsListReply:
         tools = self.registry.visible(agent, p.names, p.side_effects)
+        return ToolsListReply(tools=[t.definition() for t in tools], entries=[t.entry for t in tools])
+
+    async def inspect(self, req: ToolsInspect) -> ToolsListReply:
+        """The operator's view: every tool, with who may call it left to the entries' readers."""
+        tools = self.registry.every(req.names)
         return ToolsListReply(tools=[t.definition() for t in tools], entries=[t.entry for t in tools])
 
     async def call(self, agent: str, p: ToolsCall, deadline: float | None) -> ToolsCallReply:

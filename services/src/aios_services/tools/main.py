@@ -17,7 +17,7 @@ import nats
 from pydantic import JsonValue
 
 from aios_schemas import AiosError, SideEffects, encode, tool_key
-from aios_schemas.tools import ToolRegister, ToolRegistered
+from aios_schemas.tools import ToolRegister, ToolRegistered, ToolsInspect
 
 from ..runtime import Bus, HealthDetails, keep_running, main_for
 from ..runtime.service import load_settings
@@ -246,6 +246,7 @@ async def start(bus: Bus, stack: AsyncExitStack, settings: ToolsSettings) -> Hea
     for tool in local_tools(settings, pool, bus):
         await service.add(tool)
     await bus.serve(bus.ns.ctl("tools", "register"), ToolRegister, service.register, max_concurrency=16)
+    await bus.serve(bus.ns.ctl("tools", "inspect"), ToolsInspect, handlers.inspect, max_concurrency=4)
     expiry = asyncio.create_task(keep_running("external tool leases", service.expire_forever))
     stack.push_async_callback(_stop, expiry)
     servers = [McpServer(name, cfg) for name, cfg in settings.mcp.items()]

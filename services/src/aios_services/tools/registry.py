@@ -162,10 +162,19 @@ class Registry:
     def visible(
         self, agent: str, names: Iterable[str] | None = None, side_effects: Iterable[str] | None = None
     ) -> list[Tool]:
+        return self._select(self.names(agent), names, side_effects)
+
+    def every(self, names: Iterable[str] | None = None) -> list[Tool]:
+        """Every tool, whoever may call it (the operator's view)."""
+        return self._select(sorted(self.tools), names, None)
+
+    def _select(
+        self, candidates: list[str], names: Iterable[str] | None, side_effects: Iterable[str] | None
+    ) -> list[Tool]:
         patterns = list(names) if names is not None else None
         effects = set(side_effects) if side_effects is not None else None
         out = []
-        for name in self.names(agent):
+        for name in candidates:
             tool = self.tools[name]
             if patterns is not None and not any(fnmatch.fnmatchcase(name, p) for p in patterns):
                 continue
