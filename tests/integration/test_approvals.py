@@ -322,3 +322,51 @@ async def test_a_resource_flagged_requires_approval_waits_for_the_operator(
         )
         with pytest.raises(ApprovalDenied):
             await call
+
+
+async def test_another_agent_reusing_a_held_id_changes_nothing(
+    kernel: Kernel, op: NATS, audit: Audit
+) -> None:
+    """Mallory replays the id of alice's call held for approval, with her own arguments: `conflict`,
+    answered to her alone; alice's request, its arguments and its approval stay as they were."""
+    from aios_schemas import LlmChat, Syscall, SyscallResult
+    from aios_sdk.config import without_credentials
+    from tests.servers import auth_for
+
+    ns = kernel.ns
+    async with kernel.connect("agent-a") as alice:
+        await require_approval(op, ns, alice, "agent-a")
+        call = asyncio.create_task(alice.llm.chat(MODEL, MSGS))
+        sid = await requested(audit, "agent-a")
+        mallory = await nats.connect(
+            without_credentials(kernel.nats_url),
+            user="agent-b",
+            password=auth_for(kernel.nats_url).token("agent-b"),
+            inbox_prefix="_INBOX.agent-b",
+        )
+        try:
+            got: asyncio.Future[SyscallResult] = asyncio.get_running_loop().create_future()
+
+            async def on_res(msg: nats.aio.msg.Msg) -> None:
+                if not got.done():
+                    got.set_result(decode_reply(msg.data, msg.headers, SyscallResult))
+
+            await mallory.subscribe(ns.result("agent-b", sid), cb=on_res)
+            payload = LlmChat.model_validate(
+                {"model": MODEL, "messages": [{"role": "user", "content": "rm -rf"}]}
+            )
+            forged = Syscall(id=sid, agent="agent-b", payload=payload, deadline=time.time() + 30)
+            await mallory.jetstream().publish(
+                ns.sys("llm.chat", "agent-b"), encode(forged), headers={"Nats-Msg-Id": "m-1"}
+            )
+            res = await asyncio.wait_for(got, 10)
+            assert res.error is not None and res.error.code == "conflict"
+        finally:
+            await mallory.close()
+        waiting = await ctl(op, ns, "approvals", ApprovalList(), ApprovalListReply)
+        mine = [a for a in waiting.approvals if a.id == sid]
+        assert len(mine) == 1 and mine[0].agent == "agent-a"
+        assert mine[0].payload["messages"][0]["content"] == MSGS[0]["content"]  # type: ignore[index,call-overload]
+        await ctl(op, ns, "decide", ApprovalDecide(id=sid, approve=True), Approval)
+        reply = await call
+        assert isinstance(reply, ChatReply) and reply.usage.completion_tokens == 2
