@@ -370,3 +370,42 @@ async def test_another_agent_reusing_a_held_id_changes_nothing(
         await ctl(op, ns, "decide", ApprovalDecide(id=sid, approve=True), Approval)
         reply = await call
         assert isinstance(reply, ChatReply) and reply.usage.completion_tokens == 2
+
+
+async def test_groups_of_a_configured_agent(kernel: Kernel, op: NATS, audit: Audit) -> None:
+    """An agent of the deployment's config (not added at run time) joins a group; the group's rule
+    applies to it from then on, and no longer once it leaves."""
+    from aios_schemas import AgentAccess, AgentGroups, GroupAdd, GroupInfo
+
+    ns = kernel.ns
+    await ctl(op, ns, "group_add", GroupAdd(name="no-llm"), GroupInfo)
+    await ctl(
+        op,
+        ns,
+        "rule_add",
+        RuleAdd(id="g-deny", who="group:no-llm", action="llm.*", effect="deny"),
+        AccessRule,
+    )
+    with pytest.raises(AiosError) as missing:
+        await ctl(op, ns, "agent_groups", AgentGroups(name="agent-free", groups=["nope"]), AgentAccess)
+    assert missing.value.code == "not_found"
+    async with kernel.connect("agent-free") as a:
+        await a.llm.chat(MODEL, MSGS)
+        await ctl(op, ns, "agent_groups", AgentGroups(name="agent-free", groups=["no-llm"]), AgentAccess)
+        await audit.wait(lambda e: e.what == "agent_groups" and e.agent == "agent-free")
+
+        async def denied() -> bool:
+            try:
+                await a.llm.chat(MODEL, MSGS)
+            except Forbidden:
+                return True
+            return False
+
+        deadline = time.monotonic() + 10
+        while not await denied():
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.02)
+        await ctl(op, ns, "agent_groups", AgentGroups(name="agent-free", groups=[]), AgentAccess)
+        while await denied():
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.02)

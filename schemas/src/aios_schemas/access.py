@@ -100,6 +100,7 @@ AuditWhat = Literal[
     "expired",
     "agent_added",
     "agent_revoked",
+    "agent_groups",
     "group_added",
     "rule_added",
     "rule_removed",
@@ -150,6 +151,13 @@ class AgentListReply(_Frozen):
 
 class AgentRevoke(_Frozen):
     name: str = Field(pattern=AGENT_PATTERN, description="Agent to revoke.")
+
+
+class AgentGroups(_Frozen):
+    """Set the groups of an agent: one the access service added, or one of the deployment's config."""
+
+    name: str = Field(pattern=AGENT_PATTERN, description="Agent name.")
+    groups: list[str] = Field(description="Its groups from now on (each must exist; empty: none).")
 
 
 class GroupAdd(_Frozen):

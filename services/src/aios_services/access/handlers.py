@@ -19,6 +19,7 @@ from aios_schemas import (
     AgentAccess,
     AgentAdd,
     AgentAdded,
+    AgentGroups,
     AgentInfo,
     AgentList,
     AgentListReply,
@@ -144,6 +145,29 @@ class AccessHandlers:
             await self.sync_bus_users()
         self.audit(AuditEvent(what="agent_revoked", actor="operator", agent=req.name))
         return info
+
+    async def agent_groups(self, req: AgentGroups) -> AgentAccess:
+        """An agent's groups (the scheduler's copy follows KV `agent.<name>`)."""
+        for g in req.groups:
+            if not await self._exists(f"group.{g}"):
+                raise AiosError("not_found", f"no group {g!r}", details={"group": g})
+        async with self.lock:
+            known = await asyncio.to_thread(self.ids.get, req.name)
+            static = self.users is not None and req.name in self.users.static_names()
+            if known is not None and known.revoked is not None:
+                raise AiosError("conflict", f"agent {req.name!r} was revoked")
+            if known is None and not static and self.users is not None:
+                raise AiosError("not_found", f"no agent {req.name!r}")
+            if known is not None:
+                await asyncio.to_thread(self.ids.set_groups, req.name, list(req.groups))
+            access = AgentAccess(name=req.name, groups=list(req.groups))
+            await self.kv.put(f"agent.{req.name}", encode(access))
+        self.audit(
+            AuditEvent(
+                what="agent_groups", actor="operator", agent=req.name, details={"groups": list(req.groups)}
+            )
+        )
+        return access
 
     # --- groups and rules ----------------------------------------------------------------------
     async def group_add(self, req: GroupAdd) -> GroupInfo:

@@ -9,6 +9,7 @@ from contextlib import AsyncExitStack
 
 from aios_schemas import (
     AgentAdd,
+    AgentGroups,
     AgentList,
     AgentRevoke,
     ApprovalDecide,
@@ -53,6 +54,7 @@ async def start(bus: Bus, stack: AsyncExitStack, settings: AccessSettings) -> He
     await bus.serve(ns.ctl("access", "agent_add"), AgentAdd, h.agent_add, queue=q)
     await bus.serve(ns.ctl("access", "agent_list"), AgentList, h.agent_list, queue=q)
     await bus.serve(ns.ctl("access", "agent_revoke"), AgentRevoke, h.agent_revoke, queue=q)
+    await bus.serve(ns.ctl("access", "agent_groups"), AgentGroups, h.agent_groups, queue=q)
     await bus.serve(ns.ctl("access", "group_add"), GroupAdd, h.group_add, queue=q)
     await bus.serve(ns.ctl("access", "group_list"), GroupList, h.group_list, queue=q)
     await bus.serve(ns.ctl("access", "rule_add"), RuleAdd, h.rule_add, queue=q)

@@ -47,6 +47,10 @@ class Identities:
             )
         return AgentInfo(name=name, groups=groups, created=now)
 
+    def set_groups(self, name: str, groups: list[str]) -> None:
+        with self._lock:
+            self.db.execute("UPDATE agents SET groups = ? WHERE name = ?", [groups, name])
+
     def revoke(self, name: str) -> AgentInfo | None:
         with self._lock:
             self.db.execute(

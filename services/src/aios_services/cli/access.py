@@ -21,8 +21,10 @@ from rich.table import Table
 
 from aios_schemas import (
     AccessRule,
+    AgentAccess,
     AgentAdd,
     AgentAdded,
+    AgentGroups,
     AgentInfo,
     AgentList,
     AgentListReply,
@@ -132,6 +134,20 @@ def agent_revoke(name: Annotated[str, typer.Argument(help="Agent name.")], home:
         home, "agent revoke", "agent_revoke", _model("agent revoke", AgentRevoke, name=name), AgentInfo
     )
     console.print(f"agent {escape(info.name)} revoked at {_when(info.revoked)}")
+
+
+@agent_app.command("groups")
+def agent_groups(
+    name: Annotated[str, typer.Argument(help="Agent name (also one of aios.toml, or `local`).")],
+    groups: Annotated[
+        list[str] | None, typer.Argument(help="Its groups from now on (none: no group).")
+    ] = None,
+    home: HomeOpt = None,
+) -> None:
+    """Set an agent's groups."""
+    req = _model("agent groups", AgentGroups, name=name, groups=groups or [])
+    a = _ask(home, "agent groups", "agent_groups", req, AgentAccess)
+    console.print(f"agent {escape(a.name)}: groups {', '.join(a.groups) or '(none)'}")
 
 
 # --- groups -------------------------------------------------------------------------------------
