@@ -16,9 +16,17 @@ import nats
 import pytest
 from nats.aio.msg import Msg
 
-from aios_schemas import ToolEntry, ToolsListReply, new_id, tool_key
+from aios_schemas import AccessRule, ToolEntry, ToolsListReply, encode, new_id, tool_key
 from aios_schemas.tools import ToolsInspect
-from aios_sdk import ApprovalDenied, BackendError, Cancelled, DeadlineExceeded, InvalidRequest, NotFound
+from aios_sdk import (
+    ApprovalDenied,
+    BackendError,
+    Cancelled,
+    DeadlineExceeded,
+    Forbidden,
+    InvalidRequest,
+    NotFound,
+)
 from aios_services.cli.operator import request
 from tests.integration.tools_kernel import tools_kernel
 from tests.kernel import Kernel
@@ -100,6 +108,32 @@ async def test_the_operator_sees_every_tool(kernel: Kernel) -> None:
         kernel.nats_url, kernel.ns.ctl("tools", "inspect"), ToolsInspect(names=["sec*"]), ToolsListReply
     )
     assert [e.name for e in only.entries] == ["secret"]
+
+
+async def test_list_leaves_out_what_access_rules_deny(kernel: Kernel) -> None:
+    """A rule denying agent-1 `tools.call` on `tools.echo` (as the access service writes it): the
+    tool is gone from agent-1's tools.list (never offered to its model) and its call is forbidden."""
+    nc = await nats.connect(kernel.nats_url)
+    try:
+        kv = await nc.jetstream().key_value(kernel.ns.access_bucket)
+        rule = AccessRule(
+            id="no-echo", who="agent:agent-1", action="tools.call", resource="tools.echo", effect="deny"
+        )
+        await kv.put("rule.no-echo", encode(rule))
+        async with kernel.connect("agent-1") as a1, kernel.connect("agent-2") as a2:
+            deadline = time.monotonic() + 10
+            while "echo" in [d.function.name for d in (await a1.tools.list()).tools]:
+                assert time.monotonic() < deadline, "the rule did not reach the scheduler"
+                await asyncio.sleep(0.02)
+            listed = await a1.tools.list()
+            assert "echo" not in [e.name for e in listed.entries] and "calc" in [
+                e.name for e in listed.entries
+            ]
+            with pytest.raises(Forbidden):
+                await a1.tools.call("echo", {"n": 1})
+            assert "echo" in [d.function.name for d in (await a2.tools.list()).tools]
+    finally:
+        await nc.close()
 
 
 async def test_schema_validation_names_the_field(kernel: Kernel) -> None:

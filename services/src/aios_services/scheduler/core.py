@@ -37,6 +37,7 @@ from aios_schemas import (
     SyscallEvent,
     SyscallResult,
     SyscallState,
+    ToolsListReply,
 )
 from aios_schemas.envelope import ID_PATTERN
 
@@ -351,6 +352,21 @@ class Scheduler:
         )
 
     # --- completion ------------------------------------------------------------------------------
+    def _callable_tools(self, agent: str, reply: ToolsListReply) -> ToolsListReply:
+        """`tools.list` answers only the tools the agent's access rules let it call (a denied one
+        would be `forbidden` at admission): the model is never offered what it may not use."""
+
+        def callable_(name: str) -> bool:
+            verdict = self.access.check(agent, "tools.call", f"tools.{name}")
+            return verdict is None or verdict.effect != "deny"
+
+        entries = [e for e in reply.entries if callable_(e.name)]
+        if len(entries) == len(reply.entries):
+            return reply
+        keep = {e.name for e in entries}
+        tools = [t for t in reply.tools if t.function.name in keep]
+        return reply.model_copy(update={"tools": tools, "entries": entries})
+
     async def complete(self, held: Held, group: Group | None, res: SyscallResult) -> None:
         res = res.model_copy(
             update={
@@ -359,6 +375,8 @@ class Scheduler:
                 "request": held.digest,
             }
         )
+        if isinstance(res.result, ToolsListReply):
+            res = res.model_copy(update={"result": self._callable_tools(held.call.agent, res.result)})
         self.held.pop(held.call.id, None)
         self.parked.pop(held.call.id, None)
         if held.approval is not None:
