@@ -18,6 +18,10 @@ def alloc(mb: int) -> int:
     return len(block)
 
 
+def big(mb: int) -> str:
+    return "x" * (mb * 1024 * 1024)
+
+
 def sleep(seconds: float) -> str:
     time.sleep(seconds)
     return "slept"

@@ -56,6 +56,7 @@ TOOLS = {
     "quits": fn("exit_now"),
     "raises": fn("fail"),
     "hog": fn("alloc", memory_mb=200),
+    "big": fn("big"),
     "liar": fn("wrong_output", output_schema={"type": "object", "properties": {"value": {"type": "number"}}}),
     "held": fn("interval", timeout_s=120),
     "pair": fn("interval", max_concurrency=2, side_effects="reversible"),
@@ -208,6 +209,8 @@ async def test_crashes_are_isolated(kernel: Kernel) -> None:
             await aios.tools.call("raises", {"message": "on purpose"})
         with pytest.raises(BackendError, match=r"output schema refuses: \$\.value"):
             await aios.tools.call("liar", {})
+        with pytest.raises(BackendError, match="over the limit of 1048576"):
+            await aios.tools.call("big", {"mb": 2})
         results = await asyncio.gather(*(aios.tools.call("calc", {"expression": f"{i}+1"}) for i in range(5)))
         assert [r.output for r in results] == [{"value": i + 1} for i in range(5)]
 

@@ -5,9 +5,9 @@
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, StringConstraints
 
 from .llm import ToolDef
 
@@ -19,6 +19,7 @@ TOOL_PATTERN_PATTERN = r"^[A-Za-z0-9_*?-]{1,64}$"  # a name or a glob of names (
 SideEffects = Literal["none", "reversible", "irreversible"]
 ToolSource = Literal["builtin", "python", "mcp", "external"]
 _KEY_UNSAFE = re.compile(r"[^-_a-zA-Z0-9]")
+Glob = Annotated[str, StringConstraints(min_length=1, max_length=128)]
 
 
 class ToolsList(BaseModel):
@@ -26,7 +27,7 @@ class ToolsList(BaseModel):
 
     model_config = _STRICT
     kind: Literal["tools.list"] = Field("tools.list", description="Syscall kind.")
-    names: list[str] | None = Field(
+    names: list[Glob] | None = Field(
         None,
         max_length=256,
         description="Only tools whose name matches one of these globs (`calc`, `github__*`); all if unset.",
@@ -84,7 +85,7 @@ class ToolsInspect(BaseModel):
     call it, answered as a `ToolsListReply`."""
 
     model_config = _STRICT
-    names: list[str] | None = Field(None, max_length=256, description="Only tools matching these globs.")
+    names: list[Glob] | None = Field(None, max_length=256, description="Only tools matching these globs.")
 
 
 class ToolRegister(BaseModel):

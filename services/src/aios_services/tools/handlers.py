@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 from pydantic import JsonValue
@@ -13,8 +14,9 @@ from .registry import Registry
 
 
 class ToolsHandlers:
-    def __init__(self, registry: Registry) -> None:
+    def __init__(self, registry: Registry, max_output_bytes: int = 1024 * 1024) -> None:
         self.registry = registry
+        self.max_output_bytes = max_output_bytes
         self.counts: dict[str, int] = {"calls": 0, "failed": 0}
 
     async def handle(self, call: Syscall) -> ToolsListReply | ToolsCallReply:
@@ -45,6 +47,13 @@ class ToolsHandlers:
         try:
             output = await tool.run(dict(p.arguments), timeout)
             tool.check_output(output)
+            size = len(json.dumps(output))
+            if size > self.max_output_bytes:  # it goes into a model's context and over the bus
+                raise AiosError(
+                    "backend_error",
+                    f"tool {tool.name!r} returned {size} bytes, over the limit of {self.max_output_bytes}",
+                    details={"tool": tool.name, "size": size, "limit": self.max_output_bytes},
+                )
         except AiosError:
             self.counts["failed"] += 1
             raise

@@ -240,7 +240,7 @@ async def start(bus: Bus, stack: AsyncExitStack, settings: ToolsSettings) -> Hea
     stack.push_async_callback(pool.close)
     await pool.start()
     registry = Registry()
-    handlers = ToolsHandlers(registry)
+    handlers = ToolsHandlers(registry, settings.tools_max_output_bytes)
     served = await serve_resources(bus, stack, settings, [LIST_SPEC], handlers.handle)
     service = ToolsService(bus, settings, registry, served)
     for tool in local_tools(settings, pool, bus):

@@ -123,6 +123,9 @@ class ToolsSettings(WorkerSettings):
     tools_mcp_start_wait_s: float = Field(
         10.0, ge=0, description="How long the start waits for MCP servers' tools (later ones come later)."
     )
+    tools_max_output_bytes: int = Field(
+        1024 * 1024, ge=1024, le=8 * 1024 * 1024, description="A tool's output larger than this (JSON) fails."
+    )
     tools_spare_workers: int = Field(2, ge=0, le=64, description="Sandbox workers started ahead.")
     tools_idle_workers: int = Field(8, ge=0, le=256, description="Sandbox workers kept idle at most.")
 
