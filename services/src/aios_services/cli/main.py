@@ -24,12 +24,12 @@ from .config import ConfigError, default_config_path
 from .files import files_app
 from .home import Home, HomeError, State
 from .memory import memory_app
+from .runs import kill_cmd, logs_cmd, ps_cmd, run_cmd
 from .stack import marker_env, scan, stop_stack
 from .status import collect
 from .storage import storage_app
 from .supervisor import UpOptions, check_options, run_supervisor
 from .tools import tools_cmd
-from .runs import kill_cmd, logs_cmd, ps_cmd, run_cmd
 from .traces import stats_cmd, trace_cmd
 
 console = Console()
