@@ -72,6 +72,15 @@ def started_something(home: Path) -> bool:
         return False
 
 
+def stopped(pid: int) -> bool:
+    """The process is stopped (state T in /proc), or gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return True
+    return fields[0] in ("T", "t", "Z", "X")
+
+
 def interrupt_while_starting(home: Path, up: subprocess.Popen[bytes]) -> bool:
     """Ctrl-C `up` once its first process runs, with the supervisor frozen (SIGSTOP) meanwhile, so
     that the stack cannot finish starting before the signal lands, however the machine schedules.
@@ -81,6 +90,8 @@ def interrupt_while_starting(home: Path, up: subprocess.Popen[bytes]) -> bool:
     supervisor = int(state["supervisor_pid"])
     os.kill(supervisor, signal.SIGSTOP)
     try:
+        # SIGSTOP lands asynchronously: only once the kernel shows it stopped can it write no more.
+        wait_until("the supervisor stopped", lambda: stopped(supervisor))
         if json.loads((home / "state.json").read_text())["status"] != "starting":
             return False
         up.send_signal(signal.SIGINT)
