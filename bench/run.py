@@ -6,6 +6,7 @@ from __future__ import annotations
 from bench import (
     access_bench,
     files_bench,
+    gateway,
     kernel_overhead,
     las_policy,
     many_agents,
@@ -29,6 +30,7 @@ def main() -> None:
     files_bench.main([])
     access_bench.main([])
     tools_bench.main([])
+    gateway.main([])
 
 
 if __name__ == "__main__":
