@@ -106,8 +106,14 @@ def test_ctrl_c_during_up_stops_what_started(tmp_path: Path, detach: bool) -> No
         home = tmp_path / f"home{attempt}"
         argv = [sys.executable, "-m", "aios_services.cli.main", "up", "--home", str(home)]
         with open(tmp_path / "up.log", "wb") as log:
+            # As from a terminal: SIGINT not ignored, even when this suite runs in a background job
+            # (which a shell starts with SIGINT ignored, and children inherit that).
             up = subprocess.Popen(
-                [*argv, *(["--detach"] if detach else [])], stdout=log, stderr=log, env=clean_env()
+                [*argv, *(["--detach"] if detach else [])],
+                stdout=log,
+                stderr=log,
+                env=clean_env(),
+                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
             )
         try:
             interrupted = interrupt_while_starting(home, up)
