@@ -68,7 +68,7 @@ def cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-KERNEL_PROCESSES = ("nats", "scheduler", "llm")
+KERNEL_PROCESSES = ("nats", "scheduler", "llm", "recorder")
 IDLE_WINDOW_S = 3.0
 
 
