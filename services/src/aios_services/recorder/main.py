@@ -69,8 +69,9 @@ class Recorder:
         self.recorded["events"] += len(events)
         self.recorded["spans"] += len(spans)
         self.recorded["other"] += len(others)
-        for d in batch:
-            await d.ack()
+        # Ack-all: acking the newest delivery acks every earlier one (one ack per batch, not per event).
+        newest = max(batch, key=lambda d: d.msg.metadata.sequence.consumer)
+        await newest.ack()
 
     async def flush_forever(self) -> None:
         while True:
@@ -140,8 +141,8 @@ async def start(bus: Bus, stack: AsyncExitStack, settings: RecorderSettings) -> 
         stream=bus.ns.events_stream,
         filter_subject=bus.ns.events_all,
         config=ConsumerConfig(
-            durable_name="recorder",
-            ack_policy=AckPolicy.EXPLICIT,
+            durable_name="recorder-v2",  # (v1 acked each message: an ack policy cannot be changed)
+            ack_policy=AckPolicy.ALL,
             ack_wait=30.0,
             max_deliver=5,
             deliver_policy=DeliverPolicy.ALL,
