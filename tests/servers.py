@@ -9,11 +9,13 @@ import asyncio
 import os
 import subprocess
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from aios_schemas import Namespace
 from aios_services.cli.home import Home
 from aios_services.cli.procs import S3Ports, Spec, free_port, nats_spec, s3_spec
 from aios_services.runtime.natsauth import Identity, new_password, server_config, with_credentials
@@ -115,3 +117,31 @@ def authed_nats(root: Path, agents: tuple[str, ...] = TEST_AGENTS) -> Iterator[s
 
 def s3_server(root: Path, access_key: str, secret_key: str) -> Spec:
     return s3_spec(Home(root), S3Ports.allocate(), access_key, secret_key)
+
+
+# A bus locked as `aios up` locks it, for one test: these service users (each only what its
+# permissions give it), an admin, and agent-1; its URL, namespace and the identities by name.
+LockedBus = tuple[str, Namespace, dict[str, Identity]]
+
+
+@asynccontextmanager
+async def locked_bus(root: Path, services: tuple[str, ...], admin: str = "admin") -> AsyncIterator[LockedBus]:
+    ns = Namespace("t" + uuid.uuid4().hex[:8])
+    who = {name: Identity(f"svc-{name}", new_password(), "service", ns.name) for name in services}
+    who[admin] = Identity(admin, new_password(), "operator" if admin == "operator" else "kernel")
+    who["agent-1"] = Identity("agent-1", new_password(), "agent")
+    conf = root / "nats.conf"
+    conf.write_text(server_config(list(who.values())))
+    server = running(nats_server(root / "nats", free_port(), _ConfOnly(conf)), root / "nats.log")  # type: ignore[arg-type]
+    srv = await asyncio.to_thread(server.__enter__)
+    try:
+        yield srv.address, ns, who
+    finally:
+        await asyncio.to_thread(server.__exit__, None, None, None)
+
+
+class _ConfOnly:
+    """What nats_server() needs of a BusAuth: its config file."""
+
+    def __init__(self, conf: Path) -> None:
+        self.conf = conf

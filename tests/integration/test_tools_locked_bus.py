@@ -10,7 +10,6 @@ import asyncio
 import json
 import os
 import time
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -22,46 +21,26 @@ from nats.aio.msg import Msg
 from aios_schemas import AiosError, Namespace, ToolEntry, decode, decode_reply, encode, new_id, tool_key
 from aios_schemas.tools import ToolRegister, ToolRegistered
 from aios_sdk import AIOS, Cancelled, InvalidRequest, NotFound
-from aios_services.cli.procs import free_port, service_probe
+from aios_services.cli.procs import service_probe
 from aios_services.runtime import run_service
 from aios_services.runtime.natsauth import (
     Identity,
     kernel_inbox,
-    new_password,
-    server_config,
     with_credentials,
 )
 from aios_services.scheduler import main as sched_main
 from aios_services.scheduler.settings import SchedulerSettings
 from aios_services.tools import main as tools_main
 from aios_services.tools.settings import ToolsSettings
-from tests.servers import nats_server, running
+from tests.servers import locked_bus
 
 Bus = tuple[str, Namespace, dict[str, Identity]]
 
 
 @pytest.fixture
 async def bus(tmp_path: Path) -> AsyncIterator[Bus]:
-    ns = Namespace("t" + uuid.uuid4().hex[:8])
-    who = {
-        "scheduler": Identity("svc-scheduler", new_password(), "service", ns.name),
-        "tools": Identity("svc-tools", new_password(), "service", ns.name),
-        "admin": Identity("admin", new_password(), "kernel"),
-        "agent-1": Identity("agent-1", new_password(), "agent"),
-    }
-    conf = tmp_path / "nats.conf"
-    conf.write_text(server_config(list(who.values())))
-
-    class Auth:  # what nats_server() needs of a BusAuth
-        def __init__(self, conf: Path) -> None:
-            self.conf = conf
-
-    server = running(nats_server(tmp_path / "nats", free_port(), Auth(conf)), tmp_path / "nats.log")  # type: ignore[arg-type]
-    srv = await asyncio.to_thread(server.__enter__)
-    try:
-        yield srv.address, ns, who
-    finally:
-        await asyncio.to_thread(server.__exit__, None, None, None)
+    async with locked_bus(tmp_path, ("scheduler", "tools")) as b:
+        yield b
 
 
 async def test_tools_as_svc_tools_on_a_locked_bus(bus: Bus, tmp_path: Path) -> None:
