@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import agents  # openai-agents, a dev dependency: a missing one fails here, loudly
 import pytest
 from openai import AsyncOpenAI
 
@@ -14,8 +15,6 @@ from aios_services.cli.procs import free_port
 from aios_services.sim.runner import run_sim
 from tests.integration.test_gateway import MODEL, gateway_service, key
 from tests.kernel import Kernel, running_kernel
-
-agents = pytest.importorskip("agents")  # openai-agents, a dev dependency
 
 
 @pytest.fixture

@@ -144,8 +144,7 @@ class AIOSSync:
         self.llm = SyncLlm(client.llm, loop)
         self.memory = _Blocking(client.memory, loop)
         self.files = _Blocking(client.files, loop)
-        tools = getattr(client, "tools", None)
-        self.tools = _Blocking(tools, loop) if tools is not None else None
+        self.tools = _Blocking(client.tools, loop)
         self._loop = loop
 
     def syscall(self, payload: Any, **options: Any) -> Any:

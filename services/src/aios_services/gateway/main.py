@@ -174,9 +174,6 @@ class Gateway:
             # Mid-stream: an error event, as OpenAI's API sends one.
             _, body, _ = oai.error(exc)
             await response.write(f"data: {json.dumps(body)}\n\n".encode())
-        except (ConnectionResetError, asyncio.CancelledError):
-            # The client went away: leaving the `stream` block cancelled the syscall in the kernel.
-            raise
         return response
 
     async def _open_sse(self, request: web.Request) -> web.StreamResponse:

@@ -267,7 +267,3 @@ class TraceStore:
 def _syscall_of(span: SpanRecord) -> str | None:
     value: Any = span.attributes.get("aios.syscall.id")
     return value if isinstance(value, str) else None
-
-
-def now() -> float:
-    return time.time()

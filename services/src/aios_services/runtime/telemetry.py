@@ -24,7 +24,6 @@ from aios_schemas.traces import SpanBatch, SpanRecord
 
 log = logging.getLogger(__name__)
 _provider: TracerProvider | None = None
-_exporter: NatsSpanExporter | None = None
 
 
 def setup_tracing(service_name: str) -> None:
@@ -57,7 +56,6 @@ def export_spans_to(
     """Send this process's finished spans to `subject` through `publish` (called on the event loop
     that owns the bus: the batch processor runs in its own thread). The provider is the one
     `setup_tracing` installed, unless given (tests)."""
-    global _exporter
     target = provider or _provider
     if target is None:
         raise RuntimeError("setup_tracing() first")
@@ -65,7 +63,6 @@ def export_spans_to(
     target.add_span_processor(
         BatchSpanProcessor(exporter, schedule_delay_millis=500, max_export_batch_size=512)
     )
-    _exporter = exporter
     return exporter
 
 
