@@ -1,10 +1,11 @@
 """Traces end to end through `aios up`: one syscall made through the gateway is followed across the
 gateway, the SDK inside it, the scheduler and the llm service (each its own process exporting its
 spans), stored by the recorder in DuckDB, read back from it and from the Parquet archive on S3;
-`aios stats` counts it."""
+`aios stats` counts it. An agent's own process (the SDK) exports its spans to the recorder too."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from pathlib import Path
@@ -12,7 +13,8 @@ from pathlib import Path
 import pytest
 from openai import OpenAI
 
-from aios_schemas import Connection
+from aios_schemas import Connection, new_id
+from aios_sdk import AIOS
 from tests.e2e.helpers import aios
 
 pytestmark = pytest.mark.e2e
@@ -22,6 +24,13 @@ def trace(home: Path, sid: str, *extra: str) -> dict[str, list[dict[str, object]
     out = aios(home, "trace", sid, "--json", *extra)
     assert out.returncode == 0, out.stdout + out.stderr
     return json.loads(out.stdout)  # type: ignore[no-any-return]
+
+
+async def sdk_call(home: Path) -> str:
+    sid = new_id()
+    async with AIOS.connect(home=home) as client:
+        await client.llm.chat("sim-llama-8b", [{"role": "user", "content": "trace me too"}], id=sid)
+    return sid  # leaving flushed the client's spans to the bus
 
 
 def test_one_syscall_traced_across_processes(tmp_path: Path) -> None:
@@ -74,6 +83,20 @@ def test_one_syscall_traced_across_processes(tmp_path: Path) -> None:
         assert row["calls"] >= 1 and row["tokens"] > 0 and row["latency_p50_ms"] is not None
         readable = aios(home, "trace", sid)
         assert readable.returncode == 0 and "run llm.chat" in readable.stdout
+        # An agent's own process exports its spans too (over its own bus connection).
+        sdk_sid = asyncio.run(sdk_call(home))
+        deadline = time.monotonic() + 30
+        while True:
+            got = trace(home, sdk_sid)
+            mine = [s for s in got["spans"] if s["name"] == "syscall llm.chat"]
+            runs = [s for s in got["spans"] if s["name"] == "run llm.chat"]
+            if mine and runs:
+                break
+            assert time.monotonic() < deadline, f"spans so far: {[s['name'] for s in got['spans']]}"
+            time.sleep(0.3)
+        assert mine[0]["service"] == f"agent:{conn.agent}"
+        assert mine[0]["attributes"]["aios.sender"] == conn.agent
+        assert runs[0]["parent_id"] == mine[0]["span_id"]
     finally:
         down = aios(home, "down")
     assert down.returncode == 0, down.stdout + down.stderr

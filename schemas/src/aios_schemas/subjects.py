@@ -110,6 +110,19 @@ class Namespace:
         """Something a service reports (e.g. `memory`, `evicted`); kept in the events stream too."""
         return f"{self.root}.evt.{service}.{what}"
 
+    def agent_spans(self, agent: str) -> str:
+        """An agent process's OpenTelemetry spans, for the recorder (each agent may publish only its own)."""
+        return f"{self.root}.evt.agent.{agent}.spans"
+
+    @staticmethod
+    def spans_agent(subject: str) -> str | None:
+        """The agent whose spans `subject` carries (None: a kernel service's spans, or not spans)."""
+        _, sep, tail = subject.partition(".evt.agent.")
+        if not sep or not tail.endswith(".spans"):
+            return None
+        agent = tail.removesuffix(".spans")
+        return agent if agent and "." not in agent else None
+
     def audit(self, what: str) -> str:
         """An access decision (allowed, denied, approval_requested, approved...), in the events stream."""
         return f"{self.root}.evt.audit.{what}"

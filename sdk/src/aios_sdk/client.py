@@ -44,6 +44,7 @@ from aios_schemas import (
 from aios_schemas.llm import NamedToolChoice, ResponseFormat
 from aios_schemas.wire import validation_error
 
+from . import tracing
 from .config import Located, locate, without_credentials
 from .errors import (
     BackendUnavailable,
@@ -59,7 +60,6 @@ from .files import FilesApi
 from .memory import MemoryApi
 from .tools import ToolsApi
 
-tracer = trace.get_tracer(__name__)
 log = logging.getLogger("aios_sdk")
 
 DEFAULT_TIMEOUT_S = 300.0
@@ -490,6 +490,7 @@ class AIOS:
         self._bus = _BusWatch(conn.nats_url)
         self._background: set[asyncio.Task[None]] = set()  # cancels of abandoned syscalls
         self._results = _Results(nc, self.ns.result(self.agent, "*"))
+        self._span_sends: set[asyncio.Task[None]] = set()  # span batches on their way to the bus
         # What this client did (answered syscalls, their errors and tokens): `aios run` reports it.
         self.counts = {"calls": 0, "errors": 0, "tokens": 0}
 
@@ -510,24 +511,51 @@ class AIOS:
         session: str | None = None,
         namespace: str | None = None,
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT_S,
+        traces: bool | None = None,
     ) -> AsyncIterator[AIOS]:
         """Connect using arguments, else AIOS_URL/AIOS_TOKEN/AIOS_AGENT, else the home's file.
 
         The first connection must succeed within `connect_timeout` seconds, else `BackendUnavailable`
         (saying which URL was tried and where it came from); once connected, outages are ridden out.
+        `traces`: export this process's spans to the kernel's recorder (and to OTLP where the
+        `OTEL_*` variables say); default on unless `AIOS_TRACES=0`.
         """
         where = locate(home=home, url=url, token=token, agent=agent, namespace=namespace)
         nc, watch = await _first_connect(where, _seconds(connect_timeout, "connect_timeout"))
         client: AIOS | None = None
+        route: tracing.Route | None = None
         try:
             client = cls(nc, where.conn, session=session)
             client._bus = watch
+            if tracing.enabled(traces):
+                route = tracing.Route(
+                    client.ns.agent_spans(client.agent), asyncio.get_running_loop(), client._send_spans
+                )
+                tracing.installed().exporter.add(client.agent, route)
             yield client
         finally:
-            if client is not None and client._background:  # let pending cancels reach the kernel
-                await asyncio.wait(set(client._background), timeout=_LEAVE_S)
+            if client is not None:
+                if route is not None:  # this client's last spans leave before its connection does
+                    await tracing.flush()
+                    await asyncio.sleep(0)  # the exporter's publish callbacks run
+                    tracing.installed().exporter.remove(client.agent, route)
+                pending = client._background | client._span_sends
+                if pending:  # let pending cancels and spans reach the kernel
+                    await asyncio.wait(pending, timeout=_LEAVE_S)
             watch.live = False
             await _close(nc)
+
+    def _send_spans(self, subject: str, data: bytes) -> None:
+        """Called on this client's loop by the process's span exporter."""
+
+        async def send() -> None:
+            with contextlib.suppress(nats.errors.Error, OSError):
+                await self._nc.publish(subject, data)
+
+        if not self._nc.is_closed:
+            task = asyncio.get_running_loop().create_task(send())
+            self._span_sends.add(task)
+            task.add_done_callback(self._span_sends.discard)
 
     def _prepare(
         self,
@@ -600,7 +628,9 @@ class AIOS:
             with contextlib.suppress(ValidationError):
                 stream._put(StreamChunk.model_validate_json(msg.data))
 
-        with tracer.start_as_current_span(f"syscall {call.kind}", kind=trace.SpanKind.CLIENT) as span:
+        with tracing.tracer().start_as_current_span(
+            f"syscall {call.kind}", kind=trace.SpanKind.CLIENT
+        ) as span:
             span.set_attribute("aios.syscall.id", call.id)
             span.set_attribute("aios.agent", call.agent)
             subs = []

@@ -70,7 +70,9 @@ class AgentClients:
                 stack = AsyncExitStack()
                 try:
                     client = await stack.enter_async_context(
-                        AIOS.connect(url=self.url, token=token, agent=agent, namespace=self.namespace)
+                        AIOS.connect(
+                            url=self.url, token=token, agent=agent, namespace=self.namespace, traces=False
+                        )
                     )
                 except BaseException:
                     await stack.aclose()

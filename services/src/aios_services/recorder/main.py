@@ -18,13 +18,14 @@ from minio.error import S3Error
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from pydantic import BaseModel, ValidationError
 
-from aios_schemas import AiosError, SyscallEvent
+from aios_schemas import AiosError, Namespace, SyscallEvent
 from aios_schemas.traces import SpanBatch, SpanRecord, TraceQuery, TraceReply, UsageQuery, UsageReply
 
 from ..runtime import Bus, HealthDetails, keep_running, main_for
 from ..runtime.consumer import Delivery, JsConsumer
 from ..runtime.service import load_settings
 from ..runtime.storage import S3Config
+from . import explore
 from .settings import RecorderSettings
 from .store import TraceStore
 
@@ -35,6 +36,17 @@ class AnyEvent(BaseModel):
     """Whatever is on `evt.>`: read by subject, not by shape (the consumer validates JSON only)."""
 
     model_config = {"extra": "allow"}
+
+
+def from_agent(span: SpanRecord, agent: str) -> SpanRecord:
+    """A span an agent's process sent: stamped with the agent the bus authenticated, and never
+    passed off as a kernel service's (`aios-*` names are the kernel's)."""
+    service = span.service
+    if not service or service.startswith(("aios-", "unknown_service")):
+        service = f"agent:{agent}"
+    return span.model_copy(
+        update={"service": service, "attributes": {**span.attributes, "aios.sender": agent}}
+    )
 
 
 class Recorder:
@@ -58,7 +70,9 @@ class Recorder:
             seq = d.msg.metadata.sequence.stream
             try:
                 if d.subject.endswith(".spans"):
-                    spans += [(seq, s) for s in SpanBatch.model_validate_json(d.msg.data).spans]
+                    got = SpanBatch.model_validate_json(d.msg.data).spans
+                    sender = Namespace.spans_agent(d.subject)
+                    spans += [(seq, s if sender is None else from_agent(s, sender)) for s in got]
                 elif ".evt.syscall." in d.subject:
                     events.append((seq, SyscallEvent.model_validate_json(d.msg.data)))
                 else:
@@ -164,6 +178,7 @@ async def start(bus: Bus, stack: AsyncExitStack, settings: RecorderSettings) -> 
         stack.push_async_callback(_cancel, task)
     await bus.serve(bus.ns.ctl("recorder", "trace"), TraceQuery, recorder.trace, max_concurrency=4)
     await bus.serve(bus.ns.ctl("recorder", "stats"), UsageQuery, recorder.stats, max_concurrency=4)
+    await explore.serve(bus, store, recorder.flush)  # the web console's queries
     return lambda: {**recorder.recorded, "pending": len(recorder.pending)}
 
 

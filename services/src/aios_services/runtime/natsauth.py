@@ -69,6 +69,7 @@ def agent_permissions(agent: str) -> dict[str, dict[str, list[str]]]:
     publish = _both(f"aios.v1.sys.{agent}.>")
     for op in ("cancel", "result"):
         publish += _both(f"aios.v1.ctl.scheduler.{op}.{agent}")
+    publish += _both(f"aios.v1.evt.agent.{agent}.spans")  # its process's spans, for the recorder
     subscribe = [f"_INBOX.{agent}.>", *_both(f"aios.v1.res.{agent}.>"), *_both(f"aios.v1.stream.{agent}.>")]
     return {"publish": {"allow": publish}, "subscribe": {"allow": subscribe}}
 

@@ -20,7 +20,8 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
 from aios_schemas import encode
-from aios_schemas.traces import SpanBatch, SpanRecord
+from aios_schemas.traces import SpanBatch
+from aios_sdk.tracing import span_record
 
 log = logging.getLogger(__name__)
 _provider: TracerProvider | None = None
@@ -97,27 +98,6 @@ class NatsSpanExporter(SpanExporter):
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return True
-
-
-def span_record(span: ReadableSpan) -> SpanRecord | None:
-    ctx = span.context
-    if ctx is None or span.start_time is None or span.end_time is None:
-        return None
-    parent = span.parent
-    attrs: dict[str, Any] = {}
-    for k, v in (span.attributes or {}).items():
-        attrs[k] = list(v) if isinstance(v, tuple) else v
-    return SpanRecord(
-        trace_id=f"{ctx.trace_id:032x}",
-        span_id=f"{ctx.span_id:016x}",
-        parent_id=f"{parent.span_id:016x}" if parent is not None else None,
-        name=span.name,
-        service=str(span.resource.attributes.get("service.name", "")),
-        start=span.start_time / 1e9,
-        end=span.end_time / 1e9,
-        status=span.status.status_code.name.lower(),
-        attributes=attrs,
-    )
 
 
 def inject(headers: dict[str, str] | None = None) -> dict[str, str]:
