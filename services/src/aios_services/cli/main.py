@@ -25,6 +25,7 @@ from .files import files_app
 from .home import Home, HomeError, State
 from .memory import memory_app
 from .runs import kill_cmd, logs_cmd, ps_cmd, run_cmd
+from .schema import schema_app
 from .stack import marker_env, scan, stop_stack
 from .status import collect
 from .storage import storage_app
@@ -60,6 +61,7 @@ app = typer.Typer(
 app.add_typer(files_app, name="files")
 app.add_typer(memory_app, name="memory")
 app.add_typer(storage_app, name="storage")
+app.add_typer(schema_app, name="schema")
 app.command("tools")(tools_cmd)
 app.command("trace")(trace_cmd)
 app.command("stats")(stats_cmd)
