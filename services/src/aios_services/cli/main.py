@@ -277,6 +277,11 @@ def _print_status(h: Home) -> int:
         table.add_row(p.name, p.kind, str(p.pid), health, p.address or "", str(p.restarts))
     console.print(table)
     console.print(f"SDK: AIOS_HOME={st.home}  (AIOS.connect() reads {st.home}/connection.json)")
+    gateway = next((p.address for p in st.processes if p.name == "gateway" and p.address), None)
+    with contextlib.suppress(OSError):
+        token = (h.root / "console.token").read_text().strip()
+        if gateway and token:
+            console.print(f"Console: {gateway.removesuffix('/v1')}/ui/?token={token}", soft_wrap=True)
     return 0
 
 

@@ -142,6 +142,17 @@ class Supervisor:
                 return Connection.model_validate_json(self.home.connection_file.read_text()).token
         return new_token()
 
+    def _console_token(self) -> str:
+        """The operator's token for the web console at the gateway's /ui (`console.token`, private;
+        kept across restarts, so a browser's login survives one)."""
+        path = self.home.root / "console.token"
+        with contextlib.suppress(OSError):
+            if token := path.read_text().strip():
+                return token
+        token = new_password()
+        write_private(path, token)
+        return token
+
     def _agent_tokens(self, agents: tuple[str, ...]) -> dict[str, str]:
         """A token per configured agent in `agents/NAME.token`, kept across restarts."""
         d = self.home.agents_dir
@@ -207,6 +218,7 @@ class Supervisor:
             h.root / "tools-worker.url", with_credentials(nats_url, tools_svc.user, tools_svc.password)
         )
         gateway_port = free_port()
+        console_token = self._console_token()
         conn = Connection(
             nats_url=nats_url,
             namespace=o.namespace,
@@ -237,7 +249,7 @@ class Supervisor:
                 "AIOS_ACCESS_NATS_AGENTS": str(h.nats_agents_file),
                 "AIOS_ACCESS_NATS_PID": str(h.nats_pid_file),
             },
-            "gateway": {"AIOS_GATEWAY_PORT": str(gateway_port)},
+            "gateway": {"AIOS_GATEWAY_PORT": str(gateway_port), "AIOS_GATEWAY_CONSOLE_TOKEN": console_token},
             "recorder": {"AIOS_RECORDER_DB": str(h.root / "traces.duckdb")},
         }
         for n, m in SERVICES:

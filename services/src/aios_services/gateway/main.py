@@ -34,6 +34,7 @@ from aios_sdk.config import without_credentials
 
 from ..runtime import Bus, HealthDetails, extract, keep_running, main_for
 from ..runtime.service import load_settings
+from . import console
 from . import openai_compat as oai
 from .agents import AgentClients
 from .settings import GatewaySettings
@@ -243,7 +244,9 @@ async def start(bus: Bus, stack: AsyncExitStack, settings: GatewaySettings) -> H
     models: dict[str, ModelEntry] = {}
     limits = await bus.ensure_kv(bus.ns.limits_bucket)
     gateway = Gateway(settings, clients, models)
-    runner = web.AppRunner(gateway.app(), access_log=None, handle_signals=False)
+    app = gateway.app()
+    console.mount(app, bus, settings.gateway_console_token.get_secret_value(), models)  # /ui
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, settings.gateway_host, settings.gateway_port, reuse_address=True)
     await site.start()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 
 from ..runtime import ServiceSettings
 
@@ -18,4 +18,7 @@ class GatewaySettings(ServiceSettings):
     )
     gateway_timeout_s: float = Field(
         600.0, gt=0, description="Deadline of a request's syscall when the client sets none."
+    )
+    gateway_console_token: SecretStr = Field(
+        SecretStr(""), description="The operator's token for the web console at /ui ('': the console is off)."
     )

@@ -35,6 +35,17 @@ from aios_schemas import Namespace
 from aios_schemas.envelope import AGENT_PATTERN
 from aios_sdk.config import without_credentials
 
+# What the web console (in the gateway) may ask on the bus: (service, op) of `ctl.<service>.<op>`.
+CONSOLE_CTL: tuple[tuple[str, str], ...] = (
+    ("scheduler", "stats"),
+    ("recorder", "trace"),
+    ("recorder", "syscalls"),
+    ("recorder", "series"),
+    ("access", "approvals"),
+    ("access", "decide"),
+    ("memory", "inspect"),
+    ("storage", "inspect"),
+)
 Role = Literal["agent", "service", "kernel", "operator"]
 NATS_SERVER_NAME = "aios"
 OPERATOR_INBOX = "_INBOX.operator"  # the inbox prefix of the operator's CLI connections
@@ -146,8 +157,11 @@ def service_permissions(service: str, namespace: str = "") -> dict[str, object]:
         sub = []
     elif service == "gateway":
         # It acts for agents over *their* connections (their tokens, their permissions); its own
-        # user only reads the model catalogue for /v1/models.
+        # user reads the model catalogue for /v1/models and asks the operator's read-only questions
+        # of the web console at /ui, plus approval decisions: exactly these ctl subjects, not the
+        # operator's whole bus (gateway/console/ops.py says why).
         pub = [*_js_stream(f"KV_{ns.limits_bucket}")]
+        pub += [f"{root}.ctl.{svc}.{op}" for svc, op in CONSOLE_CTL]
         sub = []
     elif service in WORKER_SERVICES:  # runtime.worker: one resource, its exec lane, its own state
         pub = [
