@@ -32,7 +32,7 @@ from pydantic import JsonValue, ValidationError
 from aios_schemas import AiosError, ChatReply, EmbedReply, ModelEntry, new_id
 from aios_sdk.config import without_credentials
 
-from ..runtime import Bus, HealthDetails, extract, keep_running, main_for
+from ..runtime import Bus, HealthDetails, cancel_and_wait, extract, keep_running, main_for
 from ..runtime.service import load_settings
 from . import console
 from . import openai_compat as oai
@@ -258,19 +258,13 @@ async def start(bus: Bus, stack: AsyncExitStack, settings: GatewaySettings) -> H
         asyncio.create_task(keep_running("idle agents", clients.close_idle_forever)),
     ]
     for task in tasks:
-        stack.push_async_callback(_cancel, task)
+        stack.push_async_callback(cancel_and_wait, task)
     return lambda: {
         "url": f"http://{settings.gateway_host}:{port}/v1",
         "agents_connected": len(clients),
         "requests": gateway.requests,
         "models": list[JsonValue](sorted(models)),
     }
-
-
-async def _cancel(task: asyncio.Task[None]) -> None:
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
 
 
 def main() -> None:

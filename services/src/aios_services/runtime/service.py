@@ -83,7 +83,7 @@ async def run_service(
         if tracing_installed() and name != "recorder":  # spans go to the recorder (not its own: a loop)
             export_spans_to(bus.publish_soon, bus.ns.service_event(name, "spans"))
         watchdog = asyncio.create_task(bus.watch_connection(), name=f"{name} nats watchdog")
-        stack.push_async_callback(_cancel, watchdog)
+        stack.push_async_callback(cancel_and_wait, watchdog)
         details = await start(bus, stack)
         await serve_health(bus, name, settings.instance, details)
         log.info("%s ready (namespace %r)", name, settings.namespace)
@@ -100,10 +100,17 @@ async def run_service(
         await bus.drain(settings.drain_timeout_s)
 
 
-async def _cancel(task: asyncio.Task[None]) -> None:
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError, Exception):
-        await task
+async def cancel_and_wait(task: asyncio.Task[None]) -> None:
+    """Cancel `task` and wait until it has ended, cancelling it again until it does: on Python 3.11
+    a cancel that lands while an `asyncio.wait_for` inside it is completing (nats-py's `flush` and
+    `request` use one; the bus watchdog flushes every second) is swallowed, and the task goes on
+    forever, so a single cancel and await can hang a service's shutdown (or it surfaces as that
+    `wait_for`'s TimeoutError: logged, like any error the task ended with)."""
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=0.5)
+    if not task.cancelled() and task.exception() is not None:
+        logging.getLogger(__name__).warning("%s ended with %r", task.get_name(), task.exception())
 
 
 S = TypeVar("S", bound=ServiceSettings)
@@ -143,7 +150,7 @@ async def keep_running(name: str, loop: Callable[[], Awaitable[None]], *, backof
     it and start it again. A loop that silently died would leave a service healthy but deaf."""
     log = logging.getLogger(name)
     me = asyncio.current_task()
-    while me is None or not me.cancelling():  # a swallowed cancel (see scheduler main) still stops us
+    while me is None or not me.cancelling():  # a swallowed cancel (see cancel_and_wait) still stops us
         try:
             await loop()
             log.warning("%s ended; restarting it", name)

@@ -43,7 +43,7 @@ from aios_schemas import (
 
 from .bus import Bus
 from .finished import FINISHED_TTL_S, FinishedRuns
-from .service import keep_running
+from .service import cancel_and_wait, keep_running
 from .settings import ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -105,7 +105,7 @@ async def serve_resources(
     bus.add_check("catalogue", served.problem)
     refresher = asyncio.create_task(keep_running("catalogue refresh", served.refresh_forever))
     stack.push_async_callback(served.withdraw_all)
-    stack.push_async_callback(_cancel, refresher)
+    stack.push_async_callback(cancel_and_wait, refresher)
     return served
 
 
@@ -276,9 +276,3 @@ def _ms(started: float) -> float:
 
 def _done(result: SyscallResult) -> ExecReply:
     return ExecReply(outcome="done", result=result)
-
-
-async def _cancel(task: asyncio.Task[None]) -> None:
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task

@@ -59,6 +59,10 @@ class Approvals:
         call, rule = held.call, held.approval
         assert rule is not None
         held.digest  # noqa: B018  (the original request's digest, before any edit of its arguments)
+        # Waiting from now on, before any await: a decision the watch brings while the entry is
+        # being written or read below finds the call (else it would be dropped, the call denied at
+        # its deadline although approved).
+        self.pending[call.id] = held
         entry = self.table.approvals.get(call.id)
         if entry is None or entry.agent != call.agent:
             entry = Approval(
@@ -91,8 +95,13 @@ class Approvals:
                             details={"deadline": entry.deadline},
                         )
                     )
-            self.table.approvals[call.id] = entry
-        self.pending[call.id] = held
+            if self.pending.get(call.id) is not held:  # decided (or expired) meanwhile: done
+                return
+            current = self.table.approvals.get(call.id)
+            if current is None or current.agent != call.agent:
+                self.table.approvals[call.id] = entry
+            else:  # the watch's copy came meanwhile: as new as ours, or newer (a decision)
+                entry = current
         if entry.state != "pending":
             self._decided(entry)
 

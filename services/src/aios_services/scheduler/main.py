@@ -8,7 +8,7 @@ from contextlib import AsyncExitStack
 
 from aios_schemas import CancelRequest, HoldQuery, ResultQuery, StatsQuery, Syscall
 
-from ..runtime import Bus, HealthDetails, keep_running, main_for
+from ..runtime import Bus, HealthDetails, cancel_and_wait, keep_running, main_for
 from ..runtime.agent_requests import serve_agent_requests
 from ..runtime.consumer import JsConsumer
 from ..runtime.service import load_settings
@@ -20,16 +20,6 @@ from .replicas import Replicas
 from .settings import SchedulerSettings
 
 log = logging.getLogger(__name__)
-
-
-async def _cancel(task: asyncio.Task[None]) -> None:
-    # On Python 3.11 a cancel that lands inside nats-py's own `asyncio.wait_for` can be swallowed
-    # (the loop goes on) or surface as its TimeoutError: cancel until the task is really done.
-    while not task.done():
-        task.cancel()
-        await asyncio.wait({task}, timeout=0.5)
-    if not task.cancelled() and task.exception() is not None:
-        log.warning("%s ended with %r on shutdown", task.get_name(), task.exception())
 
 
 async def start(bus: Bus, stack: AsyncExitStack, settings: SchedulerSettings) -> HealthDetails:
@@ -51,7 +41,7 @@ async def start(bus: Bus, stack: AsyncExitStack, settings: SchedulerSettings) ->
     access_watch = asyncio.create_task(
         keep_running("access watch", lambda: sched.access.watch(access_kv)), name="access watch"
     )
-    stack.push_async_callback(_cancel, access_watch)
+    stack.push_async_callback(cancel_and_wait, access_watch)
     await asyncio.wait_for(sched.access.loaded.wait(), timeout=30)
 
     consumer = JsConsumer(
@@ -96,7 +86,7 @@ async def start(bus: Bus, stack: AsyncExitStack, settings: SchedulerSettings) ->
     stack.push_async_callback(replicas.leave)
     stack.push_async_callback(sched.release_queued)  # runs last: after the loops stop
     for task in tasks:
-        stack.push_async_callback(_cancel, task)
+        stack.push_async_callback(cancel_and_wait, task)
     return sched.snapshot
 
 
