@@ -341,6 +341,7 @@ function approvalCard(a, onDone) {
   return h("article", { class: "approval", id: idp, "data-id": a.id, "aria-labelledby": `${idp}-title` },
     h("h2", { id: `${idp}-title` }, h("code", { text: a.kind }), ` by ${a.agent} on ${a.resource}`),
     h("p", { class: "muted", text: `Syscall ${a.id}; rule ${a.rule}; held since ${fmt.time(a.requested)}; denied at ${fmt.time(a.deadline)} unless decided.` }),
+    h("p", {}, "Arguments: ", h("code", { class: "args", text: JSON.stringify(a.payload) })),
     h("div", { class: "field" }, h("label", { for: `${idp}-args`, text: "Arguments (edit to approve with others)" }), args),
     h("p", { id: `${idp}-argshelp`, class: "muted", text: "Edited arguments are checked as the syscall's payload." }),
     h("div", { class: "actions" }, buttons[0],
