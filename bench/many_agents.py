@@ -19,19 +19,17 @@ import argparse
 import asyncio
 import contextlib
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import httpx
 from openai import AsyncOpenAI
 
 from aios_sdk import AIOS
 from aios_services.cli.home import Home
-from aios_services.cli.procs import free_port
 from bench.kernel_overhead import KERNEL_PROCESSES, cpu_s
+from bench.stack import aios_stack, sim_process
 
 MODEL = "sim-llama-8b"
 PROMPT = [{"role": "user", "content": "work on it [sim:tokens=8]"}]
@@ -40,53 +38,21 @@ PROMPT = [{"role": "user", "content": "work on it [sim:tokens=8]"}]
 @contextlib.asynccontextmanager
 async def engine(slots: int, decode_ms: float, prefill_ms: float | None = None) -> AsyncIterator[str]:
     """The simulator in its own process (profile `fixed`), its OpenAI base URL once it is up."""
-    port = free_port()
-    prefill = [] if prefill_ms is None else ["--prefill-ms-per-token", str(prefill_ms)]
-    proc = await asyncio.create_subprocess_exec(
-        *[sys.executable, "-m", "aios_services.sim", "--port", str(port), "--profile", "fixed"],
-        *["--model", MODEL, "--slots", str(slots), "--decode-ms", str(decode_ms), *prefill],
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        async with httpx.AsyncClient() as h:
-            for _ in range(200):
-                with contextlib.suppress(httpx.HTTPError):
-                    if (await h.get(url + "/health")).status_code == 200:
-                        break
-                await asyncio.sleep(0.05)
+    prefill = {} if prefill_ms is None else {"prefill_ms_per_token": prefill_ms}
+    async with sim_process(
+        "fixed", models=(MODEL,), max_num_seqs=slots, decode_ms=decode_ms, **prefill
+    ) as url:
         yield url + "/v1"
-    finally:
-        proc.terminate()
-        await proc.wait()
 
 
 @contextlib.asynccontextmanager
 async def kernel(d: Path, sim_url: str, slots: int, policy: str, ahead: int) -> AsyncIterator[Path]:
-    aios = [sys.executable, "-m", "aios_services.cli.main"]
-    config = d / "aios.toml"
-    config.write_text(
+    config = (
         f'[models."{MODEL}"]\n[[models."{MODEL}".backends]]\n'
         f'name = "engine"\nbase_url = "{sim_url}"\nslots = {slots}\nahead = {ahead}\n'
     )
-    home = d / "home"
-    up = await asyncio.create_subprocess_exec(
-        *aios,
-        *["up", "--detach", "--no-sim", "--policy", policy, "--config", str(config), "--home", str(home)],
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    _, err = await up.communicate()
-    if up.returncode:
-        raise SystemExit(f"aios up failed: {err.decode()}")
-    try:
+    async with aios_stack(d, config, policy=policy) as home:
         yield home
-    finally:
-        down = await asyncio.create_subprocess_exec(
-            *aios, "down", "--home", str(home), stdout=asyncio.subprocess.DEVNULL
-        )
-        await down.wait()
 
 
 async def run_direct(sim_url: str, agents: int, calls: int) -> float:

@@ -1,4 +1,4 @@
-"""`make bench`: every benchmark, each printing its baseline measured in the same run (~15 minutes
+"""`make bench`: every benchmark, each printing its baseline measured in the same run (~20 minutes
 on 2 cores). Figures involving an LLM engine come from the simulator and say so."""
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from bench import (
     las_policy,
     many_agents,
     memory_bench,
+    paper,
     rate_sweep,
     scheduling,
     tools_bench,
@@ -26,6 +27,7 @@ def main() -> None:
         ["--agents", "2000", "--calls", "2", "--slots", "8", "--ahead", "0", "1", "--rounds", "1"]
     )
     scheduling.main()
+    paper.main([])
     memory_bench.main([])
     files_bench.main([])
     access_bench.main([])

@@ -196,7 +196,8 @@ class Scheduler:
                 state.entry = b
                 state.retired = False
                 state.capacity = self.share(b.slots + b.ahead)
-                state.limiter = RateLimiter(self.limits, b) if (b.rpm or b.tpm) else None
+                window = self.settings.rate_window_s
+                state.limiter = RateLimiter(self.limits, b, window) if (b.rpm or b.tpm) else None
         for name, state in group.backends.items():
             state.retired = name not in names  # runs in progress finish; nothing new starts there
         group.wake.set()
@@ -229,8 +230,9 @@ class Scheduler:
             group.wake.set()
 
     def _lane(self, entry: BackendEntry) -> BackendState:
+        window = self.settings.rate_window_s
         st = BackendState(
-            entry=entry, limiter=RateLimiter(self.limits, entry) if (entry.rpm or entry.tpm) else None
+            entry=entry, limiter=RateLimiter(self.limits, entry, window) if (entry.rpm or entry.tpm) else None
         )
         st.capacity = self.share(entry.slots + entry.ahead)
         st.breaker.threshold = self.settings.breaker_threshold

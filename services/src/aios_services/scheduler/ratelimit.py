@@ -25,17 +25,18 @@ class Bucket(BaseModel):
 
 
 class RateLimiter:
-    def __init__(self, kv: KeyValue, backend: BackendEntry) -> None:
+    def __init__(self, kv: KeyValue, backend: BackendEntry, window_s: float = 60.0) -> None:
         self.kv = kv
         self.backend = backend
+        self.window_s = window_s  # the "minute" of rpm/tpm
         self.key = "rate." + model_key(backend.name).removeprefix("model.")
 
     def _refill(self, b: Bucket, now: float) -> Bucket:
         dt = max(0.0, now - b.ts)
         rpm, tpm = self.backend.rpm, self.backend.tpm
         return Bucket(
-            requests=min(float(rpm), b.requests + dt * rpm / 60.0) if rpm else 0.0,
-            tokens=min(float(tpm), b.tokens + dt * tpm / 60.0) if tpm else 0.0,
+            requests=min(float(rpm), b.requests + dt * rpm / self.window_s) if rpm else 0.0,
+            tokens=min(float(tpm), b.tokens + dt * tpm / self.window_s) if tpm else 0.0,
             ts=now,
         )
 
@@ -56,9 +57,9 @@ class RateLimiter:
             bucket = self._refill(Bucket.model_validate_json(current) if current else full, now)
             wait = 0.0
             if rpm and bucket.requests < 1.0:
-                wait = max(wait, (1.0 - bucket.requests) * 60.0 / rpm)
+                wait = max(wait, (1.0 - bucket.requests) * self.window_s / rpm)
             if tpm and bucket.tokens < tokens:
-                wait = max(wait, (tokens - bucket.tokens) * 60.0 / tpm)
+                wait = max(wait, (tokens - bucket.tokens) * self.window_s / tpm)
             if wait > 0:
                 return None
             spent = Bucket(

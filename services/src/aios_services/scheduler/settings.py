@@ -53,6 +53,12 @@ class SchedulerSettings(ServiceSettings):
         6.0, gt=0, description="A scheduler replica not heard from for this long no longer holds slots."
     )
     max_attempts: int = Field(4, ge=1, description="Backends tried for one call before its error stands.")
+    rate_window_s: float = Field(
+        60.0,
+        gt=0,
+        description="The minute of backends' rpm/tpm limits, in seconds: 60, except against an engine"
+        " simulator whose time is scaled (`time_scale` s: 60 * s), as the benchmarks run it.",
+    )
     cancel_grace_s: float = Field(
         0.5,
         gt=0,
