@@ -20,6 +20,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from . import access as access_cli
+from .bench import bench_cmd
 from .config import ConfigError, default_config_path
 from .files import files_app
 from .home import Home, HomeError, State
@@ -63,6 +64,7 @@ app.add_typer(memory_app, name="memory")
 app.add_typer(storage_app, name="storage")
 app.add_typer(schema_app, name="schema")
 app.command("tools")(tools_cmd)
+app.command("bench")(bench_cmd)
 app.command("trace")(trace_cmd)
 app.command("stats")(stats_cmd)
 app.command("run")(run_cmd)
