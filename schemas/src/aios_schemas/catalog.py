@@ -18,10 +18,21 @@ class BackendEntry(BaseModel):
     ahead: int = Field(
         0, ge=0, description="Requests sent beyond `slots` to wait in the backend's own queue (never more)."
     )
+    limit: int | None = Field(
+        None,
+        ge=1,
+        description="What the engine's own state says it takes now (adaptive capacity): at most `slots`.",
+    )
     rpm: int | None = Field(None, ge=1, description="Requests per minute.")
     tpm: int | None = Field(None, ge=1, description="Tokens per minute (input + max output).")
     continue_partial: bool = Field(False, description="Can resume a suspended generation.")
     priority: bool = Field(False, description="Accepts a per-request priority.")
+
+    @property
+    def usable(self) -> int:
+        """Requests the scheduler may have at this backend: its slots (or the adaptive limit, if
+        lower) plus what may wait in its own queue."""
+        return (self.slots if self.limit is None else min(self.slots, self.limit)) + self.ahead
 
 
 class ModelEntry(BaseModel):

@@ -10,7 +10,8 @@ not set, is a `ConfigError` at start whose message names the offending key.
 [[models."llama3:8b".backends]]
 name = "vllm-a"
 base_url = "http://10.0.0.5:8000/v1"
-slots = 64
+slots = 64                              # the ceiling with `adaptive`
+adaptive = true                         # concurrency from the engine's /metrics (llm/capacity.py)
 capabilities = { continue_partial = true, priority = true }
 
 [[models."llama3:8b".backends]]
@@ -68,6 +69,18 @@ class BackendConfig(BaseModel):
     )
     rpm: int | None = Field(None, ge=1, description="Requests per minute limit.")
     tpm: int | None = Field(None, ge=1, description="Tokens per minute limit.")
+    adaptive: bool = Field(
+        False,
+        description="Adapt the concurrency sent here to the engine's own state (its Prometheus"
+        " `/metrics`: preemptions, KV-cache usage), below `slots`, which becomes the ceiling: no"
+        " hand-tuned `slots` for a vLLM-like engine. See llm/capacity.py.",
+    )
+    metrics_url: str | None = Field(
+        None,
+        pattern=r"^https?://",
+        description="Where the engine's metrics are (default: /metrics beside /v1).",
+    )
+    adaptive_interval_s: float = Field(0.5, gt=0, le=60, description="How often the metrics are read.")
     timeout_s: float = Field(600.0, gt=0, description="Upper bound of one backend call.")
     capabilities: Capabilities = Field(default_factory=Capabilities)
 

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack
 
+import aiohttp
 import nats
 from nats.aio.msg import Msg
 
@@ -28,6 +30,7 @@ from aios_schemas import (
 from ..runtime import Bus, HealthDetails, keep_running, main_for
 from ..runtime.service import load_settings
 from .backends import Backend
+from .capacity import Aimd, CapacityProbe, metrics_url
 from .config import ConfigError, LlmConfig, api_keys, load_config
 from .contexts import CONTEXT_TTL_S, FINISHED_TTL_S, ContextStore, FinishedRuns
 from .control import Runs
@@ -45,8 +48,10 @@ def build_models(cfg: LlmConfig, env: Mapping[str, str]) -> dict[str, Model]:
     }
 
 
-def catalogue(cfg: LlmConfig) -> list[ModelEntry]:
-    """What the scheduler needs to route: each model's backends with their slots and limits."""
+def catalogue(cfg: LlmConfig, adapted: Mapping[str, int] | None = None) -> list[ModelEntry]:
+    """What the scheduler needs to route: each model's backends with their slots and limits
+    (`adapted`: backend -> the concurrency its engine's state allows now, see capacity.py)."""
+    adapted = adapted or {}
     return [
         ModelEntry(
             name=name,
@@ -56,6 +61,7 @@ def catalogue(cfg: LlmConfig) -> list[ModelEntry]:
                     name=b.name,
                     slots=b.slots,
                     ahead=b.ahead,
+                    limit=adapted.get(b.name),
                     rpm=b.rpm,
                     tpm=b.tpm,
                     continue_partial=b.capabilities.continue_partial,
@@ -77,7 +83,16 @@ async def start(
         for b in m.backends:
             stack.push_async_callback(b.close)
     limits = await bus.ensure_kv(bus.ns.limits_bucket)
-    entries = catalogue(cfg)
+    adapted: dict[str, int] = {}  # backend -> the concurrency its engine allows now
+
+    async def adapt(backend: str, limit: int) -> None:
+        adapted[backend] = limit
+        with contextlib.suppress(nats.errors.Error):
+            await publish_catalogue()
+
+    probes = capacity_probes(cfg, adapt)
+    adapted.update({p.backend: p.aimd.value for p in probes})
+    entries = catalogue(cfg, adapted)
 
     confirmed = [time.monotonic()]
 
@@ -85,7 +100,7 @@ async def start(
         """This replica's models, one KV entry each, stamped: a replica that stops confirming them
         (gone without a goodbye) is dropped by the scheduler after `catalog_ttl_s`."""
         now = time.time()
-        for entry in entries:
+        for entry in catalogue(cfg, adapted):
             stamped = entry.model_copy(update={"replica": settings.instance, "ts": now})
             await limits.put(model_key(entry.name, settings.instance), encode(stamped))
         confirmed[0] = time.monotonic()
@@ -112,6 +127,14 @@ async def start(
     refresher = asyncio.create_task(keep_running("catalogue refresh", refresh_forever))
     stack.push_async_callback(withdraw)
     stack.push_async_callback(_stop, refresher)
+
+    if probes:
+        session = await stack.enter_async_context(aiohttp.ClientSession())
+        for probe in probes:
+            task = asyncio.create_task(
+                keep_running(f"capacity of {probe.backend}", functools.partial(probe.run, session))
+            )
+            stack.push_async_callback(_stop, task)
     contexts = ContextStore(await bus.ensure_kv(bus.ns.contexts_bucket, ttl_s=CONTEXT_TTL_S))
     bucket = bus.ns.finished_bucket
     finished = FinishedRuns(await bus.ensure_kv(bucket, ttl_s=FINISHED_TTL_S), bucket)
@@ -138,7 +161,33 @@ async def start(
     return lambda: {
         "models": {n: [b.name for b in m.backends] for n, m in models.items()},
         "running": len(runs),
+        **(
+            {
+                "adaptive": {
+                    p.backend: {"limit": p.aimd.value, "readings": p.readings, "error": p.last_error}
+                    for p in probes
+                }
+            }
+            if probes
+            else {}
+        ),
     }
+
+
+def capacity_probes(cfg: LlmConfig, on_change: Callable[[str, int], Awaitable[None]]) -> list[CapacityProbe]:
+    """One probe per backend whose concurrency adapts to its engine (`adaptive = true`)."""
+    return [
+        CapacityProbe(
+            b.name,
+            b.metrics_url or metrics_url(b.base_url),
+            Aimd(ceiling=b.slots),
+            b.adaptive_interval_s,
+            on_change,
+        )
+        for m in cfg.models.values()
+        for b in m.backends
+        if b.adaptive
+    ]
 
 
 async def _stop(task: asyncio.Task[None]) -> None:

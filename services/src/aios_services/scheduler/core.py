@@ -195,7 +195,7 @@ class Scheduler:
             else:
                 state.entry = b
                 state.retired = False
-                state.capacity = self.share(b.slots + b.ahead)
+                state.capacity = self.share(b.usable)
                 window = self.settings.rate_window_s
                 state.limiter = RateLimiter(self.limits, b, window) if (b.rpm or b.tpm) else None
         for name, state in group.backends.items():
@@ -226,7 +226,7 @@ class Scheduler:
         """The set of replicas changed: recompute this replica's share of every lane."""
         for group in self.groups.values():
             for b in group.backends.values():
-                b.capacity = self.share(b.entry.slots + b.entry.ahead)
+                b.capacity = self.share(b.entry.usable)
             group.wake.set()
 
     def _lane(self, entry: BackendEntry) -> BackendState:
@@ -234,7 +234,7 @@ class Scheduler:
         st = BackendState(
             entry=entry, limiter=RateLimiter(self.limits, entry, window) if (entry.rpm or entry.tpm) else None
         )
-        st.capacity = self.share(entry.slots + entry.ahead)
+        st.capacity = self.share(entry.usable)
         st.breaker.threshold = self.settings.breaker_threshold
         st.breaker.cooldown_s = self.settings.breaker_cooldown_s
         return st

@@ -76,7 +76,7 @@ class BackendState:
     def slots(self) -> int:
         if self.retired:
             return 0
-        return self.entry.slots + self.entry.ahead if self.capacity < 0 else self.capacity
+        return self.entry.usable if self.capacity < 0 else self.capacity
 
     @property
     def free(self) -> int:

@@ -57,6 +57,7 @@ class SimApp:
         app.router.add_get("/v1/models", self.models)
         app.router.add_get("/health", self.health)
         app.router.add_get("/sim/stats", self.stats_handler)
+        app.router.add_get("/metrics", self.metrics_handler)
         app.router.add_post("/sim/reset", self.reset_handler)
         return app
 
@@ -94,6 +95,28 @@ class SimApp:
         self.recent.clear()
         self.http_requests = 0
         self.rejected_429 = 0
+
+    def metrics(self) -> str:
+        """The engine's state in Prometheus text, under vLLM's metric names (what a kernel that
+        adapts its concurrency to the engine reads; `/sim/reset` zeroes the counter, as a restart
+        of vLLM would)."""
+        e = self.engine
+        usage = e.pool.num_used / e.pool.num_blocks if e.pool.num_blocks else 0.0
+        label = f'{{model_name="{self.profile.models[0]}"}}' if self.profile.models else ""
+        rows = [
+            ("vllm:num_requests_running", "gauge", "Requests in the running batch.", len(e.running)),
+            ("vllm:num_requests_waiting", "gauge", "Requests waiting to be scheduled.", e.num_waiting),
+            ("vllm:kv_cache_usage_perc", "gauge", "KV-cache usage (1 = full).", usage),
+            ("vllm:num_preemptions_total", "counter", "Preemptions since start.", e.stats.preemptions),
+            ("vllm:request_success_total", "counter", "Requests finished since start.", e.stats.completed),
+        ]
+        lines = []
+        for name, kind, help_, value in rows:
+            lines += [f"# HELP {name} {help_}", f"# TYPE {name} {kind}", f"{name}{label} {value}"]
+        return "\n".join(lines) + "\n"
+
+    async def metrics_handler(self, request: web.Request) -> web.Response:
+        return web.Response(text=self.metrics(), content_type="text/plain")
 
     async def stats_handler(self, request: web.Request) -> web.Response:
         return web.json_response(self.stats())
