@@ -27,7 +27,7 @@ from aios_schemas import (
     model_key,
 )
 
-from ..runtime import Bus, HealthDetails, keep_running, main_for
+from ..runtime import Bus, HealthDetails, cancel_and_wait, keep_running, main_for
 from ..runtime.service import load_settings
 from .backends import Backend
 from .capacity import Aimd, CapacityProbe, metrics_url
@@ -126,7 +126,7 @@ async def start(
     await publish_catalogue()
     refresher = asyncio.create_task(keep_running("catalogue refresh", refresh_forever))
     stack.push_async_callback(withdraw)
-    stack.push_async_callback(_stop, refresher)
+    stack.push_async_callback(cancel_and_wait, refresher)
 
     if probes:
         session = await stack.enter_async_context(aiohttp.ClientSession())
@@ -134,7 +134,7 @@ async def start(
             task = asyncio.create_task(
                 keep_running(f"capacity of {probe.backend}", functools.partial(probe.run, session))
             )
-            stack.push_async_callback(_stop, task)
+            stack.push_async_callback(cancel_and_wait, task)
     contexts = ContextStore(await bus.ensure_kv(bus.ns.contexts_bucket, ttl_s=CONTEXT_TTL_S))
     bucket = bus.ns.finished_bucket
     finished = FinishedRuns(await bus.ensure_kv(bucket, ttl_s=FINISHED_TTL_S), bucket)
@@ -188,12 +188,6 @@ def capacity_probes(cfg: LlmConfig, on_change: Callable[[str, int], Awaitable[No
         for b in m.backends
         if b.adaptive
     ]
-
-
-async def _stop(task: asyncio.Task[None]) -> None:
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
 
 
 def main() -> None:

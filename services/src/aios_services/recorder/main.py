@@ -9,7 +9,6 @@ their stream sequence (the primary key) stores each once.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from contextlib import AsyncExitStack
 
@@ -21,7 +20,7 @@ from pydantic import BaseModel, ValidationError
 from aios_schemas import AiosError, Namespace, SyscallEvent
 from aios_schemas.traces import SpanBatch, SpanRecord, TraceQuery, TraceReply, UsageQuery, UsageReply
 
-from ..runtime import Bus, HealthDetails, keep_running, main_for
+from ..runtime import Bus, HealthDetails, cancel_and_wait, keep_running, main_for
 from ..runtime.consumer import Delivery, JsConsumer
 from ..runtime.service import load_settings
 from ..runtime.storage import S3Config
@@ -175,17 +174,11 @@ async def start(bus: Bus, stack: AsyncExitStack, settings: RecorderSettings) -> 
         asyncio.create_task(keep_running("archive", recorder.archive_forever)),
     ]
     for task in tasks:
-        stack.push_async_callback(_cancel, task)
+        stack.push_async_callback(cancel_and_wait, task)
     await bus.serve(bus.ns.ctl("recorder", "trace"), TraceQuery, recorder.trace, max_concurrency=4)
     await bus.serve(bus.ns.ctl("recorder", "stats"), UsageQuery, recorder.stats, max_concurrency=4)
     await explore.serve(bus, store, recorder.flush)  # the web console's queries
     return lambda: {**recorder.recorded, "pending": len(recorder.pending)}
-
-
-async def _cancel(task: asyncio.Task[None]) -> None:
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
 
 
 def main() -> None:

@@ -79,6 +79,9 @@ class Scheduler:
         self.held: dict[str, Held] = {}
         self.groups: dict[str, Group] = {}
         self.catalog = Catalog()
+        # Set once the catalogue's entries at start are in: before it, a restarted scheduler would
+        # not know which resources need an approval, nor any backend to run on.
+        self.catalog_loaded = asyncio.Event()
         self.parked: dict[str, Held] = {}  # waiting for their resource to appear in the catalogue
         self._entries: dict[
             str, tuple[str, list[BackendEntry], float]
@@ -114,12 +117,23 @@ class Scheduler:
         """Follow the models the llm replicas publish (KV `model.*`, one entry per replica) and the
         other resources their worker services publish (`res.*`). Two watches, not one on the whole
         bucket: it also holds rate windows and reservations, written on every admission."""
-        await asyncio.gather(self._watch_entries("model.>"), self._watch_entries("res.>"))
+        models, others = asyncio.Event(), asyncio.Event()
+        await asyncio.gather(
+            self._watch_entries("model.>", models),
+            self._watch_entries("res.>", others),
+            self._both_loaded(models, others),
+        )
 
-    async def _watch_entries(self, keys: str) -> None:
+    async def _both_loaded(self, *events: asyncio.Event) -> None:
+        for e in events:
+            await e.wait()
+        self.catalog_loaded.set()
+
+    async def _watch_entries(self, keys: str, loaded: asyncio.Event) -> None:
         watcher = await self.limits.watch(keys)
         async for entry in watcher:
-            if entry is None:
+            if entry is None:  # the end of what the bucket held when the watch began
+                loaded.set()
                 continue
             if not entry.value:  # deleted: a replica withdrew (graceful stop)
                 self.withdraw(entry.key)

@@ -43,6 +43,13 @@ async def start(bus: Bus, stack: AsyncExitStack, settings: SchedulerSettings) ->
     )
     stack.push_async_callback(cancel_and_wait, access_watch)
     await asyncio.wait_for(sched.access.loaded.wait(), timeout=30)
+    # And the catalogue: which resources need an approval (a call to one admitted before would run
+    # without asking), and the backends there are.
+    catalogue_watch = asyncio.create_task(
+        keep_running("catalogue watch", sched.watch_catalog), name="catalogue watch"
+    )
+    stack.push_async_callback(cancel_and_wait, catalogue_watch)
+    await asyncio.wait_for(sched.catalog_loaded.wait(), timeout=30)
 
     consumer = JsConsumer(
         bus,
@@ -76,7 +83,6 @@ async def start(bus: Bus, stack: AsyncExitStack, settings: SchedulerSettings) ->
     loops = {
         "replica heartbeat": replicas.run_forever,
         "replica watch": replicas.watch_forever,
-        "catalogue watch": sched.watch_catalog,
         "catalogue expiry": sched.expire_catalog_forever,
         "syscall fetch": consume,
         "ack heartbeat": heartbeat,

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import signal
@@ -25,7 +24,7 @@ from aios_schemas import (
 )
 
 from ..memory.embedders import HashingEmbedder, MiniLMEmbedder
-from ..runtime import Bus, HealthDetails, keep_running, main_for
+from ..runtime import Bus, HealthDetails, cancel_and_wait, keep_running, main_for
 from ..runtime.service import load_settings
 from ..runtime.worker import ResourceSpec, serve_resource
 from .blobs import Blobs
@@ -121,19 +120,13 @@ async def start(bus: Bus, stack: AsyncExitStack, settings: StorageSettings) -> H
     await bus.serve(bus.ns.ctl("storage", REINDEX_OP), FilesReindex, reindex_request, max_concurrency=1)
     await serve_resource(bus, stack, settings, SPEC, handlers.handle)
     sweeper = asyncio.create_task(keep_running("upload sweep", sweep_forever))
-    stack.push_async_callback(_stop, sweeper)
+    stack.push_async_callback(cancel_and_wait, sweeper)
     if index is not None:
         await index.catch_up()
         indexer = asyncio.create_task(keep_running("text index", index.run_forever))
-        stack.push_async_callback(_stop, indexer)
+        stack.push_async_callback(cancel_and_wait, indexer)
 
     return handlers.health
-
-
-async def _stop(task: asyncio.Task[None]) -> None:
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
 
 
 def main() -> None:

@@ -19,7 +19,7 @@ from pydantic import JsonValue
 from aios_schemas import AiosError, SideEffects, encode, tool_key
 from aios_schemas.tools import ToolRegister, ToolRegistered, ToolsInspect
 
-from ..runtime import Bus, HealthDetails, keep_running, main_for
+from ..runtime import Bus, HealthDetails, cancel_and_wait, keep_running, main_for
 from ..runtime.service import load_settings
 from ..runtime.worker import ResourceSpec, ServedResources, serve_resources
 from .builtins import BUILTINS
@@ -248,13 +248,13 @@ async def start(bus: Bus, stack: AsyncExitStack, settings: ToolsSettings) -> Hea
     await bus.serve(bus.ns.ctl("tools", "register"), ToolRegister, service.register, max_concurrency=16)
     await bus.serve(bus.ns.ctl("tools", "inspect"), ToolsInspect, handlers.inspect, max_concurrency=4)
     expiry = asyncio.create_task(keep_running("external tool leases", service.expire_forever))
-    stack.push_async_callback(_stop, expiry)
+    stack.push_async_callback(cancel_and_wait, expiry)
     servers = [McpServer(name, cfg) for name, cfg in settings.mcp.items()]
     registering = []
     for server in servers:
         stack.push_async_callback(server.close)
         task = asyncio.create_task(_logged(server.name, service.add_mcp(server)))
-        stack.push_async_callback(_stop, task)
+        stack.push_async_callback(cancel_and_wait, task)
         registering.append(task)
     if registering:  # ready with its MCP tools, unless a server is slow or down: then they come later
         await asyncio.wait(registering, timeout=settings.tools_mcp_start_wait_s)
@@ -272,12 +272,6 @@ async def _logged(name: str, registering: Awaitable[None]) -> None:
         await registering
     except Exception:  # a bad tool definition of that server: its tools stay out, the rest serve
         log.exception("MCP server %s: its tools could not be registered", name)
-
-
-async def _stop(task: asyncio.Task[None]) -> None:
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
 
 
 def main() -> None:

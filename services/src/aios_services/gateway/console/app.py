@@ -23,7 +23,7 @@ from aios_schemas import AiosError, FileContent, FileList, FilesList, FilesRead,
 from aios_schemas.explore import SyscallListQuery
 from aios_schemas.memory import MemoryListReply
 
-from ...runtime import Bus, keep_running
+from ...runtime import Bus, cancel_and_wait, keep_running
 from . import views
 from .hub import Hub
 from .ops import Operator
@@ -80,9 +80,7 @@ def console_app(bus: Bus, token: str, models: Mapping[str, Any]) -> web.Applicat
 async def _background(ui: web.Application) -> AsyncIterator[None]:
     task = asyncio.create_task(keep_running("console", ui[HUB].run))
     yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    await cancel_and_wait(task)
 
 
 async def _closing(ui: web.Application) -> None:
