@@ -31,10 +31,13 @@ def test_paper_smoke_runs_every_regime_and_mode(tmp_path: Path) -> None:
     for key, regime in report["regimes"].items():
         assert list(regime["modes"]) == modes, key
         for name, m in regime["modes"].items():
-            assert m["completed"] == m["agents"] == report["agents"], (key, name, m["errors"])
-            assert m["failed"] == 0 and m["calls"] > m["agents"]
-            assert len(m["completion_s"]) == m["agents"]
-            assert 0 < m["jain_slowdown"] <= 1
+            assert m["completed"] + m["failed"] == m["agents"] == report["agents"]
+            assert len(m["completion_s"]) == m["completed"] and 0 < m["jain_slowdown"] <= 1
+            if key == "c" and name == "direct":  # may lose agents to 429s: what regime (c) shows
+                assert m["completed"] > 0 and m["retries"] >= m["client_429s"] - m["failed"]
+            else:  # every kernel mode, and direct access below the engine's limits: all complete
+                assert m["failed"] == 0, (key, name, m["errors"])
+            assert m["calls"] >= m["agents"]
         assert regime["ratios"]["direct"]["throughput_vs_direct"] == 1.0
         assert "las_mean_vs_fifo" in regime["targets"]
     for line in ("(a) engine not overloaded", "(b) KV cache overloaded", "(c) hosted API", "x direct"):
