@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import aiohttp
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 
 from aios_schemas import BackendEntry
-from aios_services.llm.capacity import Aimd, EngineLoad, metrics_url, parse_metrics
+from aios_services.llm.capacity import Aimd, CapacityProbe, EngineLoad, metrics_url, parse_metrics
 
 VLLM = """\
 # HELP vllm:num_requests_running Number of requests in model execution batches.
@@ -47,13 +50,12 @@ def load(running: float, *, kv: float = 0.1, preempted: float = 0, finished: flo
     return EngineLoad(running=running, waiting=0.0, kv_usage=kv, preemptions=preempted, finished=finished)
 
 
-def test_slow_start_doubles_once_per_window_of_finished_requests() -> None:
+def test_slow_start_adds_one_per_finished_request() -> None:
     a = Aimd(ceiling=64)
     assert a.update(load(4, finished=0)) == 4
-    assert a.update(load(4, finished=3)) == 4  # 3 of a window of 4 finished: not yet
-    assert a.update(load(4, finished=4)) == 8
-    assert a.update(load(8, finished=11)) == 8
-    assert a.update(load(8, finished=12)) == 16
+    assert a.update(load(4, finished=3)) == 7
+    assert a.update(load(7, finished=4)) == 8
+    assert a.update(load(8, finished=12)) == 16  # doubled over a window
 
 
 def test_an_unused_limit_does_not_grow() -> None:
@@ -68,15 +70,16 @@ def test_a_preemption_halves_once_per_overload_then_growth_is_additive() -> None
     assert a.update(load(16, preempted=1, finished=1)) == 8
     assert a.update(load(14, preempted=3, finished=3)) == 8  # the same overload draining: no more cuts
     assert a.update(load(8, preempted=3, finished=6)) == 8  # drained: a new window starts
-    assert a.update(load(8, preempted=3, finished=14)) == 9  # +1, not doubled
-    assert a.update(load(9, preempted=3, finished=23)) == 10
+    # Then about +1 per window (1/limit per finished request), never doubling again.
+    grown = [a.update(load(a.value, preempted=3, finished=6 + 8 * n)) for n in (1, 2, 3)]
+    assert grown == [9, 9, 10]
 
 
 def test_a_nearly_full_kv_cache_holds_the_limit() -> None:
     a = Aimd(ceiling=64)
     a.update(load(4, finished=0))
     assert a.update(load(4, kv=0.95, finished=4)) == 4
-    assert a.update(load(4, kv=0.5, finished=8)) == 5  # left slow start at the edge: +1 from now on
+    assert a.update(load(4, kv=0.5, finished=8)) == 5  # left slow start at the edge: +1 per window
 
 
 def test_the_limit_stays_between_one_and_the_ceiling() -> None:
@@ -108,3 +111,27 @@ def test_the_scheduler_uses_the_lower_of_slots_and_limit_plus_ahead() -> None:
     assert BackendEntry(name="b", slots=64, ahead=1).usable == 65
     assert BackendEntry(name="b", slots=64, ahead=1, limit=8).usable == 9
     assert BackendEntry(name="b", slots=4, limit=8).usable == 4
+
+
+async def test_no_limit_until_the_engine_says_and_none_again_once_it_stops_saying() -> None:
+    answer: list[str | None] = ["vllm:num_requests_running 0\n"]
+
+    async def metrics(request: web.Request) -> web.Response:
+        return web.Response(text=answer[0]) if answer[0] is not None else web.Response(status=404)
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics)
+    reported: list[int | None] = []
+
+    async def on_change(backend: str, limit: int | None) -> None:
+        reported.append(limit)
+
+    async with TestServer(app, host="127.0.0.1") as server, aiohttp.ClientSession() as session:
+        probe = CapacityProbe("b", str(server.make_url("/metrics")), Aimd(ceiling=64), 0.01, on_change)
+        assert probe.limit is None
+        await probe.read_once(session)
+        assert reported == [4] and probe.limit == 4
+        answer[0] = None  # the engine stops saying (or never did: a hosted API)
+        for _ in range(3):
+            await probe.read_once(session)
+        assert reported == [4, None] and probe.limit is None and probe.last_error

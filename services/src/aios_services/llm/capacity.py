@@ -6,8 +6,8 @@ whole engine slows down (thrashing). Where a backend exposes its state (vLLM's P
 `/metrics`; the simulator the same), the llm service reads it every `adaptive_interval_s` and keeps
 a *limit* on the requests the scheduler sends there, like TCP's congestion window:
 
-- slow start: from a few requests, double per window (see `Aimd`) while the limit is in use and
-  the engine stayed healthy;
+- slow start: from a few requests, +1 per finished request (doubling per window, see `Aimd`)
+  while the limit is in use and the engine stays healthy;
 - additive increase: once congestion has been seen, +1 per window, on the same conditions;
 - multiplicative decrease: halve on a preemption since the last reading (once per overload: not
   again while the requests sent under the old limit drain);
@@ -88,11 +88,12 @@ class _Counter:
 class Aimd:
     """The limit's arithmetic (no I/O: `update` takes one reading, returns the new limit).
 
-    The clock is the engine's finished requests, like TCP's acknowledgements: the limit grows only
-    after a whole window of requests sent under it has finished without a preemption and with the
-    KV cache's peak usage below `kv_high`. A window's peak is the honest signal: a request's KV
-    grows until it ends, so usage read right after admissions says little about where it goes.
-    Without a finished-requests counter, each reading closes a window.
+    The clock is the engine's finished requests, like TCP's acknowledgements: the limit grows with
+    them (by one per finished request in slow start, by one per window of `limit` finished requests
+    after), while it is in use, without a preemption, and with the KV cache's peak usage over the
+    current window below `kv_high`. The window's peak is the honest signal: a request's KV grows
+    until it ends, so usage read right after admissions says little about where it goes. Without
+    a finished-requests counter, each reading counts as a whole window finished.
     """
 
     ceiling: int
@@ -119,7 +120,8 @@ class Aimd:
 
     def update(self, load: EngineLoad) -> int:
         preempted = self._preemptions.delta(load.preemptions) > 0
-        self._window_done += self._finished.delta(load.finished) if load.finished is not None else self.value
+        done = self._finished.delta(load.finished) if load.finished is not None else float(self.value)
+        self._window_done += done
         self._window_peak = max(self._window_peak, load.kv_usage or 0.0)
         self._window_used |= load.running + load.waiting >= self.value
         if self.recovering and load.running + load.waiting <= self.value:
@@ -132,13 +134,17 @@ class Aimd:
             self.slow_start = False
             self.recovering = True
             return self.value
-        if self.recovering or self._window_done < self.value:
+        if self.recovering:
             return self.value
         if self._window_peak >= self.kv_high:
             self.slow_start = False  # at the edge: hold
         elif self._window_used and self.limit < self.ceiling:
-            self.limit = min(float(self.ceiling), self.limit * 2 if self.slow_start else self.limit + 1)
-        self._new_window()
+            # TCP Reno's arithmetic, finished requests for acknowledgements: +1 per finished
+            # request in slow start (doubling per window), +1 per window after.
+            step = done if self.slow_start else done / self.limit
+            self.limit = min(float(self.ceiling), self.limit + step)
+        if self._window_done >= self.value:
+            self._new_window()
         return self.value
 
 
@@ -149,7 +155,11 @@ def metrics_url(base_url: str) -> str:
 
 
 class CapacityProbe:
-    """Reads one backend's metrics every `interval_s` and reports a changed limit."""
+    """Reads one backend's metrics every `interval_s` and reports a changed limit.
+
+    No limit (None: `slots` applies) until the first good reading, and again after `give_up`
+    failed readings in a row: an engine that never says (a hosted API) or stopped saying is not
+    held to a guess; calls to a dead one fail on their own (the breaker)."""
 
     def __init__(
         self,
@@ -157,33 +167,42 @@ class CapacityProbe:
         url: str,
         aimd: Aimd,
         interval_s: float,
-        on_change: Callable[[str, int], Awaitable[None]],
+        on_change: Callable[[str, int | None], Awaitable[None]],
+        give_up: int = 3,
     ) -> None:
         self.backend = backend
         self.url = url
         self.aimd = aimd
         self.interval_s = interval_s
         self.on_change = on_change
+        self.give_up = give_up
         self.readings = 0
+        self.failures = 0  # in a row
+        self.limit: int | None = None  # what was last reported
         self.last_error: str | None = None
 
-    async def run(self, session: aiohttp.ClientSession) -> None:
+    async def read_once(self, session: aiohttp.ClientSession) -> None:
         timeout = aiohttp.ClientTimeout(total=max(1.0, 4 * self.interval_s))
+        try:
+            async with session.get(self.url, timeout=timeout) as resp:
+                resp.raise_for_status()
+                load = parse_metrics(await resp.text())
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            if self.last_error is None:
+                log.warning("adaptive capacity of %s: cannot read %s: %s", self.backend, self.url, exc)
+            self.last_error = str(exc) or type(exc).__name__
+            self.failures += 1
+            limit = None if self.failures >= self.give_up else self.limit
+        else:
+            self.last_error = None
+            self.failures = 0
+            self.readings += 1
+            limit = self.aimd.update(load)
+        if limit != self.limit:
+            self.limit = limit
+            await self.on_change(self.backend, limit)
+
+    async def run(self, session: aiohttp.ClientSession) -> None:
         while True:
-            before = self.aimd.value
-            try:
-                async with session.get(self.url, timeout=timeout) as resp:
-                    resp.raise_for_status()
-                    load = parse_metrics(await resp.text())
-            except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-                # The limit stays where it was: calls to a dead engine fail on their own (the
-                # breaker), and a live one that hides its metrics keeps the last good reading.
-                if self.last_error is None:
-                    log.warning("adaptive capacity of %s: cannot read %s: %s", self.backend, self.url, exc)
-                self.last_error = str(exc) or type(exc).__name__
-            else:
-                self.last_error = None
-                self.readings += 1
-                if self.aimd.update(load) != before:
-                    await self.on_change(self.backend, self.aimd.value)
+            await self.read_once(session)
             await asyncio.sleep(self.interval_s)

@@ -48,7 +48,7 @@ def build_models(cfg: LlmConfig, env: Mapping[str, str]) -> dict[str, Model]:
     }
 
 
-def catalogue(cfg: LlmConfig, adapted: Mapping[str, int] | None = None) -> list[ModelEntry]:
+def catalogue(cfg: LlmConfig, adapted: Mapping[str, int | None] | None = None) -> list[ModelEntry]:
     """What the scheduler needs to route: each model's backends with their slots and limits
     (`adapted`: backend -> the concurrency its engine's state allows now, see capacity.py)."""
     adapted = adapted or {}
@@ -83,15 +83,14 @@ async def start(
         for b in m.backends:
             stack.push_async_callback(b.close)
     limits = await bus.ensure_kv(bus.ns.limits_bucket)
-    adapted: dict[str, int] = {}  # backend -> the concurrency its engine allows now
+    adapted: dict[str, int | None] = {}  # backend -> the concurrency its engine allows now
 
-    async def adapt(backend: str, limit: int) -> None:
+    async def adapt(backend: str, limit: int | None) -> None:
         adapted[backend] = limit
         with contextlib.suppress(nats.errors.Error):
             await publish_catalogue()
 
     probes = capacity_probes(cfg, adapt)
-    adapted.update({p.backend: p.aimd.value for p in probes})
     entries = catalogue(cfg, adapted)
 
     confirmed = [time.monotonic()]
@@ -164,7 +163,7 @@ async def start(
         **(
             {
                 "adaptive": {
-                    p.backend: {"limit": p.aimd.value, "readings": p.readings, "error": p.last_error}
+                    p.backend: {"limit": p.limit, "readings": p.readings, "error": p.last_error}
                     for p in probes
                 }
             }
@@ -174,7 +173,9 @@ async def start(
     }
 
 
-def capacity_probes(cfg: LlmConfig, on_change: Callable[[str, int], Awaitable[None]]) -> list[CapacityProbe]:
+def capacity_probes(
+    cfg: LlmConfig, on_change: Callable[[str, int | None], Awaitable[None]]
+) -> list[CapacityProbe]:
     """One probe per backend whose concurrency adapts to its engine (`adaptive = true`)."""
     return [
         CapacityProbe(

@@ -259,7 +259,7 @@ async def _live(request: web.Request) -> web.StreamResponse:
             await response.write(
                 f"event: {view}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
             )
-    except (ConnectionResetError, asyncio.CancelledError):
+    except ConnectionResetError:  # the browser left (a cancel, e.g. the gateway stopping, propagates)
         pass
     finally:
         hub.watchers -= 1
