@@ -157,3 +157,30 @@ async def test_cancel_of_a_resumed_run_deletes_the_snapshot(llm: LlmService, sim
     assert reply.result and reply.result.error and reply.result.error.code == "cancelled"
     assert await llm.snapshot(sid) is None
     await wait_for(lambda: sim.stats()["running"] == 0, what="the simulator to drop the request")
+
+
+async def test_a_suspend_before_the_first_token_waits_for_output(nats_url: str, tmp_path: Path) -> None:
+    """A run cut before its first new token would have paid for a context switch (its request, the
+    engine's prefill) for nothing; resumed and cut again the same way, it would never progress. A
+    suspend that arrives that early takes effect only once the run has produced output."""
+    async with run_sim("fixed", models=(SIM_MODEL,), decode_ms=2.0, ttft_ms=500.0) as slow:
+        config = model_toml(
+            "m",
+            backend_toml("sim-cont", slow.base_url, model=SIM_MODEL, capabilities={"continue_partial": True}),
+        )
+        async with llm_service(nats_url, tmp_path, config) as svc:
+            payload = chat(LONG)
+            reference = done(await svc.exec(payload))
+            req = svc.request(payload, preemptible=True)
+            asked = slow.stats()["requests"]
+            assert isinstance(asked, int)
+            pending = asyncio.ensure_future(svc.send(req))
+            await wait_for(lambda: slow.stats()["requests"] == asked + 1, what="the backend call")
+            before = generated(slow)
+            await svc.control(req.syscall.id, "suspend")  # within the 0.5 s before the first token
+            reply = await pending
+            assert reply.outcome == "suspended" and reply.usage.completion_tokens > 0
+            snap = await svc.snapshot(req.syscall.id)
+            assert snap is not None and snap.partial and reference.content
+            assert reference.content.startswith(snap.partial)
+            assert generated(slow) > before

@@ -165,6 +165,37 @@ async def test_round_robin_suspends_and_resumes_to_identical_text(
             assert ev.max_concurrency()["sim"] == 1
 
 
+async def test_round_robin_progresses_when_a_switch_costs_more_than_the_quantum(
+    nats_url: str, tmp_path: Path, events: tuple[Events, nats.NATS]
+) -> None:
+    """A resumed run reaches its first token only after the backend's time to first token (here
+    0.25 s, standing for re-prefill and queueing behind a full KV cache), longer than the 0.05 s
+    quantum. Suspended as soon as the quantum ends, every run would be cut before its first token
+    and two calls would swap forever; each run must instead produce output before it yields."""
+    ev, nc = events
+    async with run_sim("fixed", models=(MODEL,), decode_ms=2.0, ttft_ms=250.0) as sim:
+        backends = [
+            {"name": "sim", "base_url": sim.base_url, "slots": 1, "capabilities": {"continue_partial": True}}
+        ]
+        async with running_kernel(
+            nats_url, tmp_path, {MODEL: backends}, policy="rr", policy_params={"quantum": 0.05}
+        ) as k:
+            await subscribe(ev, nc, k)
+            async with k.connect() as aios:
+                prompts = [ask("long story A", 200), ask("long story B", 200)]
+                ids = [new_id() for _ in prompts]
+                calls = asyncio.gather(
+                    *(aios.llm.chat(MODEL, p, id=i) for p, i in zip(prompts, ids, strict=True))
+                )
+                # A deadline, not a timed assertion: without the progress guarantee the two swap forever.
+                replies = await asyncio.wait_for(calls, 30.0)
+            for p, r in zip(prompts, replies, strict=True):
+                await same_as_uninterrupted(sim, p, r.content)
+                assert r.usage.completion_tokens == 200
+            await ev.wait_for(lambda: sum(e.state == "done" for e in ev.items) == 2)
+            assert sum(ev.states(i).count("suspended") for i in ids) >= 2  # still round-robin
+
+
 async def test_priority_preempts_a_running_low_priority_call(
     nats_url: str, tmp_path: Path, events: tuple[Events, nats.NATS]
 ) -> None:

@@ -252,7 +252,7 @@ class LlmHandlers:
         )
         result = _Call(gen, pub.seq, Usage())
         try:
-            stopped = await _race(self._call(backend, body, gen, pub, streaming), run)
+            stopped = await _race(self._call(backend, body, gen, pub, streaming, run), run)
             result.stopped = stopped
         except AiosError as exc:
             result.error = exc
@@ -267,7 +267,7 @@ class LlmHandlers:
         return result
 
     async def _call(
-        self, backend: Backend, body: Body, gen: Generation, pub: _Publisher, streaming: bool
+        self, backend: Backend, body: Body, gen: Generation, pub: _Publisher, streaming: bool, run: Run
     ) -> None:
         try:
             if not streaming:
@@ -278,6 +278,8 @@ class LlmHandlers:
             async with backend.client.stream("/chat/completions", body) as chunks:
                 async for chunk in chunks:
                     delta = gen.add_chunk(chunk)
+                    if gen.deltas:  # output since the run started: a suspend may now take effect
+                        run.output()
                     if delta:
                         await pub.send(delta)
         except Exception as exc:
