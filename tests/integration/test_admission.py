@@ -11,7 +11,16 @@ from pathlib import Path
 import nats
 import pytest
 
-from aios_schemas import LlmChat, Syscall, SyscallResult, encode
+from aios_schemas import (
+    AiosError,
+    LlmChat,
+    QuotaQuery,
+    QuotaReply,
+    Syscall,
+    SyscallResult,
+    decode_reply,
+    encode,
+)
 from aios_sdk import Conflict, QuotaExceeded
 from aios_services.sim.runner import SimServer, run_sim
 from tests.kernel import Kernel, running_kernel
@@ -193,3 +202,30 @@ async def test_jetstream_drops_a_fresh_id_published_again_after_it_was_answered(
             k.ns.sys(call.kind, call.agent), encode(call), headers={"Nats-Msg-Id": sid}
         )
         assert ack.duplicate
+
+
+async def test_what_agents_have_left_of_their_quotas(
+    nats_url: str, nc: nats.NATS, tmp_path: Path, sim: SimServer
+) -> None:
+    quotas = {"agent-1": [{"calls": 10}, {"calls": 5, "tokens": 100_000, "per": "day"}]}
+    async with running_kernel(nats_url, tmp_path, backends(sim), quotas=quotas) as k, k.connect() as aios:
+        for i in range(2):
+            await aios.llm.chat(MODEL, ask(f"q{i}"), max_tokens=10)
+        msg = await nc.request(
+            k.ns.ctl("scheduler", "quotas"), encode(QuotaQuery(agents=["agent-1", "agent-2"])), timeout=5
+        )
+        left = decode_reply(msg.data, msg.headers, QuotaReply).agents
+        lifetime, day = left["agent-1"]
+        assert (lifetime.per, lifetime.calls, lifetime.calls_used, lifetime.tokens) == (
+            "lifetime",
+            10,
+            2,
+            None,
+        )
+        assert (day.per, day.calls, day.calls_used, day.tokens) == ("day", 5, 2, 100_000)
+        assert 0 < day.tokens_used < 100_000
+        assert left["agent-2"] == []  # no quota applies to it
+        bad = await nc.request(k.ns.ctl("scheduler", "quotas"), b'{"agents": []}', timeout=5)
+        with pytest.raises(AiosError) as exc:
+            decode_reply(bad.data, bad.headers, QuotaReply)
+        assert exc.value.code == "invalid_request"

@@ -3,7 +3,7 @@ idle models listed; a syscall's events turned into timeline phases."""
 
 from __future__ import annotations
 
-from aios_schemas import AgentStats, BackendEntry, ModelEntry, ResourceStats, SchedulerStats
+from aios_schemas import AgentStats, BackendEntry, ModelEntry, QuotaLeft, ResourceStats, SchedulerStats
 from aios_schemas.traces import TraceEvent, TraceReply
 from aios_services.gateway.console import views
 
@@ -65,3 +65,12 @@ def test_idle_models_and_timeline() -> None:
     assert [p["phase"] for p in tl["phases"]] == ["admission", "queued", "running", "suspended", "running"]  # type: ignore[index, union-attr]
     assert (tl["backend"], tl["tokens"], tl["suspensions"], tl["total_ms"]) == ("sim", 40, 1, 100.0)
     assert views.timeline("y", TraceReply())["found"] is False
+
+
+def test_quota_left_in_one_line() -> None:
+    assert views.quota_text([]) == "-"
+    periods = [
+        QuotaLeft(per="lifetime", calls=10, calls_used=12),
+        QuotaLeft(per="day", calls=None, tokens=10_000, tokens_used=1_000),
+    ]
+    assert views.quota_text(periods) == "0 calls left (lifetime); 9,000 tokens left (day)"

@@ -134,7 +134,16 @@ from .memory import (
     Or,
     Range,
 )
-from .stats import AgentStats, BackendStats, ResourceStats, SchedulerStats, StatsQuery
+from .stats import (
+    AgentStats,
+    BackendStats,
+    QuotaLeft,
+    QuotaQuery,
+    QuotaReply,
+    ResourceStats,
+    SchedulerStats,
+    StatsQuery,
+)
 from .subjects import DEFAULT, Namespace
 from .tools import (
     TOOL_NAME_PATTERN,
@@ -266,6 +275,9 @@ __all__ = [
     "Namespace",
     "Not",
     "Or",
+    "QuotaLeft",
+    "QuotaQuery",
+    "QuotaReply",
     "Range",
     "ResourceEntry",
     "ResourceStats",

@@ -65,7 +65,7 @@ from .explore import SeriesQuery, SeriesReply, SyscallListQuery, SyscallListRepl
 from .files import FilesInspect, FilesInspectReply, FilesReindex, FilesReindexReply
 from .llm import LlmChat, StreamChunk
 from .memory import MemoryEvicted, MemoryInspect, MemoryInspectReply
-from .stats import SchedulerStats, StatsQuery
+from .stats import QuotaQuery, QuotaReply, SchedulerStats, StatsQuery
 from .subjects import DEFAULT, Namespace
 from .tools import ToolRegister, ToolRegistered, ToolsInspect, ToolsListReply
 from .traces import SpanBatch, TraceQuery, TraceReply, UsageQuery, UsageReply
@@ -139,6 +139,7 @@ CONTROLS: tuple[Control, ...] = (
     Control("scheduler", "cancel", CancelRequest, CancelReply, "the agent itself", per_agent=True),
     Control("scheduler", "result", ResultQuery, SyscallResult, "the agent itself", per_agent=True),
     Control("scheduler", "stats", StatsQuery, SchedulerStats, "the operator (`aios top`)"),
+    Control("scheduler", "quotas", QuotaQuery, QuotaReply, "the operator (the web console)"),
     Control("scheduler", "stats_local", StatsQuery, SchedulerStats, "scheduler replicas (each answers)"),
     Control("scheduler", "holds", HoldQuery, HoldReply, "scheduler replicas (each answers)"),
     Control("access", "agent_add", AgentAdd, AgentAdded, "the operator (`aios agent add`)"),

@@ -60,3 +60,28 @@ class SchedulerStats(BaseModel):
     counters: dict[str, int] = Field(default_factory=dict, description="accepted, done, failed, ...")
     resources: list[ResourceStats] = Field(default_factory=list)
     agents: list[AgentStats] = Field(default_factory=list)
+
+
+class QuotaQuery(BaseModel):
+    """Operator -> scheduler (`ctl.scheduler.quotas`): what these agents have left of their quotas."""
+
+    model_config = _M
+    agents: list[str] = Field(min_length=1, max_length=500, description="Agent names (a page of them).")
+
+
+class QuotaLeft(BaseModel):
+    """One period of an agent's quota: its limits and what the current window has used."""
+
+    model_config = _M
+    per: str = Field(description="lifetime | minute | hour | day")
+    calls: int | None = Field(None, description="Calls allowed in the period (None: not limited).")
+    calls_used: int = Field(0, description="Calls counted in the current window.")
+    tokens: int | None = Field(None, description="Tokens allowed in the period (None: not limited).")
+    tokens_used: int = Field(0, description="Tokens counted (and reserved) in the current window.")
+
+
+class QuotaReply(BaseModel):
+    model_config = _M
+    agents: dict[str, list[QuotaLeft]] = Field(
+        default_factory=dict, description="agent -> its quota's periods (empty: no quota applies)."
+    )

@@ -38,6 +38,7 @@ from aios_sdk.config import without_credentials
 # What the web console (in the gateway) may ask on the bus: (service, op) of `ctl.<service>.<op>`.
 CONSOLE_CTL: tuple[tuple[str, str], ...] = (
     ("scheduler", "stats"),
+    ("scheduler", "quotas"),
     ("recorder", "trace"),
     ("recorder", "syscalls"),
     ("recorder", "series"),

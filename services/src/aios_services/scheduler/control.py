@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import defaultdict
 
@@ -13,6 +14,8 @@ from aios_schemas import (
     CancelRequest,
     HoldQuery,
     HoldReply,
+    QuotaQuery,
+    QuotaReply,
     ResourceStats,
     ResultQuery,
     SchedulerStats,
@@ -99,6 +102,11 @@ class Control:
     async def holds(self, q: HoldQuery) -> HoldReply:
         """`ctl.scheduler.holds` (every replica answers): whether this replica holds a syscall."""
         return HoldReply(instance=self.s.settings.instance, held=q.id in self.s.held)
+
+    async def quotas(self, q: QuotaQuery) -> QuotaReply:
+        """What agents have left of their quotas (usage is in KV: any replica answers for all)."""
+        left = await asyncio.gather(*(self.s.quotas.left(a) for a in q.agents))
+        return QuotaReply(agents=dict(zip(q.agents, left, strict=True)))
 
     async def stats(self, q: StatsQuery) -> SchedulerStats:
         """Every live replica's view, merged (or only this one's with `local`)."""

@@ -6,7 +6,7 @@ import asyncio
 import logging
 from contextlib import AsyncExitStack
 
-from aios_schemas import CancelRequest, HoldQuery, ResultQuery, StatsQuery, Syscall
+from aios_schemas import CancelRequest, HoldQuery, QuotaQuery, ResultQuery, StatsQuery, Syscall
 
 from ..runtime import Bus, HealthDetails, cancel_and_wait, keep_running, main_for
 from ..runtime.agent_requests import serve_agent_requests
@@ -78,6 +78,7 @@ async def start(bus: Bus, stack: AsyncExitStack, settings: SchedulerSettings) ->
     # Every replica answers this one: a merged view asks them all.
     await bus.serve(ns.ctl("scheduler", "stats_local"), StatsQuery, control.stats)
     await bus.serve(ns.ctl("scheduler", "holds"), HoldQuery, control.holds)
+    await bus.serve(ns.ctl("scheduler", "quotas"), QuotaQuery, control.quotas, queue="scheduler")
     # Cancel is broadcast: only the replica holding the syscall can stop it.
     await serve_agent_requests(bus, "scheduler", "cancel", CancelRequest, control.cancel)
     loops = {

@@ -11,7 +11,7 @@ from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 from pydantic import BaseModel, ConfigDict
 
-from aios_schemas import AiosError
+from aios_schemas import AiosError, QuotaLeft
 
 from ..runtime.kvcas import cas_update
 from .settings import Period, Quota
@@ -73,6 +73,18 @@ class Quotas:
         if usage.window != _window(per, time.time() if now is None else now):
             return Usage()
         return usage
+
+    async def left(self, agent: str, now: float | None = None) -> list[QuotaLeft]:
+        """Each period of the agent's quota with what its current window has used."""
+        out = []
+        for q in self.quota(agent):
+            used = await self.usage(agent, q.per, now)
+            out.append(
+                QuotaLeft(
+                    per=q.per, calls=q.calls, calls_used=used.calls, tokens=q.tokens, tokens_used=used.tokens
+                )
+            )
+        return out
 
     async def reserve(
         self, syscall_id: str, agent: str, tokens: int, now: float | None = None

@@ -214,9 +214,26 @@ async def _overview(request: web.Request) -> web.StreamResponse:
 async def _agents(request: web.Request) -> web.StreamResponse:
     s = await _fresh(request.app[HUB])
     q = request.query
-    return _json(
-        views.agents(s, page=_int(request, "page", 0), sort=q.get("sort", "calls"), q=q.get("q", ""))
-    )
+    page = views.agents(s, page=_int(request, "page", 0), sort=q.get("sort", "calls"), q=q.get("q", ""))
+    return _json(await _with_quotas(request.app[OPS], page))
+
+
+async def _with_quotas(ops: Operator, page: dict[str, JsonValue]) -> dict[str, JsonValue]:
+    """The page's rows with what each agent has left of its quota (asked for the page's agents
+    only: usage lives in KV, one read per agent and period). Without an answer, rows go as they are."""
+    rows = page.get("rows")
+    if not isinstance(rows, list) or not rows:
+        return page
+    names = [str(r["agent"]) for r in rows if isinstance(r, dict)]
+    try:
+        left = (await ops.quotas(names)).agents
+    except AiosError as exc:
+        log.debug("no quotas for the console: %s", exc.message)
+        return page
+    for r in rows:
+        if isinstance(r, dict):
+            r["quota"] = views.quota_text(left.get(str(r["agent"]), []))
+    return page
 
 
 @_api
@@ -249,7 +266,7 @@ async def _live(request: web.Request) -> web.StreamResponse:
             s = hub.snapshot
             data: dict[str, JsonValue]
             if view == "agents":
-                data = views.agents(s, page=page, sort=sort, q=text)
+                data = await _with_quotas(request.app[OPS], views.agents(s, page=page, sort=sort, q=text))
             elif view == "approvals":
                 data = views.approvals(s)
             else:

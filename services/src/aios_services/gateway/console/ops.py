@@ -24,6 +24,8 @@ from aios_schemas import (
     FilesList,
     FilesRead,
     FilesVersions,
+    QuotaQuery,
+    QuotaReply,
     SchedulerStats,
     StatsQuery,
 )
@@ -53,6 +55,9 @@ class Operator:
 
     async def stats(self) -> SchedulerStats:
         return await self._ask("scheduler", "stats", StatsQuery(agents=True), SchedulerStats)
+
+    async def quotas(self, agents: list[str]) -> QuotaReply:
+        return await self._ask("scheduler", "quotas", QuotaQuery(agents=agents), QuotaReply)
 
     async def approvals(self) -> list[Approval]:
         return (await self._ask("access", "approvals", ApprovalList(), ApprovalListReply)).approvals

@@ -9,7 +9,7 @@ from typing import Literal
 
 from pydantic import JsonValue
 
-from aios_schemas import Approval, ModelEntry, SchedulerStats
+from aios_schemas import Approval, ModelEntry, QuotaLeft, SchedulerStats
 from aios_schemas.explore import SeriesPoint, SyscallSummary
 from aios_schemas.traces import TraceReply
 
@@ -225,3 +225,19 @@ def rate(history: Sequence[tuple[float, int]]) -> float:
         return 0.0
     (t0, n0), (t1, n1) = history[0], history[-1]
     return max(0, n1 - n0) / (t1 - t0) if t1 > t0 else 0.0
+
+
+def quota_text(periods: list[QuotaLeft]) -> str:
+    """What an agent has left, one short line: `40 calls, 9,000 tokens left (day)`; `-`: no quota."""
+    if not periods:
+        return "-"
+    parts = []
+    for q in periods:
+        left = []
+        if q.calls is not None:
+            left.append(f"{max(0, q.calls - q.calls_used):,} calls")
+        if q.tokens is not None:
+            left.append(f"{max(0, q.tokens - q.tokens_used):,} tokens")
+        if left:
+            parts.append(f"{', '.join(left)} left ({q.per})")
+    return "; ".join(parts) or "-"

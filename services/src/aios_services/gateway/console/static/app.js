@@ -211,7 +211,7 @@ async function pageAgents(id, params) {
     h("button", { type: "submit" }, "Show"));
   main.replaceChildren(
     h("h1", { text: "Agents" }), form,
-    table([["Agent"], ["Calls", "num"], ["Tokens", "num"], ["Wait s", "num"], ["Service s", "num"], ["Suspended", "num"], ["Running", "num"], ["Queued", "num"]], []),
+    table([["Agent"], ["Calls", "num"], ["Tokens", "num"], ["Wait s", "num"], ["Service s", "num"], ["Suspended", "num"], ["Running", "num"], ["Queued", "num"], ["Quota left"]], []),
     h("div", { class: "pager" }, prev, info, next));
   main.querySelector("tbody").replaceWith(tbody);
   const show = (d) => {
@@ -221,8 +221,9 @@ async function pageAgents(id, params) {
       h("td", { class: "num", text: fmt.n(r.calls) }), h("td", { class: "num", text: fmt.n(r.tokens) }),
       h("td", { class: "num", text: fmt.f(r.wait) }), h("td", { class: "num", text: fmt.f(r.service) }),
       h("td", { class: "num", text: fmt.n(r.suspensions) }), h("td", { class: "num", text: fmt.n(r.running) }),
-      h("td", { class: "num", text: fmt.n(r.queued) }))));
-    if (!d.rows.length) tbody.append(h("tr", {}, h("td", { colspan: 8, class: "muted", text: "No agents yet." })));
+      h("td", { class: "num", text: fmt.n(r.queued) }),
+      h("td", { class: "quota", text: r.quota ?? "" }))));
+    if (!d.rows.length) tbody.append(h("tr", {}, h("td", { colspan: 9, class: "muted", text: "No agents yet." })));
     info.textContent = `page ${d.page + 1} of ${d.pages} (${fmt.n(d.total)} agents)`;
     prev.disabled = d.page <= 0;
     next.disabled = d.page + 1 >= d.pages;
