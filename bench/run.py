@@ -6,12 +6,12 @@ from __future__ import annotations
 from bench import (
     access_bench,
     files_bench,
-    gateway,
     kernel_overhead,
     las_policy,
     many_agents,
     memory_bench,
     paper,
+    peers,
     rate_sweep,
     scheduling,
     tools_bench,
@@ -32,7 +32,7 @@ def main() -> None:
     files_bench.main([])
     access_bench.main([])
     tools_bench.main([])
-    gateway.main([])
+    peers.main([])
 
 
 if __name__ == "__main__":

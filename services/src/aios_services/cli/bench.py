@@ -18,6 +18,7 @@ SCENARIOS = {
     "rate-sweep": "bench.rate_sweep",
     "many-agents": "bench.many_agents",
     "scheduling": "bench.scheduling",
+    "peers": "bench.peers",
     "gateway": "bench.gateway",
     "memory": "bench.memory_bench",
     "files": "bench.files_bench",
@@ -29,7 +30,8 @@ SCENARIOS = {
 def bench_cmd(
     scenario: Annotated[str, typer.Argument(help=f"One of: {', '.join(SCENARIOS)}.")],
     smoke: Annotated[
-        bool, typer.Option("--smoke", help="The scenario's small variant, in seconds (paper has one).")
+        bool,
+        typer.Option("--smoke", help="The scenario's small variant, in seconds (paper and peers have one)."),
     ] = False,
     args: Annotated[list[str] | None, typer.Argument(help="Passed to the scenario (after --).")] = None,
 ) -> None:
