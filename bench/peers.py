@@ -50,6 +50,7 @@ from bench.many_agents import MODEL, engine, kernel
 PROMPT = [{"role": "user", "content": "ping [sim:tokens=8]"}]
 THRESHOLDS_MS = (1.0, 5.0, 10.0, 50.0)
 RESULTS = Path(__file__).parent / "results"
+LITELLM_KEY = "sk-aios-bench-" + "0" * 32  # the proxy refuses to start without a master key
 Call = Callable[[], Awaitable[object]]
 
 
@@ -83,8 +84,9 @@ def litellm_version(exe: Path) -> str:
 
 
 @contextlib.asynccontextmanager
-async def litellm_proxy(exe: Path, sim_url: str, d: Path) -> AsyncIterator[tuple[str, int]]:
-    """The proxy on a free port with one model routed to the simulator: (its /v1 URL, its pid)."""
+async def litellm_proxy(exe: Path, sim_url: str, d: Path) -> AsyncIterator[tuple[str, int, str]]:
+    """The proxy on a free port with one model routed to the simulator: (its /v1 URL, its pid, its
+    key). It authenticates requests with a master key, as the gateway checks the agent's."""
     config = d / "litellm.yaml"
     config.write_text(
         "model_list:\n"
@@ -100,6 +102,7 @@ async def litellm_proxy(exe: Path, sim_url: str, d: Path) -> AsyncIterator[tuple
         "LITELLM_LOCAL_MODEL_COST_MAP": "True",  # no fetch from the internet at start
         "LITELLM_LOG": "ERROR",
         "LITELLM_TELEMETRY": "False",
+        "LITELLM_MASTER_KEY": LITELLM_KEY,
     }
     proc = await asyncio.create_subprocess_exec(
         str(exe),
@@ -120,7 +123,7 @@ async def litellm_proxy(exe: Path, sim_url: str, d: Path) -> AsyncIterator[tuple
                 if proc.returncode is not None or time.monotonic() > deadline:
                     raise RuntimeError("the LiteLLM proxy did not start")
                 await asyncio.sleep(0.5)
-        yield url + "/v1", proc.pid
+        yield url + "/v1", proc.pid, LITELLM_KEY
     finally:
         if proc.returncode is None:
             proc.terminate()
@@ -317,9 +320,11 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
             }
             litellm_pid = None
             if exe is not None:
-                litellm_url, litellm_pid = await stack.enter_async_context(litellm_proxy(exe, sim_url, d))
-                calls["litellm"] = http_call(session, litellm_url, "any")
-                streams["litellm"] = http_call(session, litellm_url, "any", stream=True)
+                litellm_url, litellm_pid, lkey = await stack.enter_async_context(
+                    litellm_proxy(exe, sim_url, d)
+                )
+                calls["litellm"] = http_call(session, litellm_url, lkey)
+                streams["litellm"] = http_call(session, litellm_url, lkey, stream=True)
 
             print(f"1. one request at a time, {args.n} rounds, paths interleaved", flush=True)
             seq = await interleaved(calls, args.n)

@@ -12,6 +12,7 @@ from bench import (
     memory_bench,
     paper,
     peers,
+    scale,
     rate_sweep,
     scheduling,
     tools_bench,
@@ -33,6 +34,7 @@ def main() -> None:
     access_bench.main([])
     tools_bench.main([])
     peers.main([])
+    scale.main([])
 
 
 if __name__ == "__main__":

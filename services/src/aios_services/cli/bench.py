@@ -19,6 +19,7 @@ SCENARIOS = {
     "many-agents": "bench.many_agents",
     "scheduling": "bench.scheduling",
     "peers": "bench.peers",
+    "scale": "bench.scale",
     "gateway": "bench.gateway",
     "memory": "bench.memory_bench",
     "files": "bench.files_bench",
@@ -31,7 +32,7 @@ def bench_cmd(
     scenario: Annotated[str, typer.Argument(help=f"One of: {', '.join(SCENARIOS)}.")],
     smoke: Annotated[
         bool,
-        typer.Option("--smoke", help="The scenario's small variant, in seconds (paper and peers have one)."),
+        typer.Option("--smoke", help="The scenario's small variant, in seconds (paper, peers and scale have one)."),
     ] = False,
     args: Annotated[list[str] | None, typer.Argument(help="Passed to the scenario (after --).")] = None,
 ) -> None:
