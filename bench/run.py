@@ -12,8 +12,8 @@ from bench import (
     memory_bench,
     paper,
     peers,
-    scale,
     rate_sweep,
+    scale,
     scheduling,
     tools_bench,
 )

@@ -32,7 +32,7 @@ def bench_cmd(
     scenario: Annotated[str, typer.Argument(help=f"One of: {', '.join(SCENARIOS)}.")],
     smoke: Annotated[
         bool,
-        typer.Option("--smoke", help="The scenario's small variant, in seconds (paper, peers and scale have one)."),
+        typer.Option("--smoke", help="The small variant, in seconds (paper, peers, scale)."),
     ] = False,
     args: Annotated[list[str] | None, typer.Argument(help="Passed to the scenario (after --).")] = None,
 ) -> None:
