@@ -337,12 +337,16 @@ class Scheduler:
     async def reject_malformed(self, msg: Msg, err: AiosError) -> None:
         """A message that is no valid syscall: answer the caller if it names a valid id (the
         consumer then drops it for good). The answer goes to the agent the *subject* names (whom
-        NATS let publish there), never to one the body claims, and never about a syscall in hand."""
+        NATS let publish there), never to one the body claims, and never about a syscall in hand.
+        The id is the body's `id`, or, for a body with none to read (not JSON, not UTF-8, nested too
+        deep), its `Nats-Msg-Id`: the id its sender awaits a result under."""
         try:
             raw = json.loads(msg.data)
             sid = raw.get("id") if isinstance(raw, dict) else None
         except (ValueError, RecursionError):
             sid = None
+        if not (isinstance(sid, str) and _ID.match(sid)):
+            sid = (msg.headers or {}).get("Nats-Msg-Id")
         agent = self.ns.sys_agent(msg.subject)
         if agent and isinstance(sid, str) and _ID.match(sid) and sid not in self.held:
             await self.outbox.answer(agent, sid, SyscallResult.fail(sid, err.to_reply()))
