@@ -87,7 +87,7 @@ async def test_poison_syscalls_are_answered_at_most_once_and_never_redelivered(
     assert err.details["errors_omitted"] == 50_000 - MAX_LISTED_ERRORS
     assert len(err.message) <= 600
     utf8 = list(bad)[1]
-    assert answers[utf8] <= 1
+    assert answers[utf8] == 1, "a body that is not UTF-8 is answered under its Nats-Msg-Id"
 
 
 class Echo(BaseModel):
@@ -149,3 +149,25 @@ async def test_deadlines_are_checked_at_the_boundary(kernel: Kernel, nc: nats.NA
         if res.error and expected == "invalid_request":
             assert "deadline" in res.error.message
         await sub.unsubscribe()
+
+
+async def test_a_body_with_no_id_to_read_is_answered_under_its_msg_id(kernel: Kernel, nc: nats.NATS) -> None:
+    """Not JSON, not UTF-8, nested too deep, no `id`: the caller still hears an invalid_request, under
+    the `Nats-Msg-Id` it published with (the id it awaits); a readable body id comes first."""
+    js = nc.jetstream()
+    bodies = [b"\xff\xfe not json", b"[" * DEEP + b"]" * DEEP, b'{"agent": "agent-1"}', b'{"id": "short"}']
+    for body in bodies:
+        sid = new_id()
+        sub = await nc.subscribe(kernel.ns.result("agent-1", sid))
+        await js.publish(kernel.ns.sys("llm.chat", "agent-1"), body, headers={"Nats-Msg-Id": sid})
+        res = decode_reply((await sub.next_msg(timeout=10)).data, None, SyscallResult)
+        assert res.id == sid and res.error is not None and res.error.code == "invalid_request", (body, res)
+        await sub.unsubscribe()
+
+    body_id, header_id = new_id(), new_id()
+    sub = await nc.subscribe(kernel.ns.result("agent-1", "*"))
+    body = envelope(kernel, body_id, '{"kind": "llm.chat"}')
+    await js.publish(kernel.ns.sys("llm.chat", "agent-1"), body, headers={"Nats-Msg-Id": header_id})
+    msg = await sub.next_msg(timeout=10)
+    assert msg.subject == kernel.ns.result("agent-1", body_id)
+    await sub.unsubscribe()
