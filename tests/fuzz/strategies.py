@@ -231,7 +231,7 @@ def mutate(draw: st.DrawFn, doc: Json, min_mutations: int = 1) -> Json:
                 target = _get(doc, where)
                 doc = _replace(doc, where, {**target, key: draw(json_values(max_leaves=2))})
         elif how == "huge":
-            size = draw(st.integers(2_000, 400_000))
+            size = draw(st.integers(2_000, 150_000))  # escaped, at most ~900 kB: under max_payload
             doc = _replace(doc, path, draw(st.sampled_from("xé€\U0001f600")) * size)
         elif how == "deep":
             doc = _replace(
@@ -241,6 +241,20 @@ def mutate(draw: st.DrawFn, doc: Json, min_mutations: int = 1) -> Json:
             doc = _replace(doc, path, draw(st.sampled_from(ODD_NUMBERS)))
         else:
             doc = _replace(doc, path, draw(st.sampled_from(ODD_TEXT)) * draw(st.integers(1, 3)))
+    return doc
+
+
+@st.composite
+def odd_strings(draw: st.DrawFn, doc: Json) -> Json:
+    """`doc` with its strings (not `kind`, the tag) made odd but still strings: the shape stays
+    valid, so the call reaches the service behind the scheduler and tests its own checks."""
+    for path in _paths(doc):
+        value = _get(doc, path)
+        if isinstance(value, str) and path[-1:] != ("kind",) and draw(st.booleans()):
+            odd = (
+                st.sampled_from(ODD_TEXT) | st.text(max_size=40) | st.integers(300, 100_000).map("é".__mul__)
+            )
+            doc = _replace(doc, path, draw(odd))
     return doc
 
 
@@ -272,6 +286,11 @@ def corrupt(draw: st.DrawFn, body: bytes) -> bytes:
     if how == "prefix":
         return draw(st.binary(min_size=1, max_size=8)) + body
     return body + draw(st.binary(min_size=1, max_size=8))
+
+
+def shown(body: bytes, limit: int = 200) -> str:
+    """A body, cut for a failure message (a fuzzed one may be a megabyte)."""
+    return repr(body[:limit]) + (f"... ({len(body)} bytes)" if len(body) > limit else "")
 
 
 def raw_bodies() -> st.SearchStrategy[bytes]:

@@ -35,7 +35,16 @@ from tests.fuzz.conftest import (
     AgentLink,
     assert_kernel_intact,
 )
-from tests.fuzz.strategies import FRESH_ID, corrupt, dumps, model_values, mutate, raw_bodies
+from tests.fuzz.strategies import (
+    FRESH_ID,
+    corrupt,
+    dumps,
+    model_values,
+    mutate,
+    odd_strings,
+    raw_bodies,
+    shown,
+)
 from tests.kernel import Kernel
 
 pytestmark = pytest.mark.fuzz
@@ -55,12 +64,21 @@ class SysProbe:
     header_id: HeaderId
     traceparent: str | None
 
+    def __repr__(self) -> str:
+        return f"SysProbe({self.kind}, {shown(self.body)}, {self.header_id} id, {self.traceparent!r})"
+
+
+def payloads(kind: str) -> st.SearchStrategy[dict[str, object]]:
+    """A near-valid payload of `kind`, tagged (the tag has a default, so the schema does not require
+    it; the union needs it)."""
+    return model_values(KINDS[kind]).map(lambda p: {**p, "kind": kind})
+
 
 @st.composite
 def envelopes(draw: st.DrawFn) -> bytes:
     """A syscall body: near-valid, then broken in the payload, the envelope or both."""
     kind = draw(st.sampled_from(sorted(KINDS)))
-    doc: dict[str, object] = {"id": FRESH_ID, "agent": AGENT, "payload": draw(model_values(KINDS[kind]))}
+    doc: dict[str, object] = {"id": FRESH_ID, "agent": AGENT, "payload": draw(payloads(kind))}
     if draw(st.booleans()):
         doc["deadline"] = FAR
     if draw(st.booleans()):
@@ -80,6 +98,15 @@ def envelopes(draw: st.DrawFn) -> bytes:
     return body
 
 
+@st.composite
+def deep_calls(draw: st.DrawFn) -> bytes:
+    """A valid envelope around a call that changes nothing, its strings made odd (paths that climb
+    out, NUL, lone surrogates, wildcards, 100 kB): admitted, it tests the service's own checks."""
+    kind = draw(st.sampled_from(sorted(READ_ONLY)))
+    payload = draw(odd_strings(draw(payloads(kind))))
+    return dumps({"id": FRESH_ID, "agent": AGENT, "deadline": FAR, "payload": payload})
+
+
 def subject_kinds() -> st.SearchStrategy[str]:
     token = st.from_regex(r"^[a-z0-9_-]{1,10}$", fullmatch=True)
     return st.one_of(
@@ -90,7 +117,7 @@ def subject_kinds() -> st.SearchStrategy[str]:
 
 @st.composite
 def probes(draw: st.DrawFn) -> SysProbe:
-    body = draw(st.one_of(envelopes(), envelopes(), envelopes(), raw_bodies()))
+    body = draw(st.one_of(envelopes(), envelopes(), envelopes(), deep_calls(), deep_calls(), raw_bodies()))
     try:  # mostly, the subject names the payload's kind
         named = json.loads(body)["payload"]["kind"]
     except (ValueError, TypeError, KeyError, IndexError, RecursionError):
@@ -179,17 +206,17 @@ async def send(agent: AgentLink, k: Kernel, p: Prepared, tally: Tally) -> None:
         tally.outcomes["PubAck only (no id to answer under)"] += 1
         return
     res = await agent.result(p.answer_id)
-    shown = f"{p.body[:300]!r} on {p.subject}"
-    assert res is not None, f"no answer within {ANSWER_BOUND_S}s to {shown}"
-    assert isinstance(res, SyscallResult), f"an untyped answer {res[:300]!r} to {shown}"
+    what = f"{shown(p.body)} on {p.subject}"
+    assert res is not None, f"no answer within {ANSWER_BOUND_S}s to {what}"
+    assert isinstance(res, SyscallResult), f"an untyped answer {res[:300]!r} to {what}"
     if p.admissible:
         assert res.status == "ok" or (res.error is not None and res.error.code in ERROR_CODES), res
         tally.outcomes[f"admitted: {res.error.code if res.error else 'ok'}"] += 1
         return
-    assert res.status == "error" and res.error is not None, f"{shown} succeeded: {res}"
+    assert res.status == "error" and res.error is not None, f"{what} succeeded: {res}"
     assert res.error.code in ERROR_CODES
     if p.call is None:
-        assert res.error.code == "invalid_request", (shown, res)
+        assert res.error.code == "invalid_request", (what, res)
     assert len(res.model_dump_json()) < 20_000, "an error reply stays small whatever the input"
     tally.outcomes[res.error.code] += 1
 
