@@ -81,7 +81,7 @@ READ_ONLY = frozenset(
 # Every payload is answered within this (seconds): the PubAck, the reply, or the result.
 ANSWER_BOUND_S = 10.0
 
-# Payloads tried, by test (printed at the end of the run; tests/fuzz/README-like note in each test).
+# Payloads tried, by test, printed at the end of the run (each test asserts its own share).
 TRIED: Counter[str] = Counter()
 # The tools each fuzz kernel had when it started, by namespace (fuzzing registers none).
 TOOLS_AT_START: dict[str, set[str]] = {}
