@@ -12,6 +12,7 @@ import asyncio
 import logging
 from contextlib import AsyncExitStack
 
+import nats.js.errors
 from minio import Minio
 from minio.error import S3Error
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
@@ -141,6 +142,22 @@ def ensure_bucket(s3: S3Config, bucket: str) -> None:
             raise
 
 
+async def wait_for_stream(bus: Bus, stream: str, timeout_s: float) -> None:
+    """The scheduler creates (and configures) the events stream: a recorder started first waits for
+    it rather than failing its start, bounded."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        try:
+            await bus.js.stream_info(stream)
+            return
+        except nats.js.errors.NotFoundError:
+            if asyncio.get_running_loop().time() > deadline:
+                raise RuntimeError(
+                    f"no {stream} stream after {timeout_s:.0f}s: the scheduler creates it (is it running?)"
+                ) from None
+            await asyncio.sleep(0.2)
+
+
 async def start(bus: Bus, stack: AsyncExitStack, settings: RecorderSettings) -> HealthDetails:
     s3 = None
     if settings.s3_endpoint:
@@ -164,6 +181,7 @@ async def start(bus: Bus, stack: AsyncExitStack, settings: RecorderSettings) -> 
         model=AnyEvent,
         what="event",
     )
+    await wait_for_stream(bus, bus.ns.events_stream, settings.stream_wait_s)
     await consumer.open()
     stack.push_async_callback(recorder.flush)  # what is buffered is written before the store closes
     tasks = [

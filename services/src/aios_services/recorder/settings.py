@@ -20,6 +20,9 @@ class RecorderSettings(ServiceSettings):
     )
     recorder_flush_s: float = Field(0.5, gt=0, description="How often buffered rows are written (and acked).")
     recorder_export_s: float = Field(300.0, gt=0, description="How often new rows are archived as Parquet.")
+    stream_wait_s: float = Field(
+        60.0, gt=0, description="How long to wait at start for the events stream (the scheduler makes it)."
+    )
     recorder_prices: dict[str, float] = Field(
         default_factory=dict,
         description="Price per 1,000 tokens by resource (e.g. llm.gpt-4o), for `aios stats`.",
