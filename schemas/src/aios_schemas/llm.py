@@ -142,7 +142,7 @@ class ChatReply(BaseModel):
 
 
 class StreamChunk(BaseModel):
-    """One piece of a streaming generation, published on `aios.v1.stream.<syscall id>`."""
+    """One piece of a streaming generation, published on `aios.v1.stream.<agent>.<syscall id>`."""
 
     model_config = _STRICT
     id: str = Field(description="Syscall id.")
