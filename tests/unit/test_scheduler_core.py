@@ -27,7 +27,7 @@ from aios_services.scheduler.groups import BackendState, Group, Held
 from aios_services.scheduler.outcomes import StoredResult
 from aios_services.scheduler.policies import make_policy
 from aios_services.scheduler.quotas import Quotas
-from aios_services.scheduler.resources import Catalog, cost_of, resource_of
+from aios_services.scheduler.resources import Catalog, TokenRatios, cost_of, resource_of
 from aios_services.scheduler.settings import SchedulerSettings
 
 NS = Namespace("unit")
@@ -63,7 +63,21 @@ def test_a_syscall_maps_to_its_resource_and_cost() -> None:
     c = call("x" * 400)
     ref = resource_of(c)
     assert (ref.name, ref.service, ref.label) == ("llm.m", "llm", "m")
-    assert cost_of(c) == 100 + 256  # prompt estimate + default output cap
+    assert cost_of(c, TokenRatios()) == 100 + 256  # 4 characters a token at first + the output cap
+
+
+def test_the_token_estimate_learns_each_models_characters_per_token() -> None:
+    ratios = TokenRatios()
+    c = call("x" * 800)
+    assert cost_of(c, ratios) == 200 + 256
+    ratios.learn("m", chars=800, tokens=100)  # this model's tokenizer: 8 characters a token
+    assert ratios.of("m") == 8.0 and cost_of(c, ratios) == 100 + 256
+    for _ in range(100):  # a moving average: it follows a change, not one odd call
+        ratios.learn("m", chars=400, tokens=100)
+    assert abs(ratios.of("m") - 4.0) < 0.01
+    ratios.learn("m", chars=10, tokens=0)  # nothing to learn from
+    ratios.learn("other", chars=10_000, tokens=1)  # bounded: 12 at most
+    assert ratios.of("other") == 12.0 and ratios.of("unseen") == 4.0
 
 
 def test_unknown_resource_error_lists_what_is_served() -> None:
@@ -189,6 +203,7 @@ class Harness:
             SchedulerSettings(max_attempts=3),  # type: ignore[call-arg]
             self.complete,
             self.spawn,
+            TokenRatios(),
         )
 
     def spawn(self, coro: Any) -> asyncio.Task[None]:

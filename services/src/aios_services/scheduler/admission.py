@@ -124,7 +124,9 @@ class Admission:
                 )
                 if verdict.effect == "deny":
                     return Refuse(verdict.error(call.agent, call.kind, ref.name), audit=audit)
-            reservation = await self.quotas.reserve(call.id, call.agent, cost_of(call), now)
+            reservation = await self.quotas.reserve(
+                call.id, call.agent, cost_of(call, self.catalog.ratios), now
+            )
         except AiosError as exc:
             return Refuse(exc)
         held = Held(

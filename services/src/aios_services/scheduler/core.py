@@ -31,6 +31,7 @@ from aios_schemas import (
     ChatReply,
     EmbedReply,
     ErrorCode,
+    LlmChat,
     ModelEntry,
     ResourceEntry,
     Syscall,
@@ -54,7 +55,7 @@ from .policies import Policy, make_policy
 from .quotas import Quotas
 from .ratelimit import RateLimiter
 from .replicas import Replicas
-from .resources import Catalog, resource_of
+from .resources import Catalog, prompt_chars, resource_of
 from .settings import SchedulerSettings
 
 log = logging.getLogger(__name__)
@@ -109,7 +110,14 @@ class Scheduler:
             access=self.access,
         )
         self.dispatcher = Dispatcher(
-            self.held, self.executor, self.outbox, self.accounts, settings, self.complete, bus.spawn
+            self.held,
+            self.executor,
+            self.outbox,
+            self.accounts,
+            settings,
+            self.complete,
+            bus.spawn,
+            self.catalog.ratios,
         )
 
     # --- catalogue -----------------------------------------------------------------------------
@@ -408,6 +416,13 @@ class Scheduler:
         state: SyscallState = "done" if code is None else ("cancelled" if code == "cancelled" else "failed")
         if isinstance(res.result, ChatReply | EmbedReply):  # what costs tokens
             held.tokens = max(held.tokens, res.result.usage.total_tokens)
+            payload = held.call.payload
+            if isinstance(res.result, ChatReply) and isinstance(payload, LlmChat) and held.runs == 1:
+                # One uninterrupted run: its prompt_tokens are the prompt's (a resumed run's
+                # would include the partial answer it continued).
+                self.catalog.ratios.learn(
+                    payload.model, prompt_chars(payload), res.result.usage.prompt_tokens
+                )
         try:
             # The caller hears its result in the same socket write that stores it (no round trip
             # in between); the syscall is acked only once the store confirmed it. A crash before

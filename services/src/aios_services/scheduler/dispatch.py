@@ -26,7 +26,7 @@ from .accounting import Accounts
 from .breaker import CircuitBreaker
 from .groups import BackendState, Group, Held
 from .outcomes import Outbox
-from .resources import cost_of
+from .resources import TokenRatios, cost_of
 from .settings import SchedulerSettings
 
 log = logging.getLogger(__name__)
@@ -104,8 +104,10 @@ class Dispatcher:
         settings: SchedulerSettings,
         complete: Complete,
         spawn: Callable[[Awaitable[None]], asyncio.Task[None]],
+        ratios: TokenRatios,
     ) -> None:
         self.held = held
+        self.ratios = ratios
         self.executor = executor
         self.outbox = outbox
         self.accounts = accounts
@@ -139,7 +141,7 @@ class Dispatcher:
             if lane is None:
                 break
             if lane.limiter is not None:
-                wait = await lane.limiter.try_acquire(cost_of(held.call))
+                wait = await lane.limiter.try_acquire(cost_of(held.call, self.ratios))
                 if wait > 0:
                     lane.rate_wait_until = time.monotonic() + wait
                     continue

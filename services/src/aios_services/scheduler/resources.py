@@ -36,7 +36,7 @@ class ResourceKind(Protocol):
 
     def ref(self, call: Syscall) -> ResourceRef: ...
 
-    def cost(self, call: Syscall) -> int:
+    def cost(self, call: Syscall, ratios: TokenRatios) -> int:
         """Tokens the call may use: reserved against token quotas and tokens/min budgets."""
         ...
 
@@ -49,13 +49,49 @@ class LlmKind:
         model = _llm(call).model
         return ResourceRef(name=f"llm.{model}", service=self.service, label=model)
 
-    def cost(self, call: Syscall) -> int:
-        # ~4 characters a token, plus the output cap (what vLLM reserves too).
+    def cost(self, call: Syscall, ratios: TokenRatios) -> int:
+        # The prompt's characters over the model's learned characters a token, plus the output cap
+        # (what vLLM reserves, and what hosted APIs count against tokens a minute).
         p = _llm(call)
+        per = ratios.of(call_model(call))
         if isinstance(p, LlmChat):
-            chars = sum(len(m.content or "") for m in p.messages)
-            return chars // 4 + (p.max_tokens or 256)
-        return sum(len(t) for t in p.input) // 4
+            return int(prompt_chars(p) / per) + (p.max_tokens or 256)
+        return int(sum(len(t) for t in p.input) / per)
+
+
+def prompt_chars(p: LlmChat) -> int:
+    return sum(len(m.content or "") for m in p.messages)
+
+
+def call_model(call: Syscall) -> str:
+    return _llm(call).model
+
+
+class TokenRatios:
+    """Characters per prompt token of each model, learned from the `prompt_tokens` its backends
+    report (a moving average), so the kernel's estimate of a call's tokens follows the model's own
+    tokenizer: a tokens/min budget estimated at a fixed 4 characters a token is either exceeded
+    (429s) or left unused, by as much as the text differs from English prose (code, other
+    languages, long generated words). Starts at 4. The template's own tokens (role markers, tool
+    schemas) count in `prompt_tokens` and not in the characters, which errs on the safe side."""
+
+    DEFAULT = 4.0
+    WEIGHT = 0.1  # of each new sample
+    BOUNDS = (1.0, 12.0)
+
+    def __init__(self) -> None:
+        self.ratio: dict[str, float] = {}
+
+    def of(self, model: str) -> float:
+        return self.ratio.get(model, self.DEFAULT)
+
+    def learn(self, model: str, chars: int, tokens: int) -> None:
+        if chars <= 0 or tokens <= 0:
+            return
+        lo, hi = self.BOUNDS
+        sample = min(hi, max(lo, chars / tokens))
+        old = self.ratio.get(model)
+        self.ratio[model] = sample if old is None else old + self.WEIGHT * (sample - old)
 
 
 def _llm(call: Syscall) -> LlmChat | LlmEmbed:
@@ -77,7 +113,7 @@ class ServiceKind:
     def ref(self, call: Syscall) -> ResourceRef:
         return ResourceRef(name=self.resource, service=self.service, label=self.resource)
 
-    def cost(self, call: Syscall) -> int:
+    def cost(self, call: Syscall, ratios: TokenRatios) -> int:
         return 0
 
 
@@ -115,8 +151,8 @@ def resource_of(call: Syscall) -> ResourceRef:
     return family(call).ref(call)
 
 
-def cost_of(call: Syscall) -> int:
-    return family(call).cost(call)
+def cost_of(call: Syscall, ratios: TokenRatios) -> int:
+    return family(call).cost(call, ratios)
 
 
 class Catalog:
@@ -125,6 +161,7 @@ class Catalog:
     def __init__(self) -> None:
         self.lanes: dict[str, list[BackendEntry]] = {}
         self.approval: set[str] = set()  # resources whose every call waits for an operator
+        self.ratios = TokenRatios()  # how each model's tokenizer counts: for token estimates
 
     def set(self, resource: str, lanes: Iterable[BackendEntry]) -> None:
         self.lanes[resource] = list(lanes)
