@@ -70,7 +70,7 @@ test: setup local-model lint
 test-fast: setup
 	$(BIN)/pytest -q -p no:cacheprovider -m "not e2e and not localmodel"
 
-bench: setup
+bench: setup local-model
 	$(BIN)/python -m bench.run
 
 clean:

@@ -13,6 +13,7 @@ from bench import (
     paper,
     peers,
     rate_sweep,
+    real_model,
     scale,
     scheduling,
     tools_bench,
@@ -35,6 +36,7 @@ def main() -> None:
     tools_bench.main([])
     peers.main([])
     scale.main([])
+    real_model.main([])
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ SCENARIOS = {
     "scheduling": "bench.scheduling",
     "peers": "bench.peers",
     "scale": "bench.scale",
+    "real-model": "bench.real_model",
     "gateway": "bench.gateway",
     "memory": "bench.memory_bench",
     "files": "bench.files_bench",
