@@ -223,6 +223,13 @@ def test_console_in_a_browser(stack: tuple[Path, str, str, Load]) -> None:
             page.wait_for_url("**state=done**")
             page.locator("table tbody tr").first.wait_for()
             assert page.locator("table tbody tr:has-text('llm.chat')").count() > 0
+            # Live: the newest page follows new syscalls without a reload (the agents keep working).
+            newest = page.locator("table tbody tr a code").first.inner_text()
+            page.wait_for_function(
+                "before => document.querySelector('table tbody tr a code')?.textContent !== before",
+                arg=newest,
+                timeout=30_000,
+            )
             page.screenshot(path=str(SHOTS / "syscalls.png"), full_page=True)
             page.locator("table tbody tr a code").first.click()
             page.locator("#timeline .seg.running").wait_for()

@@ -250,27 +250,43 @@ async function pageSyscalls(id, params) {
       h("select", { id: "f-state", name: "state" }, states.map((s) => h("option", { value: s, selected: s === f.state }, s || "any")))),
     h("div", {}, h("label", { for: "f-since", text: "Last N minutes" }), h("input", { id: "f-since", name: "since_min", type: "number", min: 0, step: "any", value: f.since_min, size: 6 })),
     h("button", { type: "submit" }, "Filter"));
-  main.replaceChildren(h("h1", { text: "Syscalls" }), form, h("p", { class: "muted", text: "Loading…" }));
-  live({ view: "overview" }, () => {});
+  const body = h("div", { id: "syscalls-body" }, h("p", { class: "muted", text: "Loading…" }));
+  main.replaceChildren(h("h1", { text: "Syscalls" }), form, body);
   const q = new URLSearchParams(Object.entries(f).filter(([, v]) => v !== ""));
-  const d = await api(`syscalls?${q}`);
-  if (id !== routeId) return;
-  const rows = d.syscalls.map((s) => h("tr", {},
-    h("td", {}, h("a", { href: `#/syscall/${encodeURIComponent(s.id)}` }, h("code", { text: s.id }))),
-    h("td", {}, h("a", { href: `#/agent/${encodeURIComponent(s.agent)}`, text: s.agent })),
-    h("td", { text: s.kind }), h("td", { text: s.resource || "–" }),
-    h("td", { class: `state-${s.state}`, text: s.code ? `${s.state} (${s.code})` : s.state }),
-    h("td", { text: fmt.time(s.started) }), h("td", { class: "num", text: fmt.ms(s.queued_ms) }),
-    h("td", { class: "num", text: fmt.ms(s.service_ms) }), h("td", { class: "num", text: fmt.n(s.tokens) }),
-    h("td", { text: s.backend || "–" })));
   const page = (off) => () => go("syscalls", { ...f, offset: off });
-  main.replaceChildren(h("h1", { text: "Syscalls" }), form,
-    rows.length ? table([["Syscall"], ["Agent"], ["Kind"], ["Resource"], ["State"], ["Started"], ["Queued", "num"], ["Ran", "num"], ["Tokens", "num"], ["Backend"]], rows)
-      : h("p", { class: "muted", text: "No syscall matches." }),
-    h("div", { class: "pager" },
-      h("button", { type: "button", disabled: d.offset <= 0, onclick: page(Math.max(0, d.offset - 50)) }, "Newer"),
-      h("span", { role: "status", text: `${d.offset + 1}–${d.offset + rows.length}` }),
-      h("button", { type: "button", disabled: !d.more, onclick: page(d.offset + 50) }, "Older")));
+  let fetching = false;
+  let last = 0;
+  const render = async () => {
+    fetching = true;
+    try {
+      const d = await api(`syscalls?${q}`);
+      if (id !== routeId) return;
+      last = Date.now();
+      const rows = d.syscalls.map((s) => h("tr", {},
+        h("td", {}, h("a", { href: `#/syscall/${encodeURIComponent(s.id)}` }, h("code", { text: s.id }))),
+        h("td", {}, h("a", { href: `#/agent/${encodeURIComponent(s.agent)}`, text: s.agent })),
+        h("td", { text: s.kind }), h("td", { text: s.resource || "–" }),
+        h("td", { class: `state-${s.state}`, text: s.code ? `${s.state} (${s.code})` : s.state }),
+        h("td", { text: fmt.time(s.started) }), h("td", { class: "num", text: fmt.ms(s.queued_ms) }),
+        h("td", { class: "num", text: fmt.ms(s.service_ms) }), h("td", { class: "num", text: fmt.n(s.tokens) }),
+        h("td", { text: s.backend || "–" })));
+      body.replaceChildren(
+        rows.length ? table([["Syscall"], ["Agent"], ["Kind"], ["Resource"], ["State"], ["Started"], ["Queued", "num"], ["Ran", "num"], ["Tokens", "num"], ["Backend"]], rows)
+          : h("p", { class: "muted", text: "No syscall matches." }),
+        h("div", { class: "pager" },
+          h("button", { type: "button", disabled: d.offset <= 0, onclick: page(Math.max(0, d.offset - 50)) }, "Newer"),
+          h("span", { role: "status", text: `${d.offset + 1}–${d.offset + rows.length}` }),
+          h("button", { type: "button", disabled: !d.more, onclick: page(d.offset + 50) }, "Older")));
+    } finally {
+      fetching = false;
+    }
+  };
+  // Live on the newest page: each pushed change re-reads it (at most every 2 s); older pages stay
+  // still, so what the operator is reading does not shift under them.
+  live({ view: "overview" }, () => {
+    if (f.offset === 0 && !fetching && Date.now() - last >= 2000) render();
+  });
+  await render();
 }
 
 async function pageSyscall(id, sid) {
