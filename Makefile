@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 AIOS_HOME ?= $(CURDIR)/.aios
 export AIOS_HOME
 
-.PHONY: setup demo test test-fast lint fmt bench clean local-model minilm
+.PHONY: setup demo test test-fast lint fmt bench soak clean local-model minilm
 
 setup: $(STAMP)
 
@@ -72,6 +72,12 @@ test-fast: setup
 
 bench: setup local-model
 	$(BIN)/python -m bench.run
+
+# A bounded mixed load (chat, memory, files, tools) on `aios up` for SOAK_MINUTES: RSS and open files
+# of every kernel process, errors and latency; fails on errors or a dead process (bench/soak.py).
+SOAK_MINUTES ?= 10
+soak: setup
+	$(BIN)/python -m bench.soak --minutes $(SOAK_MINUTES)
 
 clean:
 	rm -rf $(VENV) .aios .pytest_cache .mypy_cache .ruff_cache
