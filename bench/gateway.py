@@ -74,7 +74,7 @@ async def measure(n: int, rate: float, seconds: float) -> None:
 
             calls = {"direct": via_direct, "gateway": via_gateway, "sdk": via_sdk}
             table(f"sequential, n={n} each, interleaved", await sequential(calls, n))
-            at_rate = {name: await open_loop(call, rate, seconds) for name, call in calls.items()}
+            at_rate = {name: (await open_loop(call, rate, seconds))[0] for name, call in calls.items()}
             table(f"open loop at {rate:.0f} calls/s for {seconds:.0f} s each", at_rate)
             await direct.close()
             await gateway.close()

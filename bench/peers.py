@@ -46,6 +46,7 @@ from aios_services.cli.home import Home
 from aios_services.cli.procs import free_port
 from bench.kernel_overhead import cpu_s, pct
 from bench.many_agents import MODEL, engine, kernel
+from bench.rate_sweep import open_loop
 
 PROMPT = [{"role": "user", "content": "ping [sim:tokens=8]"}]
 THRESHOLDS_MS = (1.0, 5.0, 10.0, 50.0)
@@ -190,32 +191,6 @@ async def interleaved(calls: dict[str, Call], n: int, warmup: int = 20) -> dict[
         for name, call in calls.items():
             out[name].append(float(await call()) * 1000)  # type: ignore[arg-type]
     return out
-
-
-async def open_loop(call: Call, rate: float, seconds: float) -> tuple[list[float], int]:
-    """`rate` calls a second for `seconds` whatever the answers do: latencies (ms), errors."""
-    lat: list[float] = []
-    errors = 0
-
-    async def one() -> None:
-        nonlocal errors
-        t = time.perf_counter()
-        try:
-            await call()
-        except Exception:
-            errors += 1
-            return
-        lat.append((time.perf_counter() - t) * 1000)
-
-    tasks = []
-    start = time.perf_counter()
-    for i in range(int(rate * seconds)):
-        delay = start + i / rate - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        tasks.append(asyncio.ensure_future(one()))
-    await asyncio.gather(*tasks)
-    return lat, errors
 
 
 def summary(xs: list[float], base: list[float]) -> dict[str, float]:

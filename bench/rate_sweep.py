@@ -30,13 +30,22 @@ PROMPT = [{"role": "user", "content": "ping [sim:tokens=8]"}]
 LIMIT_MS = 5.0
 
 
-async def open_loop(call: Callable[[], Awaitable[object]], rate: float, seconds: float) -> list[float]:
-    """Start `rate` calls a second for `seconds`; the latency of each (ms)."""
+async def open_loop(
+    call: Callable[[], Awaitable[object]], rate: float, seconds: float
+) -> tuple[list[float], int]:
+    """Start `rate` calls a second for `seconds`, whatever the answers do: the latency of each that
+    succeeded (ms), and how many failed."""
     lat: list[float] = []
+    errors = 0
 
     async def one() -> None:
+        nonlocal errors
         t = time.perf_counter()
-        await call()
+        try:
+            await call()
+        except Exception:
+            errors += 1
+            return
         lat.append((time.perf_counter() - t) * 1000)
 
     tasks = []
@@ -47,7 +56,7 @@ async def open_loop(call: Callable[[], Awaitable[object]], rate: float, seconds:
             await asyncio.sleep(delay)
         tasks.append(asyncio.ensure_future(one()))
     await asyncio.gather(*tasks)
-    return lat
+    return lat, errors
 
 
 async def sweep(rates: list[float], seconds: float) -> None:
@@ -75,10 +84,10 @@ async def sweep(rates: list[float], seconds: float) -> None:
                 print(head + "  kernel CPU per call, idle subtracted (ms)")
                 best, failed = 0.0, False
                 for rate in sorted(rates):
-                    dl = await open_loop(straight, rate, seconds)
+                    dl, _ = await open_loop(straight, rate, seconds)
                     before = {n: cpu_s(p) for n, p in pids.items()}
                     started = time.monotonic()
-                    kl = await open_loop(via_kernel, rate, seconds)
+                    kl, _ = await open_loop(via_kernel, rate, seconds)
                     took = time.monotonic() - started
                     cpu = {
                         n: max(0.0, cpu_s(p) - before[n] - idle[n] * took) * 1000 / len(kl)

@@ -30,10 +30,10 @@ from openai import AsyncOpenAI
 
 from aios_sdk import AIOS
 from aios_services.cli.home import Home
+from bench.stack import aios_stack
 
 RESULTS = Path(__file__).parent / "results"
 MODEL = "smollm2-135m"
-_AIOS = (sys.executable, "-m", "aios_services.cli.main")
 
 
 def prompt(agent: int, step: int) -> list[dict[str, str]]:
@@ -43,26 +43,10 @@ def prompt(agent: int, step: int) -> list[dict[str, str]]:
 @contextlib.asynccontextmanager
 async def local_stack(d: Path, policy: str) -> AsyncIterator[tuple[Path, str]]:
     """`aios up --local-model` (no simulator): the home and the llama.cpp server's /v1 URL."""
-    home = d / "home"
-    up = await asyncio.create_subprocess_exec(
-        *_AIOS,
-        *["up", "--detach", "--local-model", "--no-sim", "--policy", policy, "--home", str(home)],
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    _, err = await up.communicate()
-    if up.returncode:
-        raise SystemExit(f"aios up --local-model failed: {err.decode()[-2000:]}")
-    try:
+    async with aios_stack(d, None, policy=policy, extra=("--local-model",)) as home:
         state = Home(home).read_state()
         assert state is not None
-        url = next(p.address for p in state.processes if p.name == "local-model" and p.address)
-        yield home, url
-    finally:
-        down = await asyncio.create_subprocess_exec(
-            *_AIOS, "down", "--home", str(home), stdout=asyncio.subprocess.DEVNULL
-        )
-        await down.wait()
+        yield home, next(p.address for p in state.processes if p.name == "local-model" and p.address)
 
 
 async def run_agents(agents: int, call: Callable[[int, int], Awaitable[object]]) -> list[float]:

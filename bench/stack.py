@@ -63,15 +63,21 @@ async def sim_stats(root_url: str) -> dict[str, object]:
 
 
 @contextlib.asynccontextmanager
-async def aios_stack(d: Path, config: str, *, policy: str = "las") -> AsyncIterator[Path]:
-    """`aios up --detach --no-sim` with `config` as its aios.toml, in a home under `d`; yields the
-    home (`AIOS.connect(home=...)`), and `aios down` at the end."""
-    path = d / "aios.toml"
-    path.write_text(config)
+async def aios_stack(
+    d: Path, config: str | None, *, policy: str = "las", extra: tuple[str, ...] = ()
+) -> AsyncIterator[Path]:
+    """`aios up --detach --no-sim` with `config` (if any) as its aios.toml and `extra` arguments
+    (e.g. `--local-model`), in a home under `d`; yields the home (`AIOS.connect(home=...)`), and
+    `aios down` at the end."""
     home = d / "home"
+    args = ["up", "--detach", "--no-sim", "--policy", policy, "--home", str(home), *extra]
+    if config is not None:
+        path = d / "aios.toml"
+        path.write_text(config)
+        args += ["--config", str(path)]
     up = await asyncio.create_subprocess_exec(
         *_AIOS,
-        *["up", "--detach", "--no-sim", "--policy", policy, "--config", str(path), "--home", str(home)],
+        *args,
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
     )
