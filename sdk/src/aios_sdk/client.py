@@ -15,6 +15,7 @@ from typing import Any, Literal
 import nats
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
+from nats.js.api import PubAck
 from opentelemetry import propagate, trace
 from pydantic import BaseModel, ValidationError
 
@@ -45,7 +46,7 @@ from aios_schemas.llm import NamedToolChoice, ResponseFormat
 from aios_schemas.wire import validation_error
 
 from . import tracing
-from .config import Located, locate, without_credentials
+from .config import Located, locate, server_urls, without_credentials
 from .errors import (
     BackendUnavailable,
     Conflict,
@@ -389,7 +390,7 @@ async def _first_connect(where: Located, timeout: float) -> tuple[NATS, _BusWatc
     nc = NATS()
     attempt = asyncio.ensure_future(
         nc.connect(
-            servers=url.split(","),
+            servers=server_urls(url),
             # The agent is who NATS authenticates: its name and token are its user and password,
             # and the server's permissions confine it to its own subjects.
             user=conn.agent,
@@ -645,18 +646,7 @@ class AIOS:
                     stream.id = call.id
                     subs.append(await self._nc.subscribe(self.ns.stream(call.agent, call.id), cb=on_chunk))
                 self._check_refused()
-                try:
-                    ack = await self._js.publish(
-                        self.ns.sys(call.kind, call.agent),
-                        data,
-                        headers=headers,
-                        timeout=max(2.0, min(timeout, 10.0)),
-                    )
-                except nats.js.errors.NoStreamResponseError as exc:
-                    raise BackendUnavailable("the AIOS kernel is not running (no syscall stream)") from exc
-                except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as exc:
-                    self._check_refused(exc)
-                    raise BackendUnavailable(f"the AIOS kernel did not accept the syscall: {exc}") from exc
+                ack = await self._publish(call, data, headers, max(2.0, min(timeout, 10.0)))
                 accepted = True
                 if stream is not None:
                     stream._accepted.set()
@@ -698,6 +688,32 @@ class AIOS:
             if isinstance(usage, Usage):
                 self.counts["tokens"] += usage.total_tokens
             return res.result
+
+    async def _publish(self, call: Syscall, data: bytes, headers: dict[str, str], within: float) -> PubAck:
+        """Publish the syscall until JetStream acks it, within `within` seconds. An attempt whose ack
+        does not come (the server it went to died, the stream is electing a leader after a cluster
+        node died) is sent again: the same `Nats-Msg-Id`, so JetStream keeps one copy (a second ack
+        says `duplicate`, and the result is waited for as usual)."""
+        until = time.monotonic() + within
+        while True:
+            left = until - time.monotonic()
+            try:
+                return await self._js.publish(
+                    self.ns.sys(call.kind, call.agent), data, headers=headers, timeout=min(left, 2.0)
+                )
+            except (
+                nats.errors.TimeoutError,
+                nats.errors.NoRespondersError,
+                nats.js.errors.NoStreamResponseError,  # also while a cluster's stream fails over
+                nats.js.errors.ServiceUnavailableError,
+            ) as exc:
+                self._check_refused(exc)
+                if time.monotonic() + 0.05 < until:
+                    await asyncio.sleep(0.05)  # a node or a stream leader is failing over: again shortly
+                    continue
+                if isinstance(exc, nats.js.errors.NoStreamResponseError):
+                    raise BackendUnavailable("the AIOS kernel is not running (no syscall stream)") from exc
+                raise BackendUnavailable(f"the AIOS kernel did not accept the syscall: {exc}") from exc
 
     def _check_refused(self, cause: BaseException | None = None) -> None:
         """The bus dropped this agent and now refuses its token (its identity was revoked)."""

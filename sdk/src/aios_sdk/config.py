@@ -15,6 +15,15 @@ from aios_schemas.wire import validation_error
 from .errors import BackendUnavailable, InvalidRequest
 
 
+def server_urls(url: str) -> list[str]:
+    """The servers of `url`: one NATS URL, or several separated by commas (every node of a cluster;
+    a client fails over among them). nats-py takes a list, never a comma-separated string."""
+    urls = [u.strip() for u in url.split(",") if u.strip()]
+    if not urls:
+        raise ValueError(f"no NATS server URL in {url!r}")
+    return urls
+
+
 def without_credentials(url: str) -> str:
     """`url` (comma-separated servers) with any `user:password@` removed: to show it, or to connect
     as the agent rather than as whoever the URL names."""

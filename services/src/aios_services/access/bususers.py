@@ -5,11 +5,15 @@ agent is off the bus at once, and refused when it reconnects.
 
 A reload is asynchronous: each config also holds a probe user (no permissions, a fresh name and
 password per version); once it can log in, the server runs that version, and the change is done.
+In a cluster every node includes the same users file: each node is signalled, and the change is done
+when the probe user can log in at each node that is up (a node that is down reads the file when it
+starts again).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import secrets
@@ -17,12 +21,21 @@ import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import nats
 
 from aios_schemas import AiosError
+from aios_sdk.config import server_urls
 
-from ..runtime.natsauth import NatsUser, hash_password, merged_users, render_users, without_credentials
+from ..runtime.natsauth import (
+    NATS_SERVER_NAME,
+    NatsUser,
+    hash_password,
+    merged_users,
+    render_users,
+    without_credentials,
+)
 
 
 def write_private(path: Path, text: str) -> None:
@@ -48,7 +61,8 @@ class BusUsers:
     config: Path
     static: Path
     agents: Path
-    pid_file: Path
+    pid_files: list[Path]  # nats-server's; a cluster's nodes'
+    server_name: str = NATS_SERVER_NAME  # "" in a cluster: the file holds the users alone
     timeout_s: float = 10.0
 
     def static_names(self) -> set[str]:
@@ -64,31 +78,56 @@ class BusUsers:
         }
         write_private(self.agents, json.dumps(dynamic, indent=2))
         users = merged_users(read_users(self.static), [*dynamic, probe])
-        write_private(self.config, render_users(users))
-        try:
-            pid = int(self.pid_file.read_text().strip())
-            os.kill(pid, signal.SIGHUP)
-        except (OSError, ValueError) as exc:
-            raise AiosError("internal", f"cannot signal nats-server to reload its users: {exc}") from exc
-        await self._until_loaded(probe_user, probe_pw)
-
-    async def _until_loaded(self, user: str, password: str) -> None:
-        servers = without_credentials(self.nats_url).split(",")
+        write_private(self.config, render_users(users, self.server_name))
+        signalled, errors = 0, []
+        for pid_file in self.pid_files:
+            try:
+                os.kill(int(pid_file.read_text().strip()), signal.SIGHUP)
+                signalled += 1
+            except (OSError, ValueError) as exc:  # a node that is down: it reads the file at start
+                errors.append(f"{pid_file.name}: {exc}")
+        if not signalled:
+            raise AiosError("internal", f"cannot signal nats-server to reload its users: {'; '.join(errors)}")
         deadline = time.monotonic() + self.timeout_s
+        servers = server_urls(without_credentials(self.nats_url))
+        await asyncio.gather(*(self._until_loaded(s, probe_user, probe_pw, deadline) for s in servers))
+
+    async def _until_loaded(self, server: str, user: str, password: str, deadline: float) -> None:
+        """Until `user` can log in at `server`, or it is down (refuses connections)."""
         while True:
+            if not await _listening(server):
+                return
             try:
                 nc = await nats.connect(
-                    servers=servers,
+                    servers=[server],
                     user=user,
                     password=password,
                     allow_reconnect=False,
                     connect_timeout=1,
-                    max_reconnect_attempts=0,
+                    max_reconnect_attempts=1,
+                    reconnect_time_wait=0.02,
                 )
             except Exception:  # refused: the server still runs the previous version
                 if time.monotonic() > deadline:
-                    raise AiosError("internal", "nats-server did not reload its users in time") from None
+                    raise AiosError(
+                        "internal", f"nats-server {server} did not reload its users in time"
+                    ) from None
                 await asyncio.sleep(0.02)
                 continue
             await nc.close()
             return
+
+
+async def _listening(server: str) -> bool:
+    """Whether something accepts TCP connections at `server`'s host and port."""
+    parts = urlsplit(server)
+    try:
+        _, writer = await asyncio.wait_for(
+            asyncio.open_connection(parts.hostname or "127.0.0.1", parts.port or 4222), timeout=1.0
+        )
+    except (OSError, TimeoutError):
+        return False
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    return True

@@ -45,6 +45,7 @@ async def start(bus: Bus, stack: AsyncExitStack, settings: AccessSettings) -> He
             s.access_nats_users,
             s.access_nats_agents,
             s.access_nats_pid,
+            server_name=s.access_nats_server_name,
             timeout_s=s.reload_timeout_s,
         )
     h = AccessHandlers(bus, kv, ids, users)

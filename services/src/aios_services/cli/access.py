@@ -46,6 +46,7 @@ from aios_schemas import (
     decode_reply,
     encode,
 )
+from aios_sdk.config import server_urls
 
 from ..runtime.natsauth import OPERATOR_INBOX
 from .operator import bad_input, run_against_stack
@@ -69,7 +70,9 @@ _ARGS: TypeAdapter[dict[str, JsonValue]] = TypeAdapter(dict[str, JsonValue])
 def _ask(home: str | None, command: str, op: str, req: BaseModel, reply: type[R]) -> R:
     async def work(url: str, ns: Namespace) -> R:
         # The access service may answer only the operator's own inbox (runtime/natsauth.py).
-        nc = await nats.connect(url, connect_timeout=2, allow_reconnect=False, inbox_prefix=OPERATOR_INBOX)
+        nc = await nats.connect(
+            server_urls(url), connect_timeout=2, allow_reconnect=False, inbox_prefix=OPERATOR_INBOX
+        )
         try:
             msg = await nc.request(ns.ctl("access", op), encode(req), timeout=30.0)
             return decode_reply(msg.data, msg.headers, reply)
@@ -274,7 +277,7 @@ def reject(
 async def recent_audit(url: str, ns: Namespace, last: int, since_s: float) -> list[AuditEvent]:
     """The last `last` audit events of the past `since_s` seconds in the events stream (an ordered,
     ephemeral consumer from that time: the stream may hold a day of them)."""
-    nc = await nats.connect(url, connect_timeout=2, allow_reconnect=False)
+    nc = await nats.connect(server_urls(url), connect_timeout=2, allow_reconnect=False)
     try:
         js = nc.jetstream()
         info = await js.stream_info(ns.events_stream)

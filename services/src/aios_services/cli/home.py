@@ -95,6 +95,14 @@ class Home:
     def nats_pid_file(self) -> Path:
         return self.root / "nats.pid"
 
+    def nats_node_config(self, index: int) -> Path:
+        """Node `index`'s nats-server config in a cluster (`aios up --cluster`; private: it holds
+        the route password). It includes `nats_config`, the users every node shares."""
+        return self.root / f"nats-{index}.conf"
+
+    def nats_node_pid(self, index: int) -> Path:
+        return self.root / f"nats-{index}.pid"
+
     @property
     def operator_url_file(self) -> Path:
         """The bus URL with the operator's credentials, for the CLI (private)."""
@@ -194,3 +202,11 @@ def pid_alive(pid: int) -> bool:
             return f.read().split(")")[-1].split()[0] != "Z"
     except OSError:
         return True
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write a file only its owner may read (it holds secrets), created so from the start."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    path.chmod(0o600)  # it may have existed with wider rights

@@ -84,6 +84,17 @@ PortOpt = Annotated[
     int | None, typer.Option(min=1, max=65535, help="NATS client port (default: a free one).")
 ]
 
+ClusterOpt = Annotated[
+    int,
+    typer.Option(
+        "--cluster",
+        min=1,
+        max=9,
+        help="nats-server nodes: 3 runs a JetStream cluster on loopback, streams and KV with 3 replicas "
+        "(default 1: one server).",
+    ),
+]
+
 
 def fail(message: str, code: int = 2) -> NoReturn:
     """One clear message on stderr (no traceback) and the exit code: 2 for a usage or config error."""
@@ -134,6 +145,7 @@ def up(
         float, typer.Option(min=1, help="Seconds to wait for readiness with --detach.")
     ] = 180.0,
     nats_port: PortOpt = None,
+    cluster: ClusterOpt = 1,
 ) -> None:
     """Start the embedded stack: nats-server, weed mini, backends and the kernel services."""
     h = _home(home)
@@ -148,6 +160,7 @@ def up(
         local_model=local_model,
         policy=policy,
         nats_port=nats_port,
+        cluster=cluster,
         config=_config_path(config, h),
     )
     if os.environ.get("AIOS_LLM_CONFIG") and opts.config is None:
@@ -173,6 +186,8 @@ def up(
         argv.append("--local-model")
     if nats_port:
         argv += ["--nats-port", str(nats_port)]
+    if cluster > 1:
+        argv += ["--cluster", str(cluster)]
     env = {**os.environ, **marker_env(h, "supervisor", "supervisor")}
     with open(h.logs / "supervisor.log", "ab") as log:
         proc = subprocess.Popen(
@@ -217,6 +232,7 @@ def supervise(
     sim_profile: Annotated[str, typer.Option()] = "fixed",
     policy: Annotated[str | None, typer.Option()] = None,
     nats_port: PortOpt = None,
+    cluster: ClusterOpt = 1,
 ) -> None:
     """Run the supervisor in the foreground (what `aios up --detach` starts)."""
     opts = UpOptions(
@@ -225,6 +241,7 @@ def supervise(
         local_model=local_model,
         policy=policy,
         nats_port=nats_port,
+        cluster=cluster,
         config=config,
     )
     raise typer.Exit(run_supervisor(_home(home), opts))

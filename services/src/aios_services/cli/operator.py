@@ -18,6 +18,7 @@ from rich.console import Console
 
 from aios_schemas import AiosError, Namespace, decode_reply, encode
 from aios_schemas.wire import validation_error
+from aios_sdk.config import server_urls
 
 from .home import Home
 
@@ -32,7 +33,7 @@ def bad_input(command: str, exc: ValidationError, what: str = "request") -> NoRe
 
 
 async def request(url: str, subject: str, req: BaseModel, reply: type[R], timeout: float = 10.0) -> R:
-    nc = await nats.connect(url, connect_timeout=2, allow_reconnect=False)
+    nc = await nats.connect(server_urls(url), connect_timeout=2, allow_reconnect=False)
     try:
         msg = await nc.request(subject, encode(req), timeout=timeout)
         return decode_reply(msg.data, msg.headers, reply)

@@ -17,6 +17,7 @@ import httpx
 import nats
 
 from aios_schemas import Health, HealthQuery, Namespace, decode_reply, encode
+from aios_sdk.config import server_urls
 
 from ..runtime.natsauth import NATS_SERVER_NAME
 from .home import Home, ProcessKind
@@ -63,7 +64,7 @@ def http_probe(url: str) -> Probe:
 def service_probe(nats_url: str, ns: Namespace, service: str) -> Probe:
     async def probe() -> bool:
         try:
-            nc = await nats.connect(nats_url, connect_timeout=1, allow_reconnect=False)
+            nc = await nats.connect(server_urls(nats_url), connect_timeout=1, allow_reconnect=False)
         except (OSError, nats.errors.Error):
             return False
         try:
@@ -75,6 +76,11 @@ def service_probe(nats_url: str, ns: Namespace, service: str) -> Probe:
             await nc.close()
 
     return probe
+
+
+def is_nats(name: str) -> bool:
+    """The process is nats-server: the single one (`nats`) or a node of a cluster (`nats-N`)."""
+    return re.fullmatch(r"nats(-[0-9]+)?", name) is not None
 
 
 def nats_spec(

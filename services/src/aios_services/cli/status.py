@@ -8,9 +8,10 @@ from typing import get_args
 from pydantic import BaseModel, ConfigDict, Field
 
 from aios_schemas import Namespace
+from aios_sdk.config import server_urls, without_credentials
 
 from .home import Home, ProcessInfo, ProcessKind, pid_alive
-from .procs import http_probe, service_probe
+from .procs import http_probe, is_nats, service_probe
 from .stack import scan
 
 
@@ -67,8 +68,8 @@ async def collect(home: Home, namespace: str = "") -> StackStatus:
         if alive:
             if p.kind == "service":
                 healthy = await service_probe(home.bus_url(state), ns, p.name)()
-            elif p.name == "nats":
-                healthy = await nats_probe(home.bus_url(state))
+            elif is_nats(p.name):  # this server itself (a cluster's node), not whichever answers
+                healthy = await nats_probe(node_url(home.bus_url(state), p.address))
             elif p.address:
                 url = p.address.removesuffix("/v1")
                 path = {"s3": "/healthz", "sim": "/health", "local-model": "/v1/models"}.get(p.name, "/")
@@ -86,12 +87,20 @@ async def collect(home: Home, namespace: str = "") -> StackStatus:
     )
 
 
+def node_url(bus_url: str, address: str | None) -> str:
+    """The server of `bus_url` (with its credentials) at `address`; `bus_url` if none is."""
+    for url in server_urls(bus_url):
+        if without_credentials(url) == address:
+            return url
+    return bus_url
+
+
 async def nats_probe(nats_url: str) -> bool:
     """The server accepts a client and answers a ping."""
     import nats
 
     try:
-        nc = await nats.connect(nats_url, connect_timeout=1, allow_reconnect=False)
+        nc = await nats.connect(server_urls(nats_url), connect_timeout=1, allow_reconnect=False)
     except (OSError, nats.errors.Error):
         return False
     try:

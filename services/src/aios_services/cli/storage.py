@@ -22,6 +22,7 @@ from aios_schemas import (
     decode_reply,
     encode,
 )
+from aios_sdk.config import server_urls
 
 from .operator import run_against_stack
 
@@ -31,7 +32,7 @@ HomeOpt = Annotated[str | None, typer.Option("--home", help="AIOS home (default 
 
 
 async def reindex(url: str, ns: Namespace, wait_s: float) -> tuple[FilesReindexReply, Health]:
-    nc = await nats.connect(url, connect_timeout=2)
+    nc = await nats.connect(server_urls(url), connect_timeout=2)
     try:
         msg = await nc.request(ns.ctl("storage", "reindex"), encode(FilesReindex()), timeout=10)
         asked = decode_reply(msg.data, msg.headers, FilesReindexReply)

@@ -24,6 +24,7 @@ from aios_schemas import Connection, Namespace
 
 from ..llm.config import BackendConfig, Capabilities, ModelConfig
 from ..runtime.natsauth import (
+    NATS_SERVER_NAME,
     Identity,
     NatsUser,
     merged_users,
@@ -35,11 +36,13 @@ from ..runtime.natsauth import (
 from ..runtime.tokens import new_token
 from ..sim.profiles import PROFILES
 from .config import ConfigError, StackConfig, llm_toml, load_stack_config
-from .home import Home, ProcessInfo, State, StateStatus
+from .home import Home, ProcessInfo, State, StateStatus, write_private
+from .natscluster import Cluster, node_specs
 from .procs import (
     S3Ports,
     Spec,
     free_port,
+    is_nats,
     local_model_path,
     local_model_spec,
     nats_spec,
@@ -71,6 +74,7 @@ class UpOptions:
     local_model: bool = False
     namespace: str = ""
     nats_port: int | None = None
+    cluster: int = 1  # `--cluster N`: N nats-server nodes (JetStream cluster), streams with 3 replicas
     policy: str | None = None  # `--policy`: wins over the config file
     config: Path | None = None  # the operator's aios.toml: read, never written
 
@@ -98,6 +102,8 @@ def check_options(opts: UpOptions) -> StackConfig:
         raise ConfigError(
             f"--sim-profile: unknown profile {opts.sim_profile!r}; one of {', '.join(PROFILES)}"
         )
+    if opts.cluster < 1:
+        raise ConfigError(f"--cluster: {opts.cluster} nodes; 1 (one server) or more (a cluster)")
     if opts.local_model:
         try:
             local_model_path()
@@ -177,8 +183,16 @@ class Supervisor:
         for d in (h.root, h.logs):
             d.mkdir(parents=True, exist_ok=True)
         ns = Namespace(o.namespace)
-        nats_port = o.nats_port or free_port()
-        nats_url = f"nats://127.0.0.1:{nats_port}"
+        if o.cluster > 1:  # the users file is shared by every node (natscluster.py), which names itself
+            cluster = Cluster.allocate(o.cluster, o.nats_port)
+            nats_url, replicas, server_name = cluster.url, cluster.replicas, ""
+            nats = node_specs(h, cluster)
+            pid_files = [h.nats_node_pid(n.index) for n in cluster.nodes]
+        else:
+            nats_port = o.nats_port or free_port()
+            nats_url, replicas, server_name = f"nats://127.0.0.1:{nats_port}", 1, NATS_SERVER_NAME
+            nats = [nats_spec(h, nats_port, free_port(), h.nats_config, h.nats_pid_file)]
+            pid_files = [h.nats_pid_file]
         s3_ports = S3Ports.allocate()
         access, secret = "aios" + secrets.token_hex(6), secrets.token_urlsafe(24)
         # Bus identities: each kernel service (only what it owns), the operator's CLI, and each agent
@@ -187,10 +201,8 @@ class Supervisor:
         services = {n: Identity(f"svc-{n}", new_password(), "service", o.namespace) for n, _ in SERVICES}
         operator = Identity("operator", new_password(), "operator")
         operator_url = with_credentials(nats_url, operator.user, operator.password)
-        specs = [
-            nats_spec(h, nats_port, free_port(), h.nats_config, h.nats_pid_file),
-            s3_spec(h, s3_ports, access, secret),
-        ]
+        s3 = s3_spec(h, s3_ports, access, secret)
+        specs = [*nats, s3]
         sim_url = local_url = None
         if o.sim:
             sim = sim_spec(free_port(), o.sim_profile, [SIM_MODEL])
@@ -209,7 +221,8 @@ class Supervisor:
         # and has nats-server reload it when they change: access/bususers.py).
         static = user_entries([*services.values(), operator, *agents])
         write_private(h.nats_users_file, json.dumps(static, indent=2))
-        write_private(h.nats_config, render_users(merged_users(static, read_agents(h.nats_agents_file))))
+        users = merged_users(static, read_agents(h.nats_agents_file))
+        write_private(h.nats_config, render_users(users, server_name))
         write_private(h.operator_url_file, operator_url)
         # For external tool workers (any language): the tools service's own bus login, which may
         # serve exec.tools.ext.<name> and register tools (runtime/natsauth.py), nothing more.
@@ -224,7 +237,7 @@ class Supervisor:
             namespace=o.namespace,
             token=token,
             agent="local",
-            s3_endpoint=specs[1].address,
+            s3_endpoint=s3.address,
             gateway_url=f"http://127.0.0.1:{gateway_port}/v1",
         )
         h.connection_file.write_text(conn.model_dump_json(indent=2))
@@ -232,7 +245,8 @@ class Supervisor:
         env = {
             "AIOS_NAMESPACE": o.namespace,
             "AIOS_LLM_CONFIG": str(h.llm_config),
-            "AIOS_S3_ENDPOINT": specs[1].address or "",
+            "AIOS_S3_ENDPOINT": s3.address or "",
+            "AIOS_STREAM_REPLICAS": str(replicas),
             "AIOS_S3_ACCESS_KEY": access,
             "AIOS_S3_SECRET_KEY": secret,
         }
@@ -247,7 +261,8 @@ class Supervisor:
                 "AIOS_ACCESS_NATS_CONFIG": str(h.nats_config),
                 "AIOS_ACCESS_NATS_USERS": str(h.nats_users_file),
                 "AIOS_ACCESS_NATS_AGENTS": str(h.nats_agents_file),
-                "AIOS_ACCESS_NATS_PID": str(h.nats_pid_file),
+                "AIOS_ACCESS_NATS_PID": ",".join(str(p) for p in pid_files),
+                "AIOS_ACCESS_NATS_SERVER_NAME": server_name,
             },
             "gateway": {"AIOS_GATEWAY_PORT": str(gateway_port), "AIOS_GATEWAY_CONSOLE_TOKEN": console_token},
             "recorder": {"AIOS_RECORDER_DB": str(h.root / "traces.duckdb")},
@@ -391,8 +406,9 @@ class Supervisor:
         restarted like any child that exits). Not while the bus itself is down: no service can be
         healthy then, and restarting them would not help."""
         services = [c for c in self.children if c.spec.kind == "service" and c.proc.returncode is None]
-        bus = [c for c in self.children if c.spec.kind == "server" and c.spec.name == "nats"]
-        if not all(await asyncio.gather(*(_probe(c.spec) for c in bus))):
+        # The bus is up while one server answers (a cluster's clients fail over to it).
+        bus = [c for c in self.children if c.spec.kind == "server" and is_nats(c.spec.name)]
+        if not any(await asyncio.gather(*(_probe(c.spec) for c in bus))):
             for c in services:
                 c.unhealthy_since = None
             return
@@ -482,11 +498,3 @@ def read_agents(path: Path) -> list[NatsUser]:
     except (OSError, ValueError):
         return []
     return [u for u in users if isinstance(u, dict)] if isinstance(users, list) else []
-
-
-def write_private(path: Path, text: str) -> None:
-    """Write a file only its owner may read (it holds secrets), created so from the start."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    path.chmod(0o600)  # it may have existed with wider rights

@@ -28,6 +28,7 @@ from aios_schemas import (
     decode_reply,
     encode,
 )
+from aios_sdk.config import server_urls
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +84,7 @@ def with_catalogue(st: SchedulerStats, models: list[ModelEntry]) -> SchedulerSta
 
 async def fetch_stats(nats_url: str, ns: Namespace, timeout: float = 2.0) -> SchedulerStats:
     """The scheduler's stats, with the catalogue's models it has not seen a call for yet."""
-    nc = await nats.connect(nats_url, connect_timeout=2, allow_reconnect=False)
+    nc = await nats.connect(server_urls(nats_url), connect_timeout=2, allow_reconnect=False)
     try:
         msg = await nc.request(ns.ctl("scheduler", "stats"), encode(StatsQuery()), timeout=timeout)
         stats = decode_reply(msg.data, msg.headers, SchedulerStats)

@@ -27,6 +27,7 @@ from pydantic import BaseModel
 
 from aios_schemas import AiosError, Namespace, decode, decode_reply, encode, error_headers
 from aios_schemas.wire import clip
+from aios_sdk.config import server_urls
 
 from .telemetry import extract, inject
 
@@ -77,7 +78,7 @@ async def connect(
 
     nc = await nats.connect(
         reconnected_cb=on_reconnected,
-        servers=[u.strip() for u in url.split(",") if u.strip()],
+        servers=server_urls(url),  # every node of a cluster: nats-py fails over among them
         name=name,
         inbox_prefix=inbox_prefix,  # a service's own replies: its NATS user may hear only those
         connect_timeout=connect_timeout,
@@ -155,8 +156,9 @@ async def force_reconnect(nc: NATS) -> None:
 class Bus:
     """A NATS connection plus the namespace it lives in."""
 
-    def __init__(self, nc: NATS, ns: Namespace) -> None:
+    def __init__(self, nc: NATS, ns: Namespace, *, replicas: int = 1) -> None:
         self.nc = nc
+        self.replicas = replicas  # of the streams and buckets it creates (settings.stream_replicas)
         self.name = str(nc.options.get("name") or "")
         self.js: JetStreamContext = nc.jetstream()
         self.ns = ns
@@ -178,7 +180,9 @@ class Bus:
         self._reconnected: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     @classmethod
-    async def open(cls, url: str, name: str, ns: Namespace, *, inbox_prefix: str = "_INBOX") -> Bus:
+    async def open(
+        cls, url: str, name: str, ns: Namespace, *, inbox_prefix: str = "_INBOX", replicas: int = 1
+    ) -> Bus:
         """Connect and wrap: the bus then knows when the connection came back after an outage."""
         holder: list[Bus] = []
 
@@ -186,7 +190,8 @@ class Bus:
             if holder:
                 holder[0].reconnected()
 
-        bus = cls(await connect(url, name, on_reconnect=on_reconnect, inbox_prefix=inbox_prefix), ns)
+        nc = await connect(url, name, on_reconnect=on_reconnect, inbox_prefix=inbox_prefix)
+        bus = cls(nc, ns, replicas=replicas)
         holder.append(bus)
         return bus
 
@@ -275,7 +280,10 @@ class Bus:
     # --- JetStream resources --------------------------------------------------------------
     async def ensure_stream(self, config: StreamConfig) -> None:
         """Create the stream, or bring an existing one to this config (remembered, so that a
-        stream deleted under a running service can be restored)."""
+        stream deleted under a running service can be restored). A config that names no replicas
+        gets the bus's (an existing stream's are raised by the update: JetStream adds the peers)."""
+        if config.num_replicas is None:
+            config = replace(config, num_replicas=self.replicas)
         assert config.name
         self._streams[config.name] = config
         try:
@@ -294,19 +302,34 @@ class Bus:
 
     async def ensure_kv(self, bucket: str, *, ttl_s: float | None = None, history: int = 1) -> KeyValue:
         """The bucket, created if missing. Reads are direct gets (`allow_direct`): the server answers
-        a key with the message itself, not a JetStream API reply with the value in base64 JSON."""
+        a key with the message itself, not a JetStream API reply with the value in base64 JSON.
+        It has the bus's replicas (an existing bucket with fewer is raised to them)."""
         try:
             kv = await self.js.key_value(bucket)
         except BucketNotFoundError:
             return await self.js.create_key_value(
                 KeyValueConfig(
-                    bucket=bucket, ttl=ttl_s, history=history, storage=StorageType.FILE, direct=True
+                    bucket=bucket,
+                    ttl=ttl_s,
+                    history=history,
+                    storage=StorageType.FILE,
+                    direct=True,
+                    replicas=self.replicas,
                 )
             )
         info = await self.js.stream_info(f"KV_{bucket}")
-        if not info.config.allow_direct:  # created by an older version: turn direct gets on
-            with contextlib.suppress(nats.errors.Error):
-                await self.js.update_stream(replace(info.config, allow_direct=True))
+        # Created by an older version (no direct gets) or with fewer replicas: bring it up to date.
+        if not info.config.allow_direct or (info.config.num_replicas or 1) < self.replicas:
+            update = replace(
+                info.config,
+                allow_direct=True,
+                num_replicas=max(info.config.num_replicas or 1, self.replicas),
+            )
+            try:
+                await self.js.update_stream(update)
+            except nats.errors.Error as exc:  # still usable as it is: say so, go on
+                log.warning("could not bring bucket %s up to date: %r", bucket, exc)
+            else:
                 kv = await self.js.key_value(bucket)
         return kv
 

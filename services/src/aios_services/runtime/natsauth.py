@@ -220,12 +220,14 @@ def user_entries(identities: list[Identity]) -> list[NatsUser]:
     return users
 
 
-def render_users(users: list[NatsUser]) -> str:
+def render_users(users: list[NatsUser], server_name: str = NATS_SERVER_NAME) -> str:
     """A nats-server config: the server's name and the `authorization` block (JSON values are valid
     there). The name is in the file too, not only on the command line (`-n`): a reload compares the
-    file's with the running server's, and refuses to reload if they differ."""
+    file's with the running server's, and refuses to reload if they differ. No name (`""`): the
+    users alone, for the nodes of a cluster to include (each node's own config names it)."""
     users_json = json.dumps(users, indent=2)
-    return f"server_name: {NATS_SERVER_NAME}\nauthorization {{\n  users = {users_json}\n}}\n"
+    name = f"server_name: {server_name}\n" if server_name else ""
+    return f"{name}authorization {{\n  users = {users_json}\n}}\n"
 
 
 def server_config(identities: list[Identity]) -> str:

@@ -79,6 +79,7 @@ async def run_service(
             f"aios-{name}-{settings.instance}",
             settings.ns,
             inbox_prefix=kernel_inbox(name),
+            replicas=settings.stream_replicas,
         )
         if tracing_installed() and name != "recorder":  # spans go to the recorder (not its own: a loop)
             export_spans_to(bus.publish_soon, bus.ns.service_event(name, "spans"))

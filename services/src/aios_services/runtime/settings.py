@@ -16,6 +16,14 @@ class ServiceSettings(BaseSettings):
 
     nats_url: str = Field("nats://127.0.0.1:4222", description="NATS server URL(s), comma-separated.")
     namespace: str = Field("", description="Isolates a deployment or a test: prefixes subjects and names.")
+    stream_replicas: int = Field(
+        1,
+        ge=1,
+        le=5,
+        description="Replicas of every JetStream stream and KV bucket the service creates (3 on a "
+        "3-node NATS cluster: a stream keeps its quorum with one node down); an existing one is raised "
+        "to it.",
+    )
     instance: str = Field(default_factory=lambda: f"{os.uname().nodename}-{os.getpid()}")
     drain_timeout_s: float = Field(10.0, description="How long a graceful drain may take on SIGTERM.")
     event_loop: Literal["uvloop", "asyncio"] = Field(
