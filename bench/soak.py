@@ -203,6 +203,14 @@ async def soak(args: argparse.Namespace) -> dict[str, object]:
     return report(args, tally, took, samples, started, ended)
 
 
+def _proc(sample: dict[str, object], name: str) -> dict[str, float | int | bool]:
+    procs = sample["processes"]
+    assert isinstance(procs, dict)
+    p = procs[name]
+    assert isinstance(p, dict)
+    return p
+
+
 def report(
     args: argparse.Namespace,
     tally: Tally,
@@ -227,6 +235,8 @@ def report(
             "fds_start": first[name]["fds"],
             "fds_end": last[name]["fds"],
             "fds_delta": last[name]["fds"] - first[name]["fds"],
+            "rss_mb_max": max(_proc(s, name)["rss_mb"] for s in samples),
+            "fds_max": max(_proc(s, name)["fds"] for s in samples),
             "alive": last[name]["alive"],
         }
         for name, (pid, _) in started.items()
@@ -280,10 +290,10 @@ def print_report(r: dict[str, object]) -> None:
         )
     procs = r["processes"]
     assert isinstance(procs, dict)
-    print(f"  {'process':<10} {'RSS MB start':>12} {'end':>8} {'fds start':>10} {'end':>5}")
+    print(f"  {'process':<10} {'RSS MB start':>12} {'end':>8} {'max':>8} {'fds start':>10} {'end':>5}")
     for name, p in procs.items():
         print(
-            f"  {name:<10} {p['rss_mb_start']:>12} {p['rss_mb_end']:>8}"
+            f"  {name:<10} {p['rss_mb_start']:>12} {p['rss_mb_end']:>8} {p['rss_mb_max']:>8}"
             f" {p['fds_start']:>10} {p['fds_end']:>5}"
         )
     print(f"  died: {r['died'] or 'none'}; {'PASSED' if r['passed'] else 'FAILED'}")

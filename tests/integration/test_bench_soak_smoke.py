@@ -38,6 +38,8 @@ def test_soak_smoke_reports_every_process_and_kind(tmp_path: Path) -> None:
     assert set(report["processes"]) == set(KERNEL)
     for p in report["processes"].values():
         assert p["rss_mb_start"] > 0 and p["fds_start"] > 0 and p["alive"]
+        assert p["rss_mb_max"] >= max(p["rss_mb_start"], p["rss_mb_end"])
+        assert p["fds_max"] >= max(p["fds_start"], p["fds_end"])
     assert len(report["samples"]) >= 3  # start, at least one periodic, end
     for sample in report["samples"]:
         assert set(sample["processes"]) == set(KERNEL)
