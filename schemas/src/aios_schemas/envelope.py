@@ -171,8 +171,8 @@ class ExecRequest(BaseModel):
     preemptible: bool = Field(False, description="The scheduler may ask to suspend this run.")
     again: bool = Field(
         False,
-        description="The syscall was delivered to the scheduler before (it crashed holding it): a worker"
-        " that already finished it answers with that reply instead of running it twice.",
+        description="The syscall was sent before (its scheduler crashed holding it, or its worker went"
+        " silent): a worker that already finished it answers with that reply instead of running it twice.",
     )
 
 

@@ -41,3 +41,15 @@ class FinishedRuns:
 
     async def put(self, agent: str, syscall_id: str, reply: ExecReply) -> None:
         await self.kv.put(self.key(agent, syscall_id), encode(reply))
+
+    # A run of an at-most-once resource marks its start here before it runs (ids have no dots, so
+    # `<agent>.<id>.started` never collides with a reply's key).
+    async def mark_started(self, agent: str, syscall_id: str) -> None:
+        await self.kv.put(self.key(agent, syscall_id) + ".started", b"1")
+
+    async def started(self, agent: str, syscall_id: str) -> bool:
+        try:
+            await self.kv.get(self.key(agent, syscall_id) + ".started")
+        except KeyNotFoundError:
+            return False
+        return True

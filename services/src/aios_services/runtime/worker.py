@@ -77,6 +77,10 @@ class ResourceSpec:
     # A running call is stopped when the scheduler says so (the agent cancelled it, or its deadline
     # passed): `ctl.<service>.control`. Off where stopping a handler midway could leave half a write.
     cancellable: bool = False
+    # Run at most once (e.g. a tool with side effects): its start is recorded before it runs, and a
+    # call sent again after its worker died midway is answered `backend_error` (it may have run)
+    # instead of run a second time. Otherwise a run cut off by a crash runs again (at least once).
+    at_most_once: bool = False
 
 
 async def serve_resource(
@@ -226,6 +230,14 @@ class ResourceWorker:
             if kept is not None:  # done before the scheduler that asked for it crashed
                 return kept
             run = self._inflight.get(sid)
+            if run is None and self.spec.at_most_once and await self.finished.started(req.syscall.agent, sid):
+                err = AiosError(
+                    "backend_error",
+                    f"{req.syscall.kind} was interrupted (its worker stopped while it ran): it may have"
+                    " taken effect, so it is not run again",
+                    details={"interrupted": True},
+                )
+                return _done(SyscallResult.fail(sid, err.to_reply()))
         if run is None:
             run = asyncio.ensure_future(self._run(req))
             self._inflight[sid] = run
@@ -239,6 +251,8 @@ class ResourceWorker:
             remaining = req.deadline - time.time()
             if remaining <= 0:
                 raise AiosError("deadline_exceeded", "the deadline passed before the call ran")
+            if self.spec.at_most_once:
+                await self.finished.mark_started(call.agent, call.id)
             handling = asyncio.ensure_future(self.handler(call))
             if self.spec.cancellable:
                 self._handling[call.id] = handling

@@ -230,6 +230,9 @@ class Dispatcher:
                     continue
                 if reply is not None:
                     return reply
+                # The answer may be lost with its worker: ask again, saying so, so the worker that
+                # gets it looks for a kept reply (or a started at-most-once run) before running it.
+                req = req.model_copy(update={"again": True})
         except AiosError as exc:
             if exc.code == "deadline_exceeded":  # stop the work nobody waits for any more
                 await self.executor.control(held.service, call.id, "cancel")

@@ -167,6 +167,8 @@ class ToolsService:
                 slots=tool.entry.max_concurrency,
                 requires_approval=tool.entry.requires_approval,  # the scheduler holds each call for it
                 cancellable=True,  # a cancelled call's worker process is killed, not left running
+                # A tool that changes the world runs at most once, even when its worker dies midway.
+                at_most_once=tool.entry.side_effects != "none",
             )
         )
 
