@@ -1,5 +1,6 @@
-"""`make bench`: every benchmark, each printing its baseline measured in the same run (~20 minutes
-on 2 cores). Figures involving an LLM engine come from the simulator and say so."""
+"""`make bench`: every benchmark, each printing its baseline measured in the same run (roughly
+40 minutes on 2 cores, from the parts' own times; not timed as a whole). Figures involving an LLM
+engine come from the simulator and say so."""
 
 from __future__ import annotations
 

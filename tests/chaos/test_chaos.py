@@ -103,7 +103,8 @@ async def load(client: AIOS, history: History, stop: asyncio.Event, worker: int)
         except AiosError as exc:
             call.code = exc.code
             # Refused at the door (the bus down, or the stream not answering): never accepted.
-            call.accepted = not (exc.code == "backend_unavailable" and "accept" in exc.message + "running")
+            refused = "did not accept" in exc.message or "not running" in exc.message
+            call.accepted = not (exc.code == "backend_unavailable" and refused)
         except Exception as exc:  # not a typed error: the check at the end names it
             call.code = f"untyped {type(exc).__name__}: {exc}"[:200]
         call.ended = time.monotonic()

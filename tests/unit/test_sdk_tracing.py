@@ -18,7 +18,7 @@ from aios_services.recorder.main import from_agent
 def test_spans_go_out_on_the_connection_of_the_agent_they_name() -> None:
     loop = asyncio.new_event_loop()
     sent: list[tuple[str, bytes]] = []
-    exporter = tracing.AgentSpanExporter()
+    exporter = tracing.BusSpanExporter()
     for agent in ("alice", "bob"):
         exporter.add(agent, tracing.Route(f"evt.agent.{agent}.spans", loop, lambda s, d: sent.append((s, d))))
     provider = TracerProvider()
@@ -44,7 +44,7 @@ def test_spans_go_out_on_the_connection_of_the_agent_they_name() -> None:
 def test_a_removed_client_gets_no_more_spans() -> None:
     loop = asyncio.new_event_loop()
     sent: list[str] = []
-    exporter = tracing.AgentSpanExporter()
+    exporter = tracing.BusSpanExporter()
     route = tracing.Route("evt.agent.alice.spans", loop, lambda s, d: sent.append(s))
     exporter.add("alice", route)
     exporter.remove("alice", route)

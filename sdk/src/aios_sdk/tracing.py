@@ -74,7 +74,10 @@ class Route:
     publish: Callable[[str, bytes], None]
 
 
-class AgentSpanExporter(SpanExporter):
+class BusSpanExporter(SpanExporter):
+    """Finished spans to the bus, one message per batch and route. An agent process has a route per
+    connected agent (a span goes to the one it names, else the newest); a kernel process has one."""
+
     def __init__(self) -> None:
         self._lock = threading.Lock()  # export runs in the processor's thread, add/remove on loops
         self._routes: dict[str, Route] = {}  # insertion order: the newest client last
@@ -126,13 +129,13 @@ class _Installed:
     """The process's exporter and the providers it is attached to (made on first use)."""
 
     def __init__(self) -> None:
-        self.exporter = AgentSpanExporter()
+        self.exporter = BusSpanExporter()
         self.processor = BatchSpanProcessor(
             self.exporter, schedule_delay_millis=500, max_export_batch_size=512
         )
         attrs = {} if os.environ.get("OTEL_SERVICE_NAME") else {"service.name": "aios-agent"}
         self.private = TracerProvider(resource=Resource.create(attrs))
-        _add_otlp(self.private)
+        add_otlp(self.private)
         self.private.add_span_processor(self.processor)
         self.private_tracer = self.private.get_tracer("aios_sdk")
         self.joined: TracerProvider | None = None
@@ -151,7 +154,8 @@ class _Installed:
         return self.joined_tracer
 
 
-def _add_otlp(provider: TracerProvider) -> None:
+def add_otlp(provider: TracerProvider) -> None:
+    """Also to the OTLP collector the standard `OTEL_EXPORTER_OTLP_*` variables name, if any."""
     if not (
         os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
     ):

@@ -1,7 +1,7 @@
 """OpenTelemetry wiring: the API in library code, the SDK installed once by a process's main().
 
 `traceparent` travels in NATS message headers; `inject`/`extract` are the only two places that know.
-Finished spans go to the recorder over the bus (`NatsSpanExporter`, batched by OpenTelemetry's
+Finished spans go to the recorder over the bus (the SDK's `BusSpanExporter`, batched by OpenTelemetry's
 BatchSpanProcessor), and to any OTLP collector too when the standard `OTEL_EXPORTER_OTLP_*`
 variables say where (and `opentelemetry-exporter-otlp` is installed).
 """
@@ -11,17 +11,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 from opentelemetry import context, propagate, trace
 from opentelemetry.context import Context
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-from aios_schemas import encode
-from aios_schemas.traces import SpanBatch
-from aios_sdk.tracing import span_record
+from aios_sdk.tracing import BusSpanExporter, Route, add_otlp
 
 log = logging.getLogger(__name__)
 _provider: TracerProvider | None = None
@@ -38,29 +36,22 @@ def setup_tracing(service_name: str) -> None:
         from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SimpleSpanProcessor
 
         provider.add_span_processor(SimpleSpanProcessor(ConsoleSpanExporter()))
-    if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
-        try:
-            from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # type: ignore[import-not-found]
-                OTLPSpanExporter,
-            )
-        except ImportError:
-            log.warning("OTEL_EXPORTER_OTLP_* is set but opentelemetry-exporter-otlp is not installed")
-        else:
-            provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    add_otlp(provider)
     trace.set_tracer_provider(provider)
     _provider = provider
 
 
 def export_spans_to(
     publish: Callable[[str, bytes], None], subject: str, provider: Any = None
-) -> NatsSpanExporter:
+) -> BusSpanExporter:
     """Send this process's finished spans to `subject` through `publish` (called on the event loop
     that owns the bus: the batch processor runs in its own thread). The provider is the one
     `setup_tracing` installed, unless given (tests)."""
     target = provider or _provider
     if target is None:
         raise RuntimeError("setup_tracing() first")
-    exporter = NatsSpanExporter(publish, subject, asyncio.get_running_loop())
+    exporter = BusSpanExporter()  # the SDK's, with this process's one route
+    exporter.add("", Route(subject, asyncio.get_running_loop(), publish))
     target.add_span_processor(
         BatchSpanProcessor(exporter, schedule_delay_millis=500, max_export_batch_size=512)
     )
@@ -69,35 +60,6 @@ def export_spans_to(
 
 def tracing_installed() -> bool:
     return _provider is not None
-
-
-class NatsSpanExporter(SpanExporter):
-    """OpenTelemetry span exporter to the bus (one message per batch)."""
-
-    def __init__(
-        self, publish: Callable[[str, bytes], None], subject: str, loop: asyncio.AbstractEventLoop
-    ) -> None:
-        self.publish = publish
-        self.subject = subject
-        self.loop = loop
-        self.exported = 0
-
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        records = [r for r in (span_record(s) for s in spans) if r is not None]
-        if records:
-            data = encode(SpanBatch(spans=records))
-            try:
-                self.loop.call_soon_threadsafe(self.publish, self.subject, data)
-            except RuntimeError:  # the loop is closed: the process is ending
-                return SpanExportResult.FAILURE
-            self.exported += len(records)
-        return SpanExportResult.SUCCESS
-
-    def shutdown(self) -> None:
-        pass
-
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return True
 
 
 def inject(headers: dict[str, str] | None = None) -> dict[str, str]:
