@@ -323,9 +323,8 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
 
             print(f"4. CPU per call, {args.cpu_n} sequential calls per path", flush=True)
             kernel_procs = {k: v for k, v in pids.items() if k in ("nats", "scheduler", "llm", "recorder")}
-            sim_pid = {k: v for k, v in pids.items() if k == "sim"}  # none: the engine is ours
+            # Direct calls touch only the engine (the same for every path): no row of their own.
             cpu = {
-                "direct": await cpu_per_call(calls["direct"], sim_pid, args.cpu_n),
                 "sdk": await cpu_per_call(calls["sdk"], kernel_procs, args.cpu_n),
                 "gateway": await cpu_per_call(
                     calls["gateway"], {**kernel_procs, "gateway": pids["gateway"]}, args.cpu_n

@@ -91,7 +91,6 @@ async def start(
             await publish_catalogue()
 
     probes = capacity_probes(cfg, adapt)
-    entries = catalogue(cfg, adapted)
 
     confirmed = [time.monotonic()]
 
@@ -118,9 +117,9 @@ async def start(
                 await publish_catalogue()
 
     async def withdraw() -> None:  # a graceful stop: the scheduler stops routing here at once
-        for entry in entries:
+        for name in cfg.models:
             with contextlib.suppress(nats.errors.Error):
-                await limits.delete(model_key(entry.name, settings.instance))
+                await limits.delete(model_key(name, settings.instance))
 
     await publish_catalogue()
     refresher = asyncio.create_task(keep_running("catalogue refresh", refresh_forever))
