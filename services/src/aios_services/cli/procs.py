@@ -25,10 +25,20 @@ from .home import Home, ProcessKind
 Probe = Callable[[], Awaitable[bool]]
 
 
+_given: set[int] = set()  # ports this process handed out already
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A free loopback port, never one this process handed out before: the kernel may give the
+    same ephemeral port to two binds in a row once the first socket is closed, and `aios up` asks
+    for a dozen ports (nats client and monitor, every SeaweedFS port...) before any is bound."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port not in _given:
+            _given.add(port)
+            return port
 
 
 def venv_bin(name: str) -> str:
