@@ -55,6 +55,11 @@ class Namespace:
         return self._bucket("AIOS_REPLICAS")
 
     @property
+    def owners_bucket(self) -> str:
+        """Which replica of a partitioned service owns each partition of its data (leases, TTL)."""
+        return self._bucket("AIOS_OWNERS")
+
+    @property
     def limits_bucket(self) -> str:
         return self._bucket("AIOS_LIMITS")
 
@@ -98,6 +103,11 @@ class Namespace:
         readable = _UNSAFE.sub("_", f"{resource}--{lane}")[:64]
         digest = hashlib.sha256(f"{resource}\0{lane}".encode()).hexdigest()[:10]
         return f"{self.root}.exec.{service}.{readable}-{digest}"
+
+    def exec_partition(self, service: str, partition: int) -> str:
+        """To the one replica that owns `partition` of a partitioned service's data (the replica
+        that took a call on the service's lane forwards it here)."""
+        return f"{self.root}.exec.{service}.part.{int(partition)}"
 
     def stream(self, agent: str, syscall_id: str) -> str:
         """LLM tokens of a running syscall."""

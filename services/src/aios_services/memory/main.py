@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from contextlib import AsyncExitStack
 
-from aios_schemas import Syscall, new_id
+from pydantic import JsonValue
+
+from aios_schemas import AiosError, ExecRequest, Syscall, new_id
 from aios_schemas.memory import (
     MemoryEvicted,
     MemoryGetReply,
@@ -17,8 +20,10 @@ from aios_schemas.memory import (
 )
 
 from ..runtime import Bus, HealthDetails, main_for
+from ..runtime.partitioned import Close, Partitioning, serve_partitioned
+from ..runtime.partitions import check_layout, partition_path
 from ..runtime.service import load_settings
-from ..runtime.worker import ResourceSpec, serve_resource
+from ..runtime.worker import Handler, ResourceSpec
 from .embedders import BatchingEmbedder, Embedder, HashingEmbedder, HttpEmbedder, MiniLMEmbedder
 from .handlers import Deps, MemoryHandlers
 from .lruk import Quota
@@ -26,6 +31,7 @@ from .settings import MemorySettings
 from .store import Blobs, Db, Space
 
 log = logging.getLogger(__name__)
+INSPECT_TIMEOUT_S = 30.0
 
 
 async def make_embedder(settings: MemorySettings, stack: AsyncExitStack) -> Embedder:
@@ -46,16 +52,7 @@ async def make_embedder(settings: MemorySettings, stack: AsyncExitStack) -> Embe
 
 async def start(bus: Bus, stack: AsyncExitStack, settings: MemorySettings) -> HealthDetails:
     embedder = await make_embedder(settings, stack)
-    db = Db(settings.memory_db, Space(embedder.name, embedder.dim))
-    await db.run(db.open)
-
-    async def close() -> None:
-        # Last: the worker has withdrawn from the catalogue; stop taking calls and finish those in
-        # hand before the store closes under them (the service runtime drains only after this).
-        await bus.drain(settings.drain_timeout_s)
-        await db.aclose()
-
-    stack.push_async_callback(close)
+    check_layout(settings.memory_db, settings.partitions)
     blobs = None
     if settings.s3_endpoint:
         blobs = Blobs(
@@ -79,26 +76,39 @@ async def start(bus: Bus, stack: AsyncExitStack, settings: MemorySettings) -> He
     async def publish(event: MemoryEvicted) -> None:
         await bus.publish(subject, event)
 
-    handlers = MemoryHandlers(
-        Deps(
-            db=db,
-            blobs=blobs,
-            embedder=embedder,
-            quota=quota,
-            publish=publish,
-            large_bytes=settings.memory_large_bytes,
-            lru_k=settings.memory_lru_k,
+    # One store and one working set per partition of the agents' namespaces: a replica serves the
+    # partitions it owns (runtime/partitions.py); with one partition, the one file `memory_db`.
+    parts: dict[int, MemoryHandlers] = {}
+
+    async def open_partition(k: int) -> tuple[Handler, Close]:
+        db = Db(
+            partition_path(settings.memory_db, k, settings.partitions), Space(embedder.name, embedder.dim)
         )
-    )
+        try:
+            await db.run(db.open)
+        except BaseException:
+            await db.aclose()
+            raise
+        handlers = MemoryHandlers(
+            Deps(
+                db=db,
+                blobs=blobs,
+                embedder=embedder,
+                quota=quota,
+                publish=publish,
+                large_bytes=settings.memory_large_bytes,
+                lru_k=settings.memory_lru_k,
+            )
+        )
+        parts[k] = handlers
 
-    async def inspect(req: MemoryInspect) -> MemoryInspectReply:
-        """The operator's `aios memory`: a read-only call in an agent's namespace."""
-        result = await handlers.handle(Syscall(id=new_id(), agent=req.agent, payload=req.payload))
-        assert isinstance(result, MemoryListReply | MemoryGetReply | MemorySearchReply)
-        return MemoryInspectReply(result=result)
+        async def close() -> None:
+            parts.pop(k, None)
+            await db.aclose()
 
-    await bus.serve(bus.ns.ctl("memory", "inspect"), MemoryInspect, inspect, max_concurrency=4)
-    await serve_resource(
+        return handlers.handle, close
+
+    resource, owners = await serve_partitioned(
         bus,
         stack,
         settings,
@@ -107,16 +117,65 @@ async def start(bus: Bus, stack: AsyncExitStack, settings: MemorySettings) -> He
             resource="memory",
             read_only=frozenset({"memory.get", "memory.list", "memory.search"}),
         ),
-        handlers.handle,
+        Partitioning(key=namespace_of, open=open_partition),
     )
+
+    async def inspect(req: MemoryInspect) -> MemoryInspectReply:
+        """The operator's `aios memory`: a read-only call in an agent's namespace, run by the
+        replica that owns it."""
+        call = Syscall(id=new_id(), agent=req.agent, payload=req.payload)
+        done = await resource.exec(
+            ExecRequest(syscall=call, resource="memory", deadline=time.time() + INSPECT_TIMEOUT_S)
+        )
+        result = done.result
+        assert result is not None
+        if result.error is not None:
+            e = result.error
+            raise AiosError(e.code, e.message, retryable=e.retryable, details=e.details)
+        assert isinstance(result.result, MemoryListReply | MemoryGetReply | MemorySearchReply)
+        return MemoryInspectReply(result=result.result)
+
+    await bus.serve(bus.ns.ctl("memory", "inspect"), MemoryInspect, inspect, max_concurrency=4)
     log.info(
-        "memory: %s, embedder %s (%d dims), S3 %s",
+        "memory: %s (%d partition(s)), embedder %s (%d dims), S3 %s",
         settings.memory_db,
+        settings.partitions,
         embedder.name,
         embedder.dim,
         settings.s3_endpoint or "off",
     )
-    return handlers.details
+
+    def details() -> dict[str, JsonValue]:
+        out: dict[str, JsonValue] = {
+            "embedder": embedder.name,
+            "dim": embedder.dim,
+            "partitions": settings.partitions,
+            "serving": list[JsonValue](sorted(owners.serving)),
+            "members": list[JsonValue](owners.members),
+            "forwarded": resource.forwarded,
+        }
+        for h in list(parts.values()):
+            for name, value in h.details().items():
+                if isinstance(value, int) and not isinstance(value, bool):
+                    old = out.get(name, 0)
+                    out[name] = (old if isinstance(old, int) else 0) + value
+                elif isinstance(value, dict):
+                    merged = out.setdefault(name, {})
+                    assert isinstance(merged, dict)
+                    for kind, n in value.items():
+                        prev = merged.get(kind, 0)
+                        merged[kind] = (prev if isinstance(prev, int) else 0) + (
+                            n if isinstance(n, int) else 0
+                        )
+        return out
+
+    return details
+
+
+def namespace_of(call: Syscall) -> str:
+    """Whose memory a call touches: the namespace it names, else its caller's."""
+    ns = getattr(call.payload, "namespace", None)
+    return ns if isinstance(ns, str) and ns else call.agent
 
 
 def main() -> None:

@@ -333,6 +333,19 @@ class Bus:
                 kv = await self.js.key_value(bucket)
         return kv
 
+    async def others_kv(self, bucket: str, *, wait_s: float = 3.0) -> KeyValue:
+        """A bucket another service creates (e.g. the scheduler's limits): wait for it a little,
+        since on a locked bus this service may not create it; then create it (an open bus, or a
+        service started alone)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_s
+        while loop.time() < deadline:
+            try:
+                return await self.js.key_value(bucket)
+            except BucketNotFoundError:
+                await asyncio.sleep(0.1)
+        return await self.ensure_kv(bucket)
+
     # --- request/reply ---------------------------------------------------------------------
     async def serve(
         self,

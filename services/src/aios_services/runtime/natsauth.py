@@ -109,8 +109,8 @@ def _kv(bucket: str, keys: str = ">") -> list[str]:
 
 # Worker services (runtime.worker) and the KV buckets each owns besides the shared ones.
 WORKER_SERVICES: dict[str, Callable[[Namespace], list[str]]] = {
-    "memory": lambda ns: [],
-    "storage": lambda ns: [],
+    "memory": lambda ns: [ns.owners_bucket],  # who owns which partition (runtime/partitions.py)
+    "storage": lambda ns: [ns.owners_bucket],
     "tools": lambda ns: [],
 }
 
@@ -174,6 +174,8 @@ def service_permissions(service: str, namespace: str = "") -> dict[str, object]:
         ]
         for bucket in WORKER_SERVICES[service](ns):
             pub += _kv(bucket)
+        if WORKER_SERVICES[service](ns):  # partitioned: a call goes on to its partition's owner
+            pub.append(f"{root}.exec.{service}.part.>")
         if service == "tools":  # each tool's flags for the scheduler; calls to external tool workers
             # (and, with these credentials, an external worker registers its tool)
             pub += [

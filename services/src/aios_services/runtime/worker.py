@@ -49,6 +49,7 @@ from .settings import ServiceSettings
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Syscall], Awaitable[AnyResult]]  # the result payload of the syscall's kind
+Route = Callable[[ExecRequest], Awaitable[ExecReply]]  # takes the lane's calls instead (partitioned.py)
 
 
 class WorkerSettings(ServiceSettings):
@@ -57,6 +58,17 @@ class WorkerSettings(ServiceSettings):
     slots: int = Field(64, ge=1, description="Syscalls of this resource one replica runs at once.")
     catalog_refresh_s: float = Field(
         5.0, gt=0, description="How often this replica re-confirms its resource in the catalogue."
+    )
+    partitions: int = Field(
+        1,
+        ge=1,
+        le=256,
+        description="Partitions of a service's data by agent (memory, storage), each owned by one replica;"
+        " more than 1 lets replicas share the load. Set it before the first start: data written with one"
+        " count is refused under another.",
+    )
+    partition_ttl_s: float = Field(
+        6.0, gt=0, description="A dead replica's partitions move to the others after this long."
     )
 
 
@@ -96,14 +108,16 @@ async def serve_resources(
     settings: WorkerSettings,
     specs: Sequence[ResourceSpec],
     handler: Handler,
+    *,
+    route: Route | None = None,
 ) -> ServedResources:
     """Serve several resources from one service (the tools service: one per tool, each with its own
     slots, so each tool's concurrency is its own queue in the scheduler). More can be added or
     withdrawn later (`ServedResources.add`/`remove`), e.g. when an MCP server's tools appear."""
     bucket = bus.ns.finished_bucket
     finished = FinishedRuns(await bus.ensure_kv(bucket, ttl_s=FINISHED_TTL_S), bucket)
-    limits = await bus.ensure_kv(bus.ns.limits_bucket)
-    served = ServedResources(bus, settings, handler, finished, limits)
+    limits = await bus.others_kv(bus.ns.limits_bucket)  # the scheduler's
+    served = ServedResources(bus, settings, handler, finished, limits, route)
     for spec in specs:
         await served.add(spec)
     bus.add_check("catalogue", served.problem)
@@ -123,8 +137,10 @@ class ServedResources:
         handler: Handler,
         finished: FinishedRuns,
         limits: KeyValue,
+        route: Route | None = None,
     ) -> None:
         self.bus = bus
+        self.route = route
         self.settings = settings
         self.handler = handler
         self.finished = finished
@@ -143,7 +159,7 @@ class ServedResources:
             self._subs[spec.resource] = await self.bus.serve(
                 self.bus.ns.exec_lane(spec.service, spec.resource, spec.lane),
                 ExecRequest,
-                worker.exec,
+                self.route or worker.exec,
                 queue=spec.service,
                 max_concurrency=slots,
             )
@@ -221,6 +237,12 @@ class ResourceWorker:
         if task is not None and not task.done():
             self._stopping.add(syscall_id)
             task.cancel()
+
+    async def idle(self, timeout: float) -> None:
+        """Wait (up to `timeout`) until the calls running here have finished."""
+        running = list(self._inflight.values())
+        if running:
+            await asyncio.wait(running, timeout=timeout)
 
     async def exec(self, req: ExecRequest) -> ExecReply:
         sid = req.syscall.id
