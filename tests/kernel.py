@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from aios_schemas import Namespace
+from nats.aio.client import Client as NATS
+
+from aios_schemas import Health, HealthQuery, Namespace, decode_reply, encode
 from aios_sdk import AIOS
 from aios_services.cli.procs import service_probe
 from aios_services.llm import main as llm_main
@@ -133,3 +136,39 @@ async def running_kernel(
             for task in asyncio.all_tasks():
                 task.print_stack(limit=8)
             raise RuntimeError(f"services did not stop: {[n for n, t in tasks.items() if t in stuck]}")
+
+
+async def serving(nc: NATS, ns: Namespace, service: str, replicas: int) -> dict[str, set[int]]:
+    """What each replica of a partitioned service says it serves (every replica answers a health query)."""
+    inbox = nc.new_inbox()
+    got: dict[str, set[int]] = {}
+    sub = await nc.subscribe(inbox)
+    try:
+        await nc.publish(ns.ctl(service, "health"), encode(HealthQuery(verbose=True)), reply=inbox)
+        deadline = time.monotonic() + 2
+        while len(got) < replicas and time.monotonic() < deadline:
+            try:
+                msg = await sub.next_msg(timeout=max(deadline - time.monotonic(), 0.01))
+            except TimeoutError:
+                break
+            h = decode_reply(msg.data, msg.headers, Health)
+            parts = h.details.get("serving", [])
+            assert isinstance(parts, list)
+            got[h.instance] = {int(p) for p in parts if isinstance(p, int)}
+    finally:
+        await sub.unsubscribe()
+    return got
+
+
+async def until_split(
+    nc: NATS, ns: Namespace, service: str, count: int, owners: set[str], timeout: float = 30
+) -> dict[str, set[int]]:
+    """Wait until exactly `owners` serve every partition between them, each its own."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = {i: s for i, s in (await serving(nc, ns, service, len(owners))).items() if s}
+        every = [p for s in got.values() for p in s]
+        if set(got) == owners and sorted(every) == list(range(count)):
+            return got
+        assert time.monotonic() < deadline, f"partitions not split over {owners}: {got}"
+        await asyncio.sleep(0.1)

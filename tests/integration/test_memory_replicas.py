@@ -17,11 +17,10 @@ from pathlib import Path
 import pytest
 from nats.aio.client import Client as NATS
 
-from aios_schemas import Health, HealthQuery, decode_reply, encode
 from aios_sdk import AIOS
 from aios_services.cli.procs import service_probe
 from aios_services.runtime.partitions import partition_of
-from tests.kernel import Kernel, running_kernel
+from tests.kernel import Kernel, running_kernel, until_split
 
 PARTITIONS = 4
 AGENTS = ("agent-1", "agent-2", "agent-3", "agent-a", "agent-b", "agent-free", "agent-q1", "local")
@@ -42,40 +41,6 @@ def start_memory(k: Kernel, instance: str, log: Path) -> subprocess.Popen[bytes]
         return subprocess.Popen(
             [sys.executable, "-m", "aios_services.memory"], env=env, stdout=out, stderr=out
         )
-
-
-async def serving(nc: NATS, k: Kernel, replicas: int) -> dict[str, set[int]]:
-    """What each memory replica says it serves (every replica answers a health query)."""
-    inbox = nc.new_inbox()
-    got: dict[str, set[int]] = {}
-    sub = await nc.subscribe(inbox)
-    try:
-        await nc.publish(k.ns.ctl("memory", "health"), encode(HealthQuery(verbose=True)), reply=inbox)
-        deadline = time.monotonic() + 2
-        while len(got) < replicas and time.monotonic() < deadline:
-            try:
-                msg = await sub.next_msg(timeout=max(deadline - time.monotonic(), 0.01))
-            except TimeoutError:
-                break
-            h = decode_reply(msg.data, msg.headers, Health)
-            parts = h.details.get("serving", [])
-            assert isinstance(parts, list)
-            got[h.instance] = {int(p) for p in parts if isinstance(p, int)}
-    finally:
-        await sub.unsubscribe()
-    return got
-
-
-async def until_split(nc: NATS, k: Kernel, owners: set[str], timeout: float = 30) -> dict[str, set[int]]:
-    """Wait until exactly `owners` serve every partition between them, each its own."""
-    deadline = time.monotonic() + timeout
-    while True:
-        got = {i: s for i, s in (await serving(nc, k, len(owners))).items() if s}
-        every = [p for s in got.values() for p in s]
-        if set(got) == owners and sorted(every) == list(range(PARTITIONS)):
-            return got
-        assert time.monotonic() < deadline, f"partitions not split over {owners}: {got}"
-        await asyncio.sleep(0.1)
 
 
 async def add_some(clients: dict[str, AIOS], tag: str, n: int) -> list[asyncio.Task[object]]:
@@ -102,14 +67,15 @@ async def test_memory_replicas_split_partitions_and_survive_a_kill(
             while not await probe():
                 assert time.monotonic() < deadline, "memory did not start"
                 await asyncio.sleep(0.05)
-            split = await until_split(nc, k, {"memory-a", "memory-b"})
+            split = await until_split(nc, k.ns, "memory", PARTITIONS, {"memory-a", "memory-b"})
             assert all(split.values())
             async with AsyncExitStack() as opened:
                 clients = {a: await opened.enter_async_context(k.connect(a)) for a in AGENTS}
                 # Both serve, each call lands where its agent's partition is served.
                 first = await asyncio.wait_for(asyncio.gather(*await add_some(clients, "one", 3)), 60)
                 assert len(first) == 3 * len(AGENTS)
-                files = sorted(p.name for p in tmp_path.glob("memory.p*-of-04.duckdb"))
+                found = await asyncio.to_thread(lambda: list(tmp_path.glob("memory.p*-of-04.duckdb")))
+                files = sorted(p.name for p in found)
                 assert files == [f"memory.p{i:02d}-of-04.duckdb" for i in range(PARTITIONS)]
 
                 # A replica killed mid-load: every call is answered, its partitions move.
@@ -120,7 +86,7 @@ async def test_memory_replicas_split_partitions_and_survive_a_kill(
                 procs["memory-a"].wait()
                 second = await asyncio.wait_for(asyncio.gather(*calls), 120)
                 assert len(second) == 10 * len(AGENTS)
-                await until_split(nc, k, {"memory-b"})
+                await until_split(nc, k.ns, "memory", PARTITIONS, {"memory-b"})
                 print(f"memory-b served every partition {time.monotonic() - killed_at:.1f}s after the kill")
 
                 # Every record, exactly once, whoever wrote it.
@@ -132,7 +98,7 @@ async def test_memory_replicas_split_partitions_and_survive_a_kill(
 
                 # It comes back (the supervisor restarts it) and takes its share again.
                 procs["memory-a"] = start_memory(k, "memory-a", tmp_path / "memory-a.log")
-                await until_split(nc, k, {"memory-a", "memory-b"})
+                await until_split(nc, k.ns, "memory", PARTITIONS, {"memory-a", "memory-b"})
                 for agent, c in clients.items():
                     hits = (await c.memory.search("two", k=20, mode="keyword")).hits
                     assert len(hits) == 10, agent

@@ -35,8 +35,15 @@ SILENCE_S = 5.0  # an owner that says nothing for this long while running a forw
 
 @dataclass(frozen=True)
 class Partitioning:
-    key: Callable[[Syscall], str]  # the agent whose data the call touches
+    # Where a call goes: the agent whose data it touches (str), a partition named by the call
+    # itself (int, e.g. in an id the partition made), or None: every partition (a query over all
+    # agents' data, e.g. what was shared with the caller), answered together by `merge`.
+    key: Callable[[Syscall], str | int | None]
     open: Callable[[int], Awaitable[tuple[Handler, Close]]]  # open partition k: its handler, its close
+    merge: Callable[[Syscall, list[AnyResult]], AnyResult] | None = None
+    # Completes a partition's answer with what other partitions hold (e.g. a grant's reply lists
+    # what was shared with the caller too): called with the resource and the request and reply.
+    complete: Callable[[PartitionedResource, ExecRequest, ExecReply], Awaitable[ExecReply]] | None = None
 
 
 class PartitionedResource:
@@ -55,8 +62,11 @@ class PartitionedResource:
         self._closers: dict[int, Close] = {}
         self.forwarded = 0
 
-    def partition(self, call: Syscall) -> int:
-        return partition_of(self.parting.key(call), self.count)
+    def partition(self, call: Syscall) -> int | None:
+        key = self.parting.key(call)
+        if key is None:
+            return None
+        return key % self.count if isinstance(key, int) else partition_of(key, self.count)
 
     async def take(self, k: int) -> None:
         assert self.served is not None
@@ -90,11 +100,40 @@ class PartitionedResource:
             await close()
 
     async def exec(self, req: ExecRequest) -> ExecReply:
-        """Run `req` here if its partition is served here, else where it is. No owner yet (a
+        k = self.partition(req.syscall)
+        if k is None:
+            return await self.everywhere(req)
+        reply = await self.on(k, req)
+        if self.parting.complete is not None and self.count > 1:
+            reply = await self.parting.complete(self, req, reply)
+        return reply
+
+    async def everywhere(self, req: ExecRequest) -> ExecReply:
+        """Ask every partition and merge the answers (a query over all agents' data). The first
+        partition's error, if any, is the answer: a partial result would look complete."""
+        started = time.monotonic()
+        replies = await asyncio.gather(*(self.on(k, req) for k in range(self.count)))
+        results = []
+        for reply in replies:
+            r = reply.result
+            if r is None or r.status != "ok" or r.result is None:
+                return reply
+            results.append(r.result)
+        if self.parting.merge is None:
+            err = AiosError("internal", f"{req.syscall.kind} has no partition and no merge")
+            return _failed(req, err)
+        try:
+            merged = self.parting.merge(req.syscall, results)
+        except AiosError as exc:
+            return _failed(req, exc)
+        ms = (time.monotonic() - started) * 1000
+        return ExecReply(outcome="done", result=SyscallResult.ok(req.syscall.id, merged, service_ms=ms))
+
+    async def on(self, k: int, req: ExecRequest) -> ExecReply:
+        """Run `req` on partition k: here if it is served here, else where it is. No owner yet (a
         handover, or the owner died and its lease has not expired): wait for one, up to the
         deadline. The owner fell silent midway: ask the next owner `again`, which answers from the
         kept reply if the call had finished."""
-        k = self.partition(req.syscall)
         subject = self.bus.ns.exec_partition(self.spec.service, k)
         pause = 0.02
         while True:

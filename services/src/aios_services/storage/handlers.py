@@ -114,9 +114,16 @@ class Target:
 
 class StorageHandlers:
     def __init__(
-        self, settings: StorageSettings, meta: Meta, blobs: Blobs, index: TextIndex | None = None
+        self,
+        settings: StorageSettings,
+        meta: Meta,
+        blobs: Blobs,
+        index: TextIndex | None = None,
+        *,
+        partition: int = 0,
     ) -> None:
         self.s = settings
+        self.partition = partition  # of the owners' data this instance holds (runtime/partitions.py)
         self.meta = meta
         self.blobs = blobs
         self.index = index
@@ -395,7 +402,8 @@ class StorageHandlers:
             )
         part_size = max(self.s.part_size_bytes, -(-p.size // MAX_PARTS))
         parts = max(1, -(-p.size // part_size))
-        upload_id = uuid.uuid4().hex
+        # Begins with this partition, so that its commit is routed here (storage/main.py).
+        upload_id = f"{self.partition:02x}{uuid.uuid4().hex[2:]}"
         # A content key of the target's namespace that no version names yet; only the multipart
         # upload writes it, and once completed nothing can (its part URLs die with the upload).
         key = f"c/{t.owner}/{upload_id}"
@@ -622,8 +630,12 @@ class StorageHandlers:
             received=[_grant(s) for s in received],
         )
 
+    @property
+    def locks(self) -> int:
+        return len(self._locks)
+
     def health(self) -> dict[str, JsonValue]:
-        return {"locks": len(self._locks), "bucket": self.blobs.bucket}
+        return {"locks": self.locks, "bucket": self.blobs.bucket}
 
 
 def _grant(s: Share) -> Grant:

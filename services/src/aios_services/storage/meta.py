@@ -159,7 +159,11 @@ class Meta:
 
     def __init__(self, path: Path, *, resend_window_s: float = 3600.0) -> None:
         self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="storage-db")
-        self.con: duckdb.DuckDBPyConnection = self._pool.submit(self._open, path).result()
+        try:  # (e.g. the file is still locked by another process: no thread is left behind)
+            self.con: duckdb.DuckDBPyConnection = self._pool.submit(self._open, path).result()
+        except BaseException:
+            self._pool.shutdown()
+            raise
         self._heads: OrderedDict[tuple[str, str], Version | None] = OrderedDict()
         # Every path that has a version (about 100 bytes each): a write to a new path, the common
         # case, then needs no look-up at all.
