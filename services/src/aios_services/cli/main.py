@@ -95,6 +95,17 @@ ClusterOpt = Annotated[
     ),
 ]
 
+ReplicasOpt = Annotated[
+    int,
+    typer.Option(
+        "--replicas",
+        min=1,
+        max=8,
+        help="Processes of each service that scales out (scheduler, llm, memory, storage, tools); "
+        "memory and storage split their data by agent between them. Default 1.",
+    ),
+]
+
 
 def fail(message: str, code: int = 2) -> NoReturn:
     """One clear message on stderr (no traceback) and the exit code: 2 for a usage or config error."""
@@ -146,6 +157,7 @@ def up(
     ] = 180.0,
     nats_port: PortOpt = None,
     cluster: ClusterOpt = 1,
+    replicas: ReplicasOpt = 1,
 ) -> None:
     """Start the embedded stack: nats-server, weed mini, backends and the kernel services."""
     h = _home(home)
@@ -161,6 +173,7 @@ def up(
         policy=policy,
         nats_port=nats_port,
         cluster=cluster,
+        replicas=replicas,
         config=_config_path(config, h),
     )
     if os.environ.get("AIOS_LLM_CONFIG") and opts.config is None:
@@ -188,6 +201,8 @@ def up(
         argv += ["--nats-port", str(nats_port)]
     if cluster > 1:
         argv += ["--cluster", str(cluster)]
+    if replicas > 1:
+        argv += ["--replicas", str(replicas)]
     env = {**os.environ, **marker_env(h, "supervisor", "supervisor")}
     with open(h.logs / "supervisor.log", "ab") as log:
         proc = subprocess.Popen(
@@ -233,6 +248,7 @@ def supervise(
     policy: Annotated[str | None, typer.Option()] = None,
     nats_port: PortOpt = None,
     cluster: ClusterOpt = 1,
+    replicas: ReplicasOpt = 1,
 ) -> None:
     """Run the supervisor in the foreground (what `aios up --detach` starts)."""
     opts = UpOptions(
@@ -242,6 +258,7 @@ def supervise(
         policy=policy,
         nats_port=nats_port,
         cluster=cluster,
+        replicas=replicas,
         config=config,
     )
     raise typer.Exit(run_supervisor(_home(home), opts))

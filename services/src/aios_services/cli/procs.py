@@ -9,6 +9,7 @@ import os
 import re
 import socket
 import sys
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,15 +72,29 @@ def http_probe(url: str) -> Probe:
     return probe
 
 
-def service_probe(nats_url: str, ns: Namespace, service: str) -> Probe:
+def service_probe(nats_url: str, ns: Namespace, service: str, instance: str | None = None) -> Probe:
+    """Healthy: `service` answers its health query (any replica), or, with `instance`, that replica
+    does (every replica answers; the others' answers are passed over)."""
+
     async def probe() -> bool:
         try:
             nc = await nats.connect(server_urls(nats_url), connect_timeout=1, allow_reconnect=False)
         except (OSError, nats.errors.Error):
             return False
         try:
-            msg = await nc.request(ns.ctl(service, "health"), encode(HealthQuery()), timeout=1.0)
-            return decode_reply(msg.data, msg.headers, Health).status == "ok"
+            if instance is None:
+                msg = await nc.request(ns.ctl(service, "health"), encode(HealthQuery()), timeout=1.0)
+                return decode_reply(msg.data, msg.headers, Health).status == "ok"
+            inbox = nc.new_inbox()
+            sub = await nc.subscribe(inbox)
+            await nc.publish(ns.ctl(service, "health"), encode(HealthQuery()), reply=inbox)
+            deadline = time.monotonic() + 1.0
+            while (left := deadline - time.monotonic()) > 0:
+                msg = await sub.next_msg(timeout=left)
+                h = decode_reply(msg.data, msg.headers, Health)
+                if h.instance == instance:
+                    return h.status == "ok"
+            return False
         except Exception:
             return False
         finally:
@@ -200,15 +215,23 @@ def remove_s3_sockets(argv: Sequence[str]) -> None:
                 os.unlink(sock)
 
 
+def replica_service(name: str) -> str:
+    """The service a process of the stack is a replica of: `memory-2` -> `memory` (service names
+    have no dash)."""
+    return name.split("-", 1)[0]
+
+
 def python_service_spec(
     name: str, module: str, env: dict[str, str], nats_url: str, ns: Namespace, address: str | None = None
 ) -> Spec:
+    """A kernel service's process; `name` is also its instance (`AIOS_INSTANCE`): `memory`, or
+    `memory-2` for a second replica."""
     return Spec(
         name=name,
         kind="service",
         argv=[sys.executable, "-m", module],
-        env=env,
-        ready=service_probe(nats_url, ns, name),
+        env={**env, "AIOS_INSTANCE": name},
+        ready=service_probe(nats_url, ns, replica_service(name), name),
         address=address,
     )
 

@@ -11,7 +11,7 @@ from aios_schemas import Namespace
 from aios_sdk.config import server_urls, without_credentials
 
 from .home import Home, ProcessInfo, ProcessKind, pid_alive
-from .procs import http_probe, is_nats, service_probe
+from .procs import http_probe, is_nats, replica_service, service_probe
 from .stack import scan
 
 
@@ -67,7 +67,8 @@ async def collect(home: Home, namespace: str = "") -> StackStatus:
         healthy = False
         if alive:
             if p.kind == "service":
-                healthy = await service_probe(home.bus_url(state), ns, p.name)()
+                service = replica_service(p.name)
+                healthy = await service_probe(home.bus_url(state), ns, service, p.name)()
             elif is_nats(p.name):  # this server itself (a cluster's node), not whichever answers
                 healthy = await nats_probe(node_url(home.bus_url(state), p.address))
             elif p.address:

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import secrets
 import signal
 import time
@@ -66,6 +67,33 @@ SERVICES = [
     ("access", "aios_services.access"),
 ]
 
+# Services that run as N replicas under `--replicas N`: the scheduler (slots split between its
+# replicas), llm and tools (stateless workers), memory and storage (their data partitioned by agent,
+# each partition owned by one replica). The gateway binds the one HTTP port; the recorder and the
+# access service each own one DuckDB file: one process each, restarted by the supervisor.
+REPLICATED = ("scheduler", "llm", "memory", "storage", "tools")
+PARTITIONED = {"memory": "memory.duckdb", "storage": "storage.duckdb"}
+DEFAULT_PARTITIONS = 8
+
+
+def partitions_for(root: Path, db_name: str, replicas: int) -> int:
+    """The partition count of a partitioned service's data: the one its files were written with,
+    else (a new home) 1 for one replica and 8 (or one per replica) for more."""
+    base = root / db_name
+    counts = {
+        int(m.group(1))
+        for f in root.glob(f"{base.stem}.p*-of-*{base.suffix}")
+        if (m := _COUNT.search(f.name))
+    }
+    if base.exists():
+        counts.add(1)
+    if len(counts) == 1:
+        return counts.pop()
+    return 1 if replicas == 1 else max(DEFAULT_PARTITIONS, replicas)
+
+
+_COUNT = re.compile(r"\.p\d+-of-(\d+)\.")
+
 
 @dataclass(frozen=True)
 class UpOptions:
@@ -77,6 +105,7 @@ class UpOptions:
     cluster: int = 1  # `--cluster N`: N nats-server nodes (JetStream cluster), streams with 3 replicas
     policy: str | None = None  # `--policy`: wins over the config file
     config: Path | None = None  # the operator's aios.toml: read, never written
+    replicas: int = 1  # `--replicas N`: processes of each service that scales out (REPLICATED)
 
 
 def generated_models(sim_url: str | None, local_url: str | None) -> dict[str, ModelConfig]:
@@ -270,9 +299,13 @@ class Supervisor:
         for n, m in SERVICES:
             svc = services[n]
             own = {"AIOS_NATS_URL": with_credentials(nats_url, svc.user, svc.password), **own_env[n]}
+            if n in PARTITIONED:
+                own["AIOS_PARTITIONS"] = str(partitions_for(h.root, PARTITIONED[n], o.replicas))
             # Its readiness is probed as the operator (a service's own user may not ask others).
             address = conn.gateway_url if n == "gateway" else None
-            specs.append(python_service_spec(n, m, {**env, **own}, operator_url, ns, address))
+            for i in range(o.replicas if n in REPLICATED else 1):
+                name = n if i == 0 else f"{n}-{i + 1}"
+                specs.append(python_service_spec(name, m, {**env, **own}, operator_url, ns, address))
         self.nats_url = nats_url
         self._say(f"config: {cfg.source}; models: {', '.join(cfg.llm.models) or 'none'}")
         if cfg.agents:

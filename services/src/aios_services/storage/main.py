@@ -112,6 +112,7 @@ def merge_files(call: Syscall, results: list[AnyResult]) -> AnyResult:
         )
     if isinstance(p, FilesSearch):
         hits = [h for r in results if isinstance(r, FileHits) for h in r.hits]
+
         def rank(h: FileHit) -> tuple[float, str, str]:  # as one partition orders them (meta.py)
             owner, path = split_owner(h.info.path)
             return (-h.score, owner or call.agent, path)
