@@ -1,7 +1,9 @@
 """Chaos on the embedded stack (`aios up`, every service its own process, loopback only, bounded):
 under steady mixed load (LLM chat, memory, files, a tool with a side effect), each part is killed
 in turn with SIGKILL (every kernel service, nats-server, the S3 server) and the scheduler is paused
-(SIGSTOP) for longer than its ack wait; the supervisor restarts what died.
+(SIGSTOP) for longer than its ack wait; the supervisor restarts what died. Run twice: one process
+of each service, and `--replicas 2`, where each replica of the scheduler, llm, memory, storage and
+tools is killed in turn and each memory replica is paused for longer than its partition leases.
 
 Every syscall's history is recorded (submitted, answer or error) and checked at the end:
 - no accepted syscall is lost: every id the kernel accepted has a stored result once it recovers;
@@ -143,33 +145,45 @@ NEEDS = {
 }
 
 
-async def chaos(home: Path, history: History) -> dict[str, float]:
+# What is killed in turn: every process of the stack; with replicas, each replica of the services
+# that have them (memory and storage replicas each own part of the agents' data).
+KILLED = {
+    1: ["llm", "memory", "storage", "tools", "recorder", "access", "gateway", "s3", "scheduler", "nats"],
+    2: [
+        "llm",
+        "llm-2",
+        "memory",
+        "memory-2",
+        "storage",
+        "storage-2",
+        "tools",
+        "tools-2",
+        "scheduler",
+        "scheduler-2",
+    ],
+}
+# Paused for longer than what watches them: the scheduler past its ack wait (JetStream redelivers
+# what it held); with replicas, each memory replica past its partition leases (the other replica
+# may take the leases but not the files, which the paused one still holds, until it resumes).
+PAUSED = {1: [("scheduler", 5.0)], 2: [("scheduler", 5.0), ("memory", 8.0), ("memory-2", 8.0)]}
+
+
+async def chaos(home: Path, history: History, replicas: int) -> dict[str, float]:
     recovered: dict[str, float] = {}
     await asyncio.sleep(2.0)  # steady load first
-    for name in [
-        "llm",
-        "memory",
-        "storage",
-        "tools",
-        "recorder",
-        "access",
-        "gateway",
-        "s3",
-        "scheduler",
-        "nats",
-    ]:
+    for name in KILLED[replicas]:
         old = pid_of(home, name)
         t = time.monotonic()
         os.kill(old, signal.SIGKILL)
         await wait_restarted(home, name, old, RECOVERY_BOUND_S)
-        recovered[f"kill -9 {name}"] = await recovery(history, NEEDS[name], t)
-    # A pause, not a death: longer than the ack wait, so JetStream redelivers what it held.
-    sched = pid_of(home, "scheduler")
-    t = time.monotonic()
-    os.kill(sched, signal.SIGSTOP)
-    await asyncio.sleep(5.0)
-    os.kill(sched, signal.SIGCONT)
-    recovered["SIGSTOP scheduler 5 s"] = await recovery(history, NEEDS["scheduler"], t)
+        recovered[f"kill -9 {name}"] = await recovery(history, NEEDS[name.split("-")[0]], t)
+    for name, pause in PAUSED[replicas]:  # a pause, not a death
+        pid = pid_of(home, name)
+        t = time.monotonic()
+        os.kill(pid, signal.SIGSTOP)
+        await asyncio.sleep(pause)
+        os.kill(pid, signal.SIGCONT)
+        recovered[f"SIGSTOP {name} {pause:g} s"] = await recovery(history, NEEDS[name.split("-")[0]], t)
     return recovered
 
 
@@ -181,7 +195,8 @@ async def recovery(history: History, kinds: set[str], t: float) -> float:
     return round(done - t, 2)
 
 
-def test_no_syscall_lost_or_run_twice_under_kills_and_pauses(tmp_path: Path) -> None:
+@pytest.mark.parametrize("replicas", [1, 2], ids=["one-of-each", "two-replicas"])
+def test_no_syscall_lost_or_run_twice_under_kills_and_pauses(tmp_path: Path, replicas: int) -> None:
     home = tmp_path / "home"
     (tmp_path / "chaos_tool.py").write_text(TOOL)
     (tmp_path / "aios.toml").write_text(CONFIG)
@@ -189,7 +204,17 @@ def test_no_syscall_lost_or_run_twice_under_kills_and_pauses(tmp_path: Path) -> 
     runs.touch()
     env = {"PYTHONPATH": f"{tmp_path}:{os.environ.get('PYTHONPATH', '')}", "CHAOS_RUNS": str(runs)}
     up = subprocess.run(
-        [*AIOS_CMD, "up", "--detach", "--home", str(home), "--config", str(tmp_path / "aios.toml")],
+        [
+            *AIOS_CMD,
+            "up",
+            "--detach",
+            "--home",
+            str(home),
+            "--config",
+            str(tmp_path / "aios.toml"),
+            "--replicas",
+            str(replicas),
+        ],
         capture_output=True,
         text=True,
         timeout=120,
@@ -197,7 +222,7 @@ def test_no_syscall_lost_or_run_twice_under_kills_and_pauses(tmp_path: Path) -> 
     )
     assert up.returncode == 0, up.stdout + up.stderr
     try:
-        history, recovered, unanswered = asyncio.run(run(home))
+        history, recovered, unanswered = asyncio.run(run(home, replicas))
     finally:
         down = aios(home, "down")
     assert down.returncode == 0, down.stdout + down.stderr
@@ -207,7 +232,7 @@ def test_no_syscall_lost_or_run_twice_under_kills_and_pauses(tmp_path: Path) -> 
     by_outcome = collections.Counter(c.code or "ok" for c in history.calls)
     latency = [c.ended - c.started for c in history.calls if c.code is None]
     print(
-        f"\nchaos: {len(history.calls)} syscalls, outcomes {dict(by_outcome)}, "
+        f"\nchaos ({replicas} replica(s)): {len(history.calls)} syscalls, outcomes {dict(by_outcome)}, "
         f"p50 {statistics.median(latency) * 1000:.0f} ms; tool runs {sum(tool_runs.values())}, "
         f"run twice {len(twice)}; lost {len(unanswered)}; recovery (s) {recovered}"
     )
@@ -224,7 +249,7 @@ def test_no_syscall_lost_or_run_twice_under_kills_and_pauses(tmp_path: Path) -> 
     assert by_outcome["ok"] > len(history.calls) / 2
 
 
-async def run(home: Path) -> tuple[History, dict[str, float], list[str]]:
+async def run(home: Path, replicas: int) -> tuple[History, dict[str, float], list[str]]:
     history = History()
     stop = asyncio.Event()
     async with AIOS.connect(home=home, connect_timeout=30) as client:
@@ -233,7 +258,7 @@ async def run(home: Path) -> tuple[History, dict[str, float], list[str]]:
         await client.syscall(payload("tools.call", "warm", 0), timeout=30)
         workers = [asyncio.create_task(load(client, history, stop, w)) for w in range(4)]
         try:
-            recovered = await chaos(home, history)
+            recovered = await chaos(home, history, replicas)
             await asyncio.sleep(2.0)
         finally:
             stop.set()

@@ -74,3 +74,44 @@ async def test_a_side_effecting_run_cut_off_midway_is_not_run_again(nats_url: st
         assert repeat == ok and runs.count(done_id) == 1
     finally:
         await bus.nc.close()
+
+
+async def test_a_duplicate_dispatch_without_again_does_not_run_twice(nats_url: str) -> None:
+    """A scheduler paused past its ack wait resumes and dispatches a call that another scheduler
+    replica has since run: its request does not say `again` (for it, the first delivery), and
+    another worker replica takes it. The kept reply answers it; the tool does not run again."""
+    ns = Namespace("t" + uuid.uuid4().hex[:12])
+    bus = await Bus.open(nats_url, "test-at-most-once", ns)
+    try:
+        finished = FinishedRuns(
+            await bus.ensure_kv(ns.finished_bucket, ttl_s=FINISHED_TTL_S), ns.finished_bucket
+        )
+        runs: list[str] = []
+        release = asyncio.Event()
+
+        async def slow(call: Syscall) -> ToolsCallReply:
+            runs.append(call.id)
+            await release.wait()
+            return ToolsCallReply(name="mark", output="done")
+
+        once = ResourceSpec(service="tools", resource="tools.mark", at_most_once=True)
+        sid = new_id()
+        # While the first run is still going, on another replica: the duplicate waits for its reply.
+        first = asyncio.ensure_future(
+            ResourceWorker(bus, once, slow, finished).exec(request(sid, again=True))
+        )
+        while not runs:
+            await asyncio.sleep(0.01)
+        duplicate = asyncio.ensure_future(
+            ResourceWorker(bus, once, slow, finished).exec(request(sid, again=False))
+        )
+        await asyncio.sleep(0.3)
+        assert not duplicate.done()
+        release.set()
+        assert await duplicate == await first
+        # After it finished: answered at once from the kept reply.
+        late = await ResourceWorker(bus, once, slow, finished).exec(request(sid, again=False))
+        assert late == await first
+        assert runs == [sid]
+    finally:
+        await bus.nc.close()

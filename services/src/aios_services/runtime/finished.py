@@ -4,7 +4,7 @@ that already ran it answers with what it kept instead of running it twice."""
 
 from __future__ import annotations
 
-from nats.js.errors import KeyNotFoundError
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from aios_schemas import ExecReply, decode, encode
@@ -44,8 +44,15 @@ class FinishedRuns:
 
     # A run of an at-most-once resource marks its start here before it runs (ids have no dots, so
     # `<agent>.<id>.started` never collides with a reply's key).
-    async def mark_started(self, agent: str, syscall_id: str) -> None:
-        await self.kv.put(self.key(agent, syscall_id) + ".started", b"1")
+    async def claim_start(self, agent: str, syscall_id: str) -> bool:
+        """Mark the run's start; False if a run of it started before (anywhere): created only if
+        absent, so two workers handed the same syscall (a scheduler paused past its ack wait
+        dispatches what another has since dispatched) cannot both run it."""
+        try:
+            await self.kv.create(self.key(agent, syscall_id) + ".started", b"1")
+        except KeyWrongLastSequenceError:
+            return False
+        return True
 
     async def started(self, agent: str, syscall_id: str) -> bool:
         try:

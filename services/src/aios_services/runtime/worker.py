@@ -273,8 +273,8 @@ class ResourceWorker:
             remaining = req.deadline - time.time()
             if remaining <= 0:
                 raise AiosError("deadline_exceeded", "the deadline passed before the call ran")
-            if self.spec.at_most_once:
-                await self.finished.mark_started(call.agent, call.id)
+            if self.spec.at_most_once and not await self.finished.claim_start(call.agent, call.id):
+                return await self._started_elsewhere(call, remaining)
             handling = asyncio.ensure_future(self.handler(call))
             if self.spec.cancellable:
                 self._handling[call.id] = handling
@@ -304,6 +304,27 @@ class ResourceWorker:
         except nats.errors.Error as exc:
             log.warning("could not keep the reply of %s: %s", call.id, exc)
         return reply
+
+    async def _started_elsewhere(self, call: Syscall, remaining: float) -> ExecReply:
+        """An at-most-once call that another run already started (a duplicate dispatch): its reply,
+        once that run keeps it, else (it failed, or its worker died) `interrupted`, never a second
+        run."""
+        deadline = time.monotonic() + min(remaining, STARTED_ELSEWHERE_WAIT_S)
+        while time.monotonic() < deadline:
+            kept = await self.finished.get(call.agent, call.id)
+            if kept is not None:
+                return kept
+            await asyncio.sleep(0.1)
+        err = AiosError(
+            "backend_error",
+            f"{call.kind} was started by another run that has not answered: it may have taken effect,"
+            " so it is not run again",
+            details={"interrupted": True},
+        )
+        return _done(SyscallResult.fail(call.id, err.to_reply()))
+
+
+STARTED_ELSEWHERE_WAIT_S = 10.0  # how long a duplicate waits for the first run's kept reply
 
 
 def _ms(started: float) -> float:
