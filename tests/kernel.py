@@ -151,6 +151,8 @@ async def serving(nc: NATS, ns: Namespace, service: str, replicas: int) -> dict[
                 msg = await sub.next_msg(timeout=max(deadline - time.monotonic(), 0.01))
             except TimeoutError:
                 break
+            if not msg.data:  # no responders (yet)
+                continue
             h = decode_reply(msg.data, msg.headers, Health)
             parts = h.details.get("serving", [])
             assert isinstance(parts, list)

@@ -87,10 +87,11 @@ async def test_a_duplicate_dispatch_without_again_does_not_run_twice(nats_url: s
             await bus.ensure_kv(ns.finished_bucket, ttl_s=FINISHED_TTL_S), ns.finished_bucket
         )
         runs: list[str] = []
-        release = asyncio.Event()
+        release, began = asyncio.Event(), asyncio.Event()
 
         async def slow(call: Syscall) -> ToolsCallReply:
             runs.append(call.id)
+            began.set()
             await release.wait()
             return ToolsCallReply(name="mark", output="done")
 
@@ -100,8 +101,7 @@ async def test_a_duplicate_dispatch_without_again_does_not_run_twice(nats_url: s
         first = asyncio.ensure_future(
             ResourceWorker(bus, once, slow, finished).exec(request(sid, again=True))
         )
-        while not runs:
-            await asyncio.sleep(0.01)
+        await began.wait()
         duplicate = asyncio.ensure_future(
             ResourceWorker(bus, once, slow, finished).exec(request(sid, again=False))
         )

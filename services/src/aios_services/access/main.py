@@ -22,6 +22,7 @@ from aios_schemas import (
 )
 
 from ..runtime import Bus, HealthDetails, main_for
+from ..runtime.exclusive import exclusive
 from ..runtime.service import load_settings
 from .bususers import BusUsers
 from .handlers import AccessHandlers
@@ -68,7 +69,17 @@ async def start(bus: Bus, stack: AsyncExitStack, settings: AccessSettings) -> He
 
 def main() -> None:
     settings = load_settings("access", AccessSettings)
-    main_for("access", settings, lambda bus, stack: start(bus, stack, settings))
+    # One active replica (its DuckDB file is one), others standing by (runtime/exclusive.py).
+    main_for(
+        "access",
+        settings,
+        exclusive(
+            "access",
+            settings.instance,
+            settings.partition_ttl_s,
+            lambda bus, stack: start(bus, stack, settings),
+        ),
+    )
 
 
 if __name__ == "__main__":

@@ -101,8 +101,9 @@ ReplicasOpt = Annotated[
         "--replicas",
         min=1,
         max=8,
-        help="Processes of each service that scales out (scheduler, llm, memory, storage, tools); "
-        "memory and storage split their data by agent between them. Default 1.",
+        help="Processes of each kernel service: memory and storage split their data by agent between "
+        "them, the gateway's share its port, the recorder and access keep one active and the others on "
+        "standby. Default 1.",
     ),
 ]
 

@@ -91,6 +91,8 @@ def service_probe(nats_url: str, ns: Namespace, service: str, instance: str | No
             deadline = time.monotonic() + 1.0
             while (left := deadline - time.monotonic()) > 0:
                 msg = await sub.next_msg(timeout=left)
+                if not msg.data:  # no responders
+                    return False
                 h = decode_reply(msg.data, msg.headers, Health)
                 if h.instance == instance:
                     return h.status == "ok"

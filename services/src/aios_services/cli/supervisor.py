@@ -67,11 +67,11 @@ SERVICES = [
     ("access", "aios_services.access"),
 ]
 
-# Services that run as N replicas under `--replicas N`: the scheduler (slots split between its
+# Every service runs as N replicas under `--replicas N`: the scheduler (slots split between its
 # replicas), llm and tools (stateless workers), memory and storage (their data partitioned by agent,
-# each partition owned by one replica). The gateway binds the one HTTP port; the recorder and the
-# access service each own one DuckDB file: one process each, restarted by the supervisor.
-REPLICATED = ("scheduler", "llm", "memory", "storage", "tools")
+# each partition owned by one replica), the gateway (its replicas share the one HTTP port), the
+# recorder and the access service (one DuckDB file each: one replica active, the others standbys).
+REPLICATED = ("scheduler", "llm", "memory", "storage", "tools", "gateway", "recorder", "access")
 PARTITIONED = {"memory": "memory.duckdb", "storage": "storage.duckdb"}
 DEFAULT_PARTITIONS = 8
 
@@ -293,7 +293,11 @@ class Supervisor:
                 "AIOS_ACCESS_NATS_PID": ",".join(str(p) for p in pid_files),
                 "AIOS_ACCESS_NATS_SERVER_NAME": server_name,
             },
-            "gateway": {"AIOS_GATEWAY_PORT": str(gateway_port), "AIOS_GATEWAY_CONSOLE_TOKEN": console_token},
+            "gateway": {
+                "AIOS_GATEWAY_PORT": str(gateway_port),
+                "AIOS_GATEWAY_CONSOLE_TOKEN": console_token,
+                "AIOS_GATEWAY_REUSE_PORT": "1" if o.replicas > 1 else "0",
+            },
             "recorder": {"AIOS_RECORDER_DB": str(h.root / "traces.duckdb")},
         }
         for n, m in SERVICES:

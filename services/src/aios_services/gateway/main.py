@@ -248,7 +248,13 @@ async def start(bus: Bus, stack: AsyncExitStack, settings: GatewaySettings) -> H
     console.mount(app, bus, settings.gateway_console_token.get_secret_value(), models)  # /ui
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
-    site = web.TCPSite(runner, settings.gateway_host, settings.gateway_port, reuse_address=True)
+    site = web.TCPSite(
+        runner,
+        settings.gateway_host,
+        settings.gateway_port,
+        reuse_address=True,
+        reuse_port=settings.gateway_reuse_port or None,
+    )
     await site.start()
     stack.push_async_callback(runner.cleanup)
     port = runner.addresses[0][1] if runner.addresses else settings.gateway_port

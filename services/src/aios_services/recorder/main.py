@@ -23,6 +23,7 @@ from aios_schemas.traces import SpanBatch, SpanRecord, TraceQuery, TraceReply, U
 
 from ..runtime import Bus, HealthDetails, cancel_and_wait, keep_running, main_for
 from ..runtime.consumer import Delivery, JsConsumer
+from ..runtime.exclusive import exclusive
 from ..runtime.service import load_settings
 from ..runtime.storage import S3Config
 from . import explore
@@ -201,7 +202,17 @@ async def start(bus: Bus, stack: AsyncExitStack, settings: RecorderSettings) -> 
 
 def main() -> None:
     settings = load_settings("recorder", RecorderSettings)
-    main_for("recorder", settings, lambda bus, stack: start(bus, stack, settings))
+    # One active replica (its DuckDB file is one), others standing by (runtime/exclusive.py).
+    main_for(
+        "recorder",
+        settings,
+        exclusive(
+            "recorder",
+            settings.instance,
+            settings.partition_ttl_s,
+            lambda bus, stack: start(bus, stack, settings),
+        ),
+    )
 
 
 if __name__ == "__main__":

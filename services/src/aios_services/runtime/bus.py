@@ -159,6 +159,7 @@ class Bus:
     def __init__(self, nc: NATS, ns: Namespace, *, replicas: int = 1) -> None:
         self.nc = nc
         self.replicas = replicas  # of the streams and buckets it creates (settings.stream_replicas)
+        self.given_up: str | None = None
         self.name = str(nc.options.get("name") or "")
         self.js: JetStreamContext = nc.jetstream()
         self.ns = ns
@@ -207,6 +208,12 @@ class Bus:
         return self._reconnected
 
     # --- health -------------------------------------------------------------------------
+    def give_up(self, reason: str) -> None:
+        """This process must stop serving (e.g. another replica took its lease): within a second the
+        watchdog ends the service, which exits to be restarted (`Wedged`)."""
+        log.error("giving up: %s", reason)
+        self.given_up = reason
+
     def add_check(self, name: str, check: Callable[[], str | None]) -> None:
         """Part of this service's health: `check()` says what is wrong (None when all is well)."""
         self._checks[name] = check
@@ -243,6 +250,8 @@ class Bus:
         missed = 0
         while True:
             await asyncio.sleep(interval_s)
+            if self.given_up is not None:
+                raise Wedged(self.given_up)
             nc = self.nc
             if nc.is_closed or not nc.is_connected:
                 self.wedged_since, missed = None, 0

@@ -107,12 +107,26 @@ def _kv(bucket: str, keys: str = ">") -> list[str]:
     return [*_js_stream(f"KV_{bucket}"), f"$KV.{bucket}.{keys}"]
 
 
+def _leases(ns: Namespace, service: str) -> list[str]:
+    """Its replicas' membership and leases in KV `AIOS_OWNERS` (runtime/partitions.py): it reads
+    the bucket, and writes only its own service's keys."""
+    bucket = ns.owners_bucket
+    return [
+        *_js_stream(f"KV_{bucket}"),
+        f"$KV.{bucket}.member.{service}.>",
+        f"$KV.{bucket}.lease.{service}.>",
+    ]
+
+
 # Worker services (runtime.worker) and the KV buckets each owns besides the shared ones.
 WORKER_SERVICES: dict[str, Callable[[Namespace], list[str]]] = {
-    "memory": lambda ns: [ns.owners_bucket],  # who owns which partition (runtime/partitions.py)
-    "storage": lambda ns: [ns.owners_bucket],
+    "memory": lambda ns: [],
+    "storage": lambda ns: [],
     "tools": lambda ns: [],
 }
+
+
+PARTITIONED_SERVICES = ("memory", "storage")  # their data split by agent between replicas
 
 
 def service_permissions(service: str, namespace: str = "") -> dict[str, object]:
@@ -151,10 +165,10 @@ def service_permissions(service: str, namespace: str = "") -> dict[str, object]:
     elif service == "access":  # identities, rules, approvals' decisions, audit events
         # Replies to the operator's inbox by name: a reload of the users (which this service
         # causes) forgets the replies a user was allowed to send, the one in flight among them.
-        pub = [f"{root}.evt.audit.>", *_kv(ns.access_bucket), f"{OPERATOR_INBOX}.>"]
+        pub = [f"{root}.evt.audit.>", *_kv(ns.access_bucket), f"{OPERATOR_INBOX}.>", *_leases(ns, service)]
         sub = []
     elif service == "recorder":  # reads the events stream (its own durable consumer), nothing else
-        pub = [*_js_stream(ns.events_stream)]
+        pub = [*_js_stream(ns.events_stream), *_leases(ns, service)]
         sub = []
     elif service == "gateway":
         # It acts for agents over *their* connections (their tokens, their permissions); its own
@@ -174,8 +188,8 @@ def service_permissions(service: str, namespace: str = "") -> dict[str, object]:
         ]
         for bucket in WORKER_SERVICES[service](ns):
             pub += _kv(bucket)
-        if WORKER_SERVICES[service](ns):  # partitioned: a call goes on to its partition's owner
-            pub.append(f"{root}.exec.{service}.part.>")
+        if service in PARTITIONED_SERVICES:  # a call goes on to its partition's owner
+            pub += [f"{root}.exec.{service}.part.>", *_leases(ns, service)]
         if service == "tools":  # each tool's flags for the scheduler; calls to external tool workers
             # (and, with these credentials, an external worker registers its tool)
             pub += [

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import nats
 from nats.aio.subscription import Subscription
+from nats.js.kv import KeyValue
 
 from aios_schemas import AiosError, AnyResult, ExecReply, ExecRequest, Syscall, SyscallResult
 
@@ -166,6 +167,15 @@ async def _unused(call: Syscall) -> AnyResult:  # the lane routes by partition (
     raise AiosError("internal", f"{call.kind} reached a partitioned lane's default handler")
 
 
+async def lease_bucket(bus: Bus, ttl_s: float) -> tuple[KeyValue, float]:
+    """KV `AIOS_OWNERS` and the TTL its entries really have: the bucket's, set by whichever service
+    created it, which may not be this one's setting (leases refreshed on a slower clock than the
+    bucket's would expire between refreshes)."""
+    owners = await bus.ensure_kv(bus.ns.owners_bucket, ttl_s=ttl_s)
+    status = await owners.status()
+    return owners, status.ttl or ttl_s
+
+
 def _failed(req: ExecRequest, exc: AiosError) -> ExecReply:
     return ExecReply(outcome="done", result=SyscallResult.fail(req.syscall.id, exc.to_reply()))
 
@@ -176,7 +186,7 @@ async def serve_partitioned(
     """Serve `spec`'s lane on this replica: calls of the partitions it owns run here, the others'
     go to their owners. The service checks its files against the count first (`check_layout`)."""
     resource = PartitionedResource(bus, spec, settings, parting)
-    owners = await bus.ensure_kv(bus.ns.owners_bucket, ttl_s=settings.partition_ttl_s)
+    owners, ttl_s = await lease_bucket(bus, settings.partition_ttl_s)
     parts = Partitions(
         owners,
         spec.service,
@@ -184,7 +194,7 @@ async def serve_partitioned(
         settings.partitions,
         resource.take,
         resource.give,
-        ttl_s=settings.partition_ttl_s,
+        ttl_s=ttl_s,
     )
     # Last out: close the partitions after the lane stopped taking calls (below, pushed later).
     stack.push_async_callback(parts.release_all)

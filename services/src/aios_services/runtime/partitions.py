@@ -121,6 +121,7 @@ class Partitions:
         give: Callable[[int], Awaitable[None]],
         *,
         ttl_s: float,
+        sticky: bool = False,
     ) -> None:
         self.kv = kv
         self.service = service
@@ -129,13 +130,16 @@ class Partitions:
         self._take = take
         self._give = give
         self.ttl_s = ttl_s
+        # Sticky: every replica wants every partition and a holder keeps its lease (no rebalancing
+        # when one joins): an active replica with standbys (exclusive.py).
+        self.sticky = sticky
         self.member_key = f"member.{_safe(service)}.{_safe(instance)}"
         self.leases: dict[int, int] = {}  # partition -> revision of the lease this replica holds
         self.serving: set[int] = set()  # partitions open and served here
         self.members: list[str] = []
         self.confirmed = time.monotonic()
         self.changed = asyncio.Event()  # set after every tick that changed what is served here
-        self._stopped = False
+        self.stopping = False
 
     def _lease_key(self, k: int) -> str:
         return f"lease.{_safe(self.service)}.{k}"
@@ -151,13 +155,15 @@ class Partitions:
         return found if me in found else sorted([*found, me])
 
     def wanted(self) -> set[int]:
+        if self.sticky:
+            return set(range(self.count))
         me = _safe(self.instance)
         return {k for k, m in assignment(self.count, self.members).items() if m == me}
 
     async def tick(self) -> None:
         """One round: say this replica is alive, see who else is, refresh the leases held, let go of
         what is no longer ours, and take what is."""
-        if self._stopped:
+        if self.stopping:
             return
         before = set(self.serving)
         await self.kv.put(self.member_key, self.instance.encode())
@@ -216,7 +222,7 @@ class Partitions:
 
     async def run_forever(self) -> None:
         every = self.ttl_s / 4
-        while not self._stopped:
+        while not self.stopping:
             try:
                 await self.tick()
             except nats.errors.Error as exc:  # the bus is away: keep serving what we hold
@@ -225,7 +231,7 @@ class Partitions:
 
     async def release_all(self) -> None:
         """A graceful stop: close every partition and let the others take them at once."""
-        self._stopped = True
+        self.stopping = True
         for k in sorted(self.serving):
             await self._stop_serving(k)
         with contextlib.suppress(nats.errors.Error):

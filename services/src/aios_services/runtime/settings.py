@@ -24,7 +24,17 @@ class ServiceSettings(BaseSettings):
         "3-node NATS cluster: a stream keeps its quorum with one node down); an existing one is raised "
         "to it.",
     )
-    instance: str = Field(default_factory=lambda: f"{os.uname().nodename}-{os.getpid()}")
+    instance: str = Field(
+        default_factory=lambda: f"{os.uname().nodename}-{os.getpid()}",
+        description="This process's name among its service's replicas (unique; `aios up` uses the"
+        " process name, e.g. memory-2, so a restarted replica takes its own leases back at once).",
+    )
+    partition_ttl_s: float = Field(
+        6.0,
+        gt=0,
+        description="Leases on data a replica owns (memory and storage partitions, the recorder's and"
+        " access service's active replica): a dead replica's move to the others after this long.",
+    )
     drain_timeout_s: float = Field(10.0, description="How long a graceful drain may take on SIGTERM.")
     event_loop: Literal["uvloop", "asyncio"] = Field(
         "uvloop", description="The event loop a service process runs on (uvloop: less CPU per syscall)."

@@ -67,9 +67,6 @@ class WorkerSettings(ServiceSettings):
         " more than 1 lets replicas share the load. Set it before the first start: data written with one"
         " count is refused under another.",
     )
-    partition_ttl_s: float = Field(
-        6.0, gt=0, description="A dead replica's partitions move to the others after this long."
-    )
 
 
 @dataclass(frozen=True)
