@@ -71,16 +71,18 @@ def test_every_variable_is_a_setting_of_its_service(compose: dict[str, Any], tmp
     assert (tmp_path / "agents" / "alice.token").is_file() and (tmp_path / "minio.env").is_file()
 
 
-def test_duckdb_owners_run_once_on_a_volume_and_the_rest_scale(compose: dict[str, Any]) -> None:
+def test_every_service_has_replicas_and_duckdb_owners_share_a_volume(compose: dict[str, Any]) -> None:
     models = config_reference.settings_models()
     volumes = set(compose["volumes"])
     for name, svc in kernel_services(compose).items():
         dbs = [f for f in models[name].model_fields if f.endswith("_db")]
         replicas = svc["deploy"]["replicas"]
-        if not dbs:
+        if not dbs or "partitions" in models[name].model_fields:  # stateless, or partitioned by agent
             assert str(replicas).startswith("${AIOS_REPLICAS"), name
-            continue
-        assert replicas == 1, f"{name} owns a DuckDB file (one writer): one replica"
+        else:  # one file that cannot be split: an active replica and a standby
+            assert replicas == 2, name
+        if "partitions" in models[name].model_fields and dbs:
+            assert "AIOS_PARTITIONS" in svc["environment"], name
         for field in dbs:
             path = Path(svc["environment"][config_reference.env_name(models[name], field)])
             mounts = {m.split(":")[1]: m.split(":")[0] for m in svc["volumes"]}
