@@ -22,6 +22,8 @@ from aios_schemas.memory import (
     MemoryListReply,
     MemoryPayload,
     MemoryReply,
+    MemorySearch,
+    MemorySearchReply,
     MemoryUpdate,
     MemoryUpdateReply,
 )
@@ -123,3 +125,29 @@ async def test_a_late_re_run_does_not_put_an_old_version_in_ram(svc: Service) ->
     assert isinstance(upd, MemoryUpdateReply) and upd.record.version == 2
     got = await svc.call(MemoryGet(id=op))  # ...and the working set still holds the current one
     assert isinstance(got, MemoryGetReply) and (got.record.version, got.record.text) == (3, "third")
+
+
+async def test_adds_committed_together_match_adds_one_by_one(svc: Service) -> None:
+    """Adds that arrive together are written as one multi-row insert: the same records and vectors
+    as one at a time, a re-run beside its first run or after it writes nothing more, and a
+    search finds every one."""
+    ops = [new_id() for _ in range(12)]
+    before = await svc.call(MemoryAdd(text="fact 0 blue", metadata={"i": 0}), id=ops[0])  # already there
+    calls = [
+        svc.call(MemoryAdd(text=f"fact {i} blue", metadata={"i": i}, tags=["t"]), id=op)
+        for i, op in enumerate(ops)
+    ]
+    calls.append(
+        svc.call(MemoryAdd(text="fact 5 blue", metadata={"i": 5}, tags=["t"]), id=ops[5])
+    )  # same commit
+    replies = await asyncio.gather(*calls)
+    assert all(isinstance(r, MemoryAddReply) for r in replies)
+    assert [r.record.id for r in replies] == [*ops, ops[5]]  # type: ignore[union-attr]
+    assert replies[0] == before  # the record that existed, untouched
+    listed = await svc.call(MemoryList(limit=100, history=True))
+    assert isinstance(listed, MemoryListReply)
+    assert sorted(r.id for r in listed.records) == sorted(ops)  # each once, version 1
+    assert all(r.version == 1 for r in listed.records)
+    assert {r.id: r.metadata["i"] for r in listed.records} == {op: i for i, op in enumerate(ops)}
+    found = await svc.call(MemorySearch(query="blue fact", k=20))
+    assert isinstance(found, MemorySearchReply) and len(found.hits) == 12  # every vector written

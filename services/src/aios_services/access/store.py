@@ -7,9 +7,9 @@ import threading
 import time
 from pathlib import Path
 
-import duckdb
-
 from aios_schemas import AgentInfo
+
+from ..runtime.storage import connect_duckdb
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS agents (
@@ -25,7 +25,7 @@ CREATE TABLE IF NOT EXISTS agents (
 class Identities:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = duckdb.connect(str(path))
+        self.db = connect_duckdb(path)
         self.db.execute(_SCHEMA)
         self._lock = threading.Lock()  # one connection, used from worker threads one at a time
 

@@ -6,11 +6,20 @@ its file, so nothing is downloaded at run time (DESIGN §8).
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
 import duckdb
+
+# duckdb's Python client (1.5) tries `import pandas` for every parameter it binds; without pandas
+# installed (the kernel does not need it) each attempt walks sys.path, and that was two thirds of a
+# 10-parameter INSERT (measured here: 1,350 us, 445 us without it). A `None` in sys.modules makes
+# the import fail at once, as it would anyway (Python's documented way to mark a module absent).
+if "pandas" not in sys.modules and importlib.util.find_spec("pandas") is None:
+    sys.modules["pandas"] = None  # type: ignore[assignment]
 
 
 @dataclass(frozen=True)
