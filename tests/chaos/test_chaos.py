@@ -2,8 +2,9 @@
 under steady mixed load (LLM chat, memory, files, a tool with a side effect), each part is killed
 in turn with SIGKILL (every kernel service, nats-server, the S3 server) and the scheduler is paused
 (SIGSTOP) for longer than its ack wait; the supervisor restarts what died. Run twice: one process
-of each service, and `--replicas 2`, where each replica of the scheduler, llm, memory, storage and
-tools is killed in turn and each memory replica is paused for longer than its partition leases.
+of each service on one nats-server; and `--replicas 2 --cluster 3`, where each replica of the
+scheduler, llm, memory, storage and tools is killed in turn, then one node of the NATS cluster, and
+each memory replica is paused for longer than its partition leases.
 
 Every syscall's history is recorded (submitted, answer or error) and checked at the end:
 - no accepted syscall is lost: every id the kernel accepted has a stored result once it recovers;
@@ -160,6 +161,7 @@ KILLED = {
         "tools-2",
         "scheduler",
         "scheduler-2",
+        "nats-1",  # one node of the 3-node cluster this run has (--cluster 3)
     ],
 }
 # Paused for longer than what watches them: the scheduler past its ack wait (JetStream redelivers
@@ -214,6 +216,7 @@ def test_no_syscall_lost_or_run_twice_under_kills_and_pauses(tmp_path: Path, rep
             str(tmp_path / "aios.toml"),
             "--replicas",
             str(replicas),
+            *(["--cluster", "3"] if replicas > 1 else []),
         ],
         capture_output=True,
         text=True,

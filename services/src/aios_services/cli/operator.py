@@ -33,10 +33,21 @@ def bad_input(command: str, exc: ValidationError, what: str = "request") -> NoRe
 
 
 async def request(url: str, subject: str, req: BaseModel, reply: type[R], timeout: float = 10.0) -> R:
+    """One request; asked again while nobody serves the subject (the service is restarting, or a
+    standby replica is taking over: nothing was delivered, so asking again is safe), up to `timeout`."""
     nc = await nats.connect(server_urls(url), connect_timeout=2, allow_reconnect=False)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
     try:
-        msg = await nc.request(subject, encode(req), timeout=timeout)
-        return decode_reply(msg.data, msg.headers, reply)
+        while True:
+            try:
+                msg = await nc.request(subject, encode(req), timeout=max(deadline - loop.time(), 0.1))
+            except nats.errors.NoRespondersError:
+                if loop.time() + 0.25 >= deadline:
+                    raise
+                await asyncio.sleep(0.25)
+                continue
+            return decode_reply(msg.data, msg.headers, reply)
     finally:
         await nc.close()
 

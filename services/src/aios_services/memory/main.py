@@ -135,7 +135,10 @@ async def start(bus: Bus, stack: AsyncExitStack, settings: MemorySettings) -> He
         assert isinstance(result.result, MemoryListReply | MemoryGetReply | MemorySearchReply)
         return MemoryInspectReply(result=result.result)
 
-    await bus.serve(bus.ns.ctl("memory", "inspect"), MemoryInspect, inspect, max_concurrency=4)
+    # One replica answers (queue group) and asks the owner of the agent's partition.
+    await bus.serve(
+        bus.ns.ctl("memory", "inspect"), MemoryInspect, inspect, queue="memory", max_concurrency=4
+    )
     log.info(
         "memory: %s (%d partition(s)), embedder %s (%d dims), S3 %s",
         settings.memory_db,

@@ -299,6 +299,7 @@ class Bus:
             await self.js.stream_info(config.name)
         except NotFoundError:
             await self.js.add_stream(config)
+            await self._until_led(config.name)
         else:
             await self.js.update_stream(config)
 
@@ -316,7 +317,7 @@ class Bus:
         try:
             kv = await self.js.key_value(bucket)
         except BucketNotFoundError:
-            return await self.js.create_key_value(
+            made = await self.js.create_key_value(
                 KeyValueConfig(
                     bucket=bucket,
                     ttl=ttl_s,
@@ -326,6 +327,8 @@ class Bus:
                     replicas=self.replicas,
                 )
             )
+            await self._until_led(f"KV_{bucket}")
+            return made
         info = await self.js.stream_info(f"KV_{bucket}")
         # Created by an older version (no direct gets) or with fewer replicas: bring it up to date.
         if not info.config.allow_direct or (info.config.num_replicas or 1) < self.replicas:
@@ -341,6 +344,19 @@ class Bus:
             else:
                 kv = await self.js.key_value(bucket)
         return kv
+
+    async def _until_led(self, stream: str, timeout_s: float = 10.0) -> None:
+        """A stream just created with replicas answers only once its replicas elected a leader: wait
+        for one (bounded), so the first write does not fail with "no response from stream"."""
+        if self.replicas <= 1:
+            return
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while asyncio.get_running_loop().time() < deadline:
+            with contextlib.suppress(nats.errors.Error):
+                info = await self.js.stream_info(stream)
+                if info.cluster is not None and info.cluster.leader:
+                    return
+            await asyncio.sleep(0.1)
 
     async def others_kv(self, bucket: str, *, wait_s: float = 3.0) -> KeyValue:
         """A bucket another service creates (e.g. the scheduler's limits): wait for it a little,

@@ -172,7 +172,14 @@ class Partitions:
         for k, rev in list(self.leases.items()):
             try:
                 self.leases[k] = await self.kv.update(self._lease_key(k), self.instance.encode(), last=rev)
-            except KeyWrongLastSequenceError:  # expired and taken by another (we were paused)
+            except KeyWrongLastSequenceError:
+                # Our own earlier refresh may have landed with its answer lost (a node died): then the
+                # lease is still ours at a newer revision. Otherwise it expired and another took it
+                # (we were paused): stop serving it at once.
+                again = await self._claim(k)
+                if again is not None:
+                    self.leases[k] = again
+                    continue
                 log.warning("%s lost partition %d of %s: stopping it", self.instance, k, self.service)
                 self.leases.pop(k, None)
                 await self._stop_serving(k)

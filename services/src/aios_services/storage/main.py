@@ -239,7 +239,9 @@ async def start(bus: Bus, stack: AsyncExitStack, settings: StorageSettings) -> H
             instance=settings.instance, pid=os.getpid(), kept_at=str(db.with_name(f"{db.name}.{reindex[0]}"))
         )
 
-    await bus.serve(bus.ns.ctl("storage", INSPECT_OP), FilesInspect, inspect, max_concurrency=4)
+    await bus.serve(
+        bus.ns.ctl("storage", INSPECT_OP), FilesInspect, inspect, queue="storage", max_concurrency=4
+    )
     await bus.serve(bus.ns.ctl("storage", REINDEX_OP), FilesReindex, reindex_request, max_concurrency=1)
 
     def health() -> dict[str, JsonValue]:
