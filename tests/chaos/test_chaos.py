@@ -4,7 +4,7 @@ in turn with SIGKILL (every kernel service, nats-server, the S3 server) and the 
 (SIGSTOP) for longer than its ack wait; the supervisor restarts what died. Run twice: one process
 of each service on one nats-server; and `--replicas 2 --cluster 3`, where each replica of the
 scheduler, llm, memory, storage and tools is killed in turn, then one node of the NATS cluster, and
-each memory replica is paused for longer than its partition leases.
+the memory replica serving the load's agent is paused for longer than its partition leases.
 
 Every syscall's history is recorded (submitted, answer or error) and checked at the end:
 - no accepted syscall is lost: every id the kernel accepted has a stored result once it recovers;
@@ -28,11 +28,15 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import nats
 import pytest
 
-from aios_schemas import AiosError, FilesWrite, LlmChat, MemoryAdd, ToolsCall, new_id
+from aios_schemas import AiosError, FilesWrite, LlmChat, MemoryAdd, Namespace, ToolsCall, new_id
 from aios_sdk import AIOS
+from aios_sdk.config import server_urls
 from aios_services.cli.home import Home
+from aios_services.runtime.partitions import partition_of
+from tests import kernel
 from tests.e2e.helpers import aios, clean_env
 
 pytestmark = pytest.mark.chaos
@@ -148,6 +152,7 @@ NEEDS = {
 
 # What is killed in turn: every process of the stack; with replicas, each replica of the services
 # that have them (memory and storage replicas each own part of the agents' data).
+MEMORY_OWNER = "the memory replica that serves the load's agent"
 KILLED = {
     1: ["llm", "memory", "storage", "tools", "recorder", "access", "gateway", "s3", "scheduler", "nats"],
     2: [
@@ -165,9 +170,9 @@ KILLED = {
     ],
 }
 # Paused for longer than what watches them: the scheduler past its ack wait (JetStream redelivers
-# what it held); with replicas, each memory replica past its partition leases (the other replica
-# may take the leases but not the files, which the paused one still holds, until it resumes).
-PAUSED = {1: [("scheduler", 5.0)], 2: [("scheduler", 5.0), ("memory", 8.0), ("memory-2", 8.0)]}
+# what it held); with replicas, a memory replica past its partition leases (the other replica may
+# take the leases but not the files, which the paused one still holds, until it resumes).
+PAUSED: dict[int, list[tuple[str, float]]] = {1: [("scheduler", 5.0)], 2: [(MEMORY_OWNER, 8.0)]}
 
 
 async def chaos(home: Path, history: History, replicas: int) -> dict[str, float]:
@@ -180,6 +185,8 @@ async def chaos(home: Path, history: History, replicas: int) -> dict[str, float]
         await wait_restarted(home, name, old, RECOVERY_BOUND_S)
         recovered[f"kill -9 {name}"] = await recovery(history, NEEDS[name.split("-")[0]], t)
     for name, pause in PAUSED[replicas]:  # a pause, not a death
+        if name == MEMORY_OWNER:
+            name = await memory_owner(home)
         pid = pid_of(home, name)
         t = time.monotonic()
         os.kill(pid, signal.SIGSTOP)
@@ -187,6 +194,18 @@ async def chaos(home: Path, history: History, replicas: int) -> dict[str, float]
         os.kill(pid, signal.SIGCONT)
         recovered[f"SIGSTOP {name} {pause:g} s"] = await recovery(history, NEEDS[name.split("-")[0]], t)
     return recovered
+
+
+async def memory_owner(home: Path) -> str:
+    """The memory replica serving the partition of `local` (the agent the load runs as)."""
+    nc = await nats.connect(server_urls((home / "operator.url").read_text()), connect_timeout=5)
+    try:
+        serving = await kernel.serving(nc, Namespace(""), "memory", 2)
+    finally:
+        await nc.close()
+    count = len({p for ps in serving.values() for p in ps})
+    mine = partition_of("local", count)
+    return next(name for name, ps in serving.items() if mine in ps)
 
 
 async def recovery(history: History, kinds: set[str], t: float) -> float:
@@ -250,6 +269,7 @@ def test_no_syscall_lost_or_run_twice_under_kills_and_pauses(tmp_path: Path, rep
     untyped = [c.code for c in history.calls if c.code and c.code.startswith("untyped")]
     assert not untyped, f"answers that were not typed errors: {untyped[:5]}"
     assert by_outcome["ok"] > len(history.calls) / 2
+    assert not by_outcome["internal"], "internal errors are bugs, not faults handled"
 
 
 async def run(home: Path, replicas: int) -> tuple[History, dict[str, float], list[str]]:

@@ -270,7 +270,9 @@ class ResourceWorker:
             remaining = req.deadline - time.time()
             if remaining <= 0:
                 raise AiosError("deadline_exceeded", "the deadline passed before the call ran")
-            if self.spec.at_most_once and not await self.finished.claim_start(call.agent, call.id):
+            if self.spec.at_most_once and not await self.finished.claim_start(
+                call.agent, call.id, until=time.monotonic() + remaining
+            ):
                 return await self._started_elsewhere(call, remaining)
             handling = asyncio.ensure_future(self.handler(call))
             if self.spec.cancellable:
@@ -285,6 +287,12 @@ class ResourceWorker:
             return _done(SyscallResult.fail(call.id, exc.to_reply(), service_ms=_ms(started)))
         except TimeoutError:
             err = AiosError("deadline_exceeded", f"{call.kind} did not finish before its deadline")
+            return _done(SyscallResult.fail(call.id, err.to_reply(), service_ms=_ms(started)))
+        except nats.errors.Error as exc:  # the bus failed under the handler (a node died): say so
+            log.warning("%s %s: the bus failed: %r", call.kind, call.id, exc)
+            err = AiosError(
+                "backend_unavailable", f"{call.kind} failed on the bus: {type(exc).__name__}", retryable=True
+            )
             return _done(SyscallResult.fail(call.id, err.to_reply(), service_ms=_ms(started)))
         except Exception as exc:  # a bug in a handler: typed, logged, and the service keeps serving
             log.exception("%s %s failed", call.kind, call.id)
