@@ -379,12 +379,15 @@ class Db:
     ) -> list[tuple[Row, float]]:
         w = self._where(ns, session, cond, _validity(as_of))
         dim = int(self.space.dim)
+        # The namespace's vectors scored first, then joined to the records that pass the filters:
+        # half the time of scoring after the join (DuckDB 1.5 plans that join worse), same rows.
         rows = self.c.execute(
-            f"SELECT {_COLS}, array_cosine_similarity(v.vec, CAST(?::VARCHAR AS FLOAT[{dim}])) AS score"
-            f" FROM memories m JOIN {self.space.table} v"
-            " ON v.namespace = m.namespace AND v.id = m.id AND v.version = m.version"
-            f" WHERE {w.text} ORDER BY score DESC, m.updated DESC LIMIT ?",
-            [_vec(query), *w.params, k],
+            "WITH s AS (SELECT v.id, v.version,"
+            f" array_cosine_similarity(v.vec, CAST(?::VARCHAR AS FLOAT[{dim}])) AS score"
+            f" FROM {self.space.table} v WHERE v.namespace = ?)"
+            f" SELECT {_COLS}, s.score FROM s JOIN memories m ON m.namespace = ? AND m.id = s.id"
+            f" AND m.version = s.version WHERE {w.text} ORDER BY s.score DESC, m.updated DESC LIMIT ?",
+            [_vec(query), ns, ns, *w.params, k],
         ).fetchall()
         return [(_row(t[:-1]), float(t[-1])) for t in rows]
 
