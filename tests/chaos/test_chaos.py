@@ -2,7 +2,7 @@
 under steady mixed load (LLM chat, memory, files, a tool with a side effect), each part is killed
 in turn with SIGKILL (every kernel service, nats-server, the S3 server) and the scheduler is paused
 (SIGSTOP) for longer than its ack wait; the supervisor restarts what died. Run twice: one process
-of each service on one nats-server; and `--replicas 2 --cluster 3`, where each replica of the
+of each service on one nats-server; and `--replicas 2 --cluster 3`, where a replica of the
 scheduler, llm, memory, storage and tools is killed in turn, then one node of the NATS cluster, and
 the memory replica serving the load's agent is paused for longer than its partition leases.
 
@@ -150,29 +150,22 @@ NEEDS = {
 }
 
 
-# What is killed in turn: every process of the stack; with replicas, each replica of the services
-# that have them (memory and storage replicas each own part of the agents' data).
+# What is killed in turn: every process of the stack; with replicas, a replica of each service that
+# has them (memory and storage replicas each own part of the agents' data) and a node of the cluster.
 MEMORY_OWNER = "the memory replica that serves the load's agent"
 KILLED = {
     1: ["llm", "memory", "storage", "tools", "recorder", "access", "gateway", "s3", "scheduler", "nats"],
-    2: [
-        "llm",
-        "llm-2",
-        "memory",
-        "memory-2",
-        "storage",
-        "storage-2",
-        "tools",
-        "tools-2",
-        "scheduler",
-        "scheduler-2",
-        "nats-1",  # one node of the 3-node cluster this run has (--cluster 3)
-    ],
+    # One replica of each (the suite's time is bounded): memory and storage's first replicas serve
+    # the load's agent (`local`'s partition), the others' second replicas share the work.
+    2: ["llm-2", "memory", "storage", "tools-2", "scheduler-2", "nats-1"],
 }
 # Paused for longer than what watches them: the scheduler past its ack wait (JetStream redelivers
 # what it held); with replicas, a memory replica past its partition leases (the other replica may
 # take the leases but not the files, which the paused one still holds, until it resumes).
-PAUSED: dict[int, list[tuple[str, float]]] = {1: [("scheduler", 5.0)], 2: [(MEMORY_OWNER, 8.0)]}
+PAUSED: dict[int, list[tuple[str, float]]] = {
+    1: [("scheduler", 5.0)],
+    2: [("scheduler-2", 5.0), (MEMORY_OWNER, 8.0)],  # the first found a tool run twice (fixed)
+}
 
 
 async def chaos(home: Path, history: History, replicas: int) -> dict[str, float]:

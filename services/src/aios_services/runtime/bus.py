@@ -20,7 +20,7 @@ from nats.aio.subscription import Subscription
 from nats.errors import StaleConnectionError
 from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, StorageType, StreamConfig
-from nats.js.errors import BucketNotFoundError, NotFoundError
+from nats.js.errors import BucketNotFoundError, NotFoundError, ServiceUnavailableError
 from nats.js.kv import KeyValue
 from opentelemetry import trace
 from pydantic import BaseModel
@@ -344,6 +344,26 @@ class Bus:
             else:
                 kv = await self.js.key_value(bucket)
         return kv
+
+    async def until_jetstream(self, timeout_s: float = 60.0) -> None:
+        """Wait (bounded) until JetStream answers: a NATS cluster started with the services elects
+        its meta leader first, and until then every JetStream request times out."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        waited = False
+        while True:
+            try:
+                await self.js.account_info()
+                if waited:
+                    log.info("JetStream answers")
+                return
+            except (nats.errors.TimeoutError, nats.errors.NoRespondersError, ServiceUnavailableError) as exc:
+                if loop.time() >= deadline:
+                    raise RuntimeError(f"JetStream did not answer within {timeout_s:.0f}s: {exc!r}") from exc
+                if not waited:
+                    log.warning("waiting for JetStream (%r)", exc)
+                    waited = True
+                await asyncio.sleep(0.5)
 
     async def _until_led(self, stream: str, timeout_s: float = 10.0) -> None:
         """A stream just created with replicas answers only once its replicas elected a leader: wait

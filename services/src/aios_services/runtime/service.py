@@ -83,6 +83,7 @@ async def run_service(
         )
         if tracing_installed() and name != "recorder":  # spans go to the recorder (not its own: a loop)
             export_spans_to(bus.publish_soon, bus.ns.service_event(name, "spans"))
+        await bus.until_jetstream()
         watchdog = asyncio.create_task(bus.watch_connection(), name=f"{name} nats watchdog")
         stack.push_async_callback(cancel_and_wait, watchdog)
         details = await start(bus, stack)
