@@ -13,15 +13,17 @@ MODEL = "sim-llama-8b"
 
 
 async def test_rpm_refills_over_the_configured_window(nats_url: str, tmp_path: Path) -> None:
-    # Simulator and kernel agree on a 1-second "minute" of 3 requests: 5 calls all answer (2 of them
-    # after about 1/3 s each), and the simulator never answers 429; with the default window of 60 s
-    # the last two would wait 20 s each.
+    # The simulator's "minute" is 1 second of 3 requests; the kernel's window is 1.5 s, a margin so
+    # that no jitter of a loaded machine (a request delayed on its way, the next one not) makes
+    # the kernel send faster than the simulator refills. 5 calls all answer (2 of them after about
+    # 1/2 s each), and the simulator never answers 429; with the default window of 60 s the last
+    # two would wait 30 s each.
     async with run_sim(
         "hosted-api", models=(MODEL,), rpm=3, tpm=0, ttft_ms=0, decode_ms=0.1, time_scale=1 / 60
     ) as sim:
         backends = [{"name": "sim", "base_url": sim.base_url, "slots": 8, "rpm": 3}]
         async with (
-            running_kernel(nats_url, tmp_path, {MODEL: backends}, rate_window_s=1.0) as k,
+            running_kernel(nats_url, tmp_path, {MODEL: backends}, rate_window_s=1.5) as k,
             k.connect() as aios,
         ):
             msgs = [{"role": "user", "content": "hi [sim:tokens=2]"}]
