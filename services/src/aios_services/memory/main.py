@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from contextlib import AsyncExitStack
 
 from pydantic import JsonValue
 
-from aios_schemas import AiosError, ExecRequest, Syscall, new_id
+from aios_schemas import Syscall
 from aios_schemas.memory import (
     MemoryEvicted,
     MemoryGetReply,
@@ -123,17 +122,9 @@ async def start(bus: Bus, stack: AsyncExitStack, settings: MemorySettings) -> He
     async def inspect(req: MemoryInspect) -> MemoryInspectReply:
         """The operator's `aios memory`: a read-only call in an agent's namespace, run by the
         replica that owns it."""
-        call = Syscall(id=new_id(), agent=req.agent, payload=req.payload)
-        done = await resource.exec(
-            ExecRequest(syscall=call, resource="memory", deadline=time.time() + INSPECT_TIMEOUT_S)
-        )
-        result = done.result
-        assert result is not None
-        if result.error is not None:
-            e = result.error
-            raise AiosError(e.code, e.message, retryable=e.retryable, details=e.details)
-        assert isinstance(result.result, MemoryListReply | MemoryGetReply | MemorySearchReply)
-        return MemoryInspectReply(result=result.result)
+        result = await resource.call(req.agent, req.payload, INSPECT_TIMEOUT_S)
+        assert isinstance(result, MemoryListReply | MemoryGetReply | MemorySearchReply)
+        return MemoryInspectReply(result=result)
 
     # One replica answers (queue group) and asks the owner of the agent's partition.
     await bus.serve(

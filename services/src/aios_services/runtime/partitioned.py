@@ -21,7 +21,16 @@ import nats
 from nats.aio.subscription import Subscription
 from nats.js.kv import KeyValue
 
-from aios_schemas import AiosError, AnyResult, ExecReply, ExecRequest, Syscall, SyscallResult
+from aios_schemas import (
+    AiosError,
+    AnyPayload,
+    AnyResult,
+    ExecReply,
+    ExecRequest,
+    Syscall,
+    SyscallResult,
+    new_id,
+)
 
 from .bus import Bus, WorkerGone
 from .partitions import Partitions, check_layout, partition_of
@@ -99,6 +108,21 @@ class PartitionedResource:
             await worker.idle(self.settings.drain_timeout_s)
         if close is not None:
             await close()
+
+    async def call(self, agent: str, payload: AnyPayload, timeout_s: float) -> AnyResult:
+        """Run a call as `agent` where its partition is served (the operator's read-only
+        inspection): its result, or its error raised."""
+        call = Syscall(id=new_id(), agent=agent, payload=payload)
+        done = await self.exec(
+            ExecRequest(syscall=call, resource=self.spec.resource, deadline=time.time() + timeout_s)
+        )
+        result = done.result
+        assert result is not None
+        if result.error is not None:
+            e = result.error
+            raise AiosError(e.code, e.message, retryable=e.retryable, details=e.details)
+        assert result.result is not None
+        return result.result
 
     async def exec(self, req: ExecRequest) -> ExecReply:
         k = self.partition(req.syscall)

@@ -214,17 +214,9 @@ async def start(bus: Bus, stack: AsyncExitStack, settings: StorageSettings) -> H
     )
 
     async def inspect(req: FilesInspect) -> FilesInspectReply:
-        call = Syscall(id=new_id(), agent=req.agent, payload=req.payload)
-        done = await resource.exec(
-            ExecRequest(syscall=call, resource=SPEC.resource, deadline=time.time() + INSPECT_TIMEOUT_S)
-        )
-        result = done.result
-        assert result is not None
-        if result.error is not None:
-            e = result.error
-            raise AiosError(e.code, e.message, retryable=e.retryable, details=e.details)
-        assert isinstance(result.result, FileList | FileContent | FileVersions)
-        return FilesInspectReply(result=result.result)
+        result = await resource.call(req.agent, req.payload, INSPECT_TIMEOUT_S)
+        assert isinstance(result, FileList | FileContent | FileVersions)
+        return FilesInspectReply(result=result)
 
     async def reindex_request(req: FilesReindex) -> FilesReindexReply:
         """Set the index aside and stop (drained, like on SIGTERM); the supervisor restarts the
