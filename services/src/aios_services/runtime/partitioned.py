@@ -104,8 +104,8 @@ class PartitionedResource:
         if sub is not None:
             with contextlib.suppress(nats.errors.Error):
                 await sub.unsubscribe()
-        if worker is not None:
-            await worker.idle(self.settings.drain_timeout_s)
+        if worker is not None:  # bounded well inside the lease TTL: the other leases must be refreshed
+            await worker.idle(min(self.settings.drain_timeout_s, self.settings.partition_ttl_s / 2))
         if close is not None:
             await close()
 

@@ -196,7 +196,7 @@ async def start(bus: Bus, stack: AsyncExitStack, settings: StorageSettings) -> H
 
         async def close() -> None:
             parts.pop(k, None)
-            await handlers.drain(settings.drain_timeout_s)
+            await handlers.drain(min(settings.drain_timeout_s, settings.partition_ttl_s / 2))
             for t in tasks:
                 await cancel_and_wait(t)
             await asyncio.to_thread(meta.close)
