@@ -46,6 +46,7 @@ def storage_process(
         "AIOS_S3_SECRET_KEY": s3.secret_key,
         "AIOS_FILES_BUCKET": bucket,
         "AIOS_STORAGE_DB": str(db),
+        "AIOS_INSTANCE": "storage",  # as `aios up` names it: a restart takes its lease back at once
     }
     with open(log, "ab") as out:
         proc = subprocess.Popen(

@@ -70,7 +70,8 @@ async def test_memory_killed_mid_load_loses_nothing(nats_url: str, tmp_path: Pat
                 first.send_signal(signal.SIGKILL)  # mid-load: some answered, others in hand or queued
                 first.wait()
                 answered_before = {t.result().record.id for t in calls if t.done() and not t.exception()}
-                second = start_memory(k, "memory-b", tmp_path / "memory-b.log")  # as the supervisor would
+                # As the supervisor does: the same instance name, which takes its lease back at once.
+                second = start_memory(k, "memory-a", tmp_path / "memory-b.log")
                 replies = await asyncio.wait_for(asyncio.gather(*calls), 120)
                 ids = [r.record.id for r in replies]
                 assert len(set(ids)) == N
