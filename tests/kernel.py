@@ -138,28 +138,36 @@ async def running_kernel(
             raise RuntimeError(f"services did not stop: {[n for n, t in tasks.items() if t in stuck]}")
 
 
-async def serving(nc: NATS, ns: Namespace, service: str, replicas: int) -> dict[str, set[int]]:
-    """What each replica of a partitioned service says it serves (every replica answers a health query)."""
+async def replica_health(nc: NATS, ns: Namespace, service: str, replicas: int) -> dict[str, Health]:
+    """Every replica of `service` answers a verbose health query: their answers by instance."""
     inbox = nc.new_inbox()
-    got: dict[str, set[int]] = {}
+    got: dict[str, Health] = {}
     sub = await nc.subscribe(inbox)
     try:
         await nc.publish(ns.ctl(service, "health"), encode(HealthQuery(verbose=True)), reply=inbox)
         deadline = time.monotonic() + 2
-        while len(got) < replicas and time.monotonic() < deadline:
+        while len(got) < replicas and (left := deadline - time.monotonic()) > 0:
             try:
-                msg = await sub.next_msg(timeout=max(deadline - time.monotonic(), 0.01))
+                msg = await sub.next_msg(timeout=left)
             except TimeoutError:
                 break
             if not msg.data:  # no responders (yet)
                 continue
             h = decode_reply(msg.data, msg.headers, Health)
-            parts = h.details.get("serving", [])
-            assert isinstance(parts, list)
-            got[h.instance] = {int(p) for p in parts if isinstance(p, int)}
+            got[h.instance] = h
     finally:
         await sub.unsubscribe()
     return got
+
+
+async def serving(nc: NATS, ns: Namespace, service: str, replicas: int) -> dict[str, set[int]]:
+    """What each replica of a partitioned service says it serves."""
+    out: dict[str, set[int]] = {}
+    for instance, h in (await replica_health(nc, ns, service, replicas)).items():
+        parts = h.details.get("serving", [])
+        assert isinstance(parts, list)
+        out[instance] = {int(p) for p in parts if isinstance(p, int)}
+    return out
 
 
 async def until_split(

@@ -6,10 +6,8 @@ the killed one comes back and takes its share again."""
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
-import sys
 import time
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -18,29 +16,18 @@ import pytest
 from nats.aio.client import Client as NATS
 
 from aios_sdk import AIOS
-from aios_services.cli.procs import service_probe
 from aios_services.runtime.partitions import partition_of
+from tests.integration.test_memory_restart import start_memory, wait_healthy
 from tests.kernel import Kernel, running_kernel, until_split
 
 PARTITIONS = 4
 AGENTS = ("agent-1", "agent-2", "agent-3", "agent-a", "agent-b", "agent-free", "agent-q1", "local")
 
 
-def start_memory(k: Kernel, instance: str, log: Path) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "AIOS_NATS_URL": k.nats_url,
-        "AIOS_NAMESPACE": k.ns.name,
-        "AIOS_MEMORY_DB": str(k.root / "memory.duckdb"),
-        "AIOS_INSTANCE": instance,
-        "AIOS_PARTITIONS": str(PARTITIONS),
-        "AIOS_PARTITION_TTL_S": "2",
-        "AIOS_SLOTS": "16",
-    }
-    with open(log, "ab") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "aios_services.memory"], env=env, stdout=out, stderr=out
-        )
+def start_replica(k: Kernel, instance: str, log: Path) -> subprocess.Popen[bytes]:
+    return start_memory(
+        k, instance, log, AIOS_PARTITIONS=str(PARTITIONS), AIOS_PARTITION_TTL_S="2", AIOS_SLOTS="16"
+    )
 
 
 async def add_some(clients: dict[str, AIOS], tag: str, n: int) -> list[asyncio.Task[object]]:
@@ -58,15 +45,11 @@ async def test_memory_replicas_split_partitions_and_survive_a_kill(
     assert len({partition_of(a, PARTITIONS) for a in AGENTS}) > 1  # the agents span partitions
     async with running_kernel(nats_url, tmp_path, {}, services=("scheduler",)) as k:
         procs = {
-            "memory-a": start_memory(k, "memory-a", tmp_path / "memory-a.log"),
-            "memory-b": start_memory(k, "memory-b", tmp_path / "memory-b.log"),
+            "memory-a": start_replica(k, "memory-a", tmp_path / "memory-a.log"),
+            "memory-b": start_replica(k, "memory-b", tmp_path / "memory-b.log"),
         }
         try:
-            probe = service_probe(k.nats_url, k.ns, "memory")
-            deadline = time.monotonic() + 30
-            while not await probe():
-                assert time.monotonic() < deadline, "memory did not start"
-                await asyncio.sleep(0.05)
+            await wait_healthy(k)
             split = await until_split(nc, k.ns, "memory", PARTITIONS, {"memory-a", "memory-b"})
             assert all(split.values())
             async with AsyncExitStack() as opened:
@@ -97,7 +80,7 @@ async def test_memory_replicas_split_partitions_and_survive_a_kill(
                     assert tags == want, agent
 
                 # It comes back (the supervisor restarts it) and takes its share again.
-                procs["memory-a"] = start_memory(k, "memory-a", tmp_path / "memory-a.log")
+                procs["memory-a"] = start_replica(k, "memory-a", tmp_path / "memory-a.log")
                 await until_split(nc, k.ns, "memory", PARTITIONS, {"memory-a", "memory-b"})
                 for agent, c in clients.items():
                     hits = (await c.memory.search("two", k=20, mode="keyword")).hits

@@ -23,7 +23,8 @@ from tests.kernel import Kernel, running_kernel
 N = 60
 
 
-def start_memory(k: Kernel, instance: str, log: Path) -> subprocess.Popen[bytes]:
+def start_memory(k: Kernel, instance: str, log: Path, **extra: str) -> subprocess.Popen[bytes]:
+    """The memory service as its own process, as `aios up` runs it (`extra`: more AIOS_* settings)."""
     env = {
         **os.environ,
         "AIOS_NATS_URL": k.nats_url,
@@ -31,6 +32,7 @@ def start_memory(k: Kernel, instance: str, log: Path) -> subprocess.Popen[bytes]
         "AIOS_MEMORY_DB": str(k.root / "memory.duckdb"),
         "AIOS_INSTANCE": instance,
         "AIOS_SLOTS": "8",
+        **extra,
     }
     with open(log, "ab") as out:
         return subprocess.Popen(

@@ -10,34 +10,19 @@ from pathlib import Path
 
 from nats.aio.client import Client as NATS
 
-from aios_schemas import Health, HealthQuery, Namespace, decode_reply, encode
+from aios_schemas import Namespace, encode
 from aios_schemas.traces import UsageQuery
 from aios_services.recorder import main as recorder_main
 from aios_services.recorder.settings import RecorderSettings
 from aios_services.runtime import run_service
 from aios_services.runtime.exclusive import exclusive
-from tests.kernel import Kernel, running_kernel
+from tests.kernel import Kernel, replica_health, running_kernel
 
 
 async def roles(nc: NATS, ns: Namespace, want: int) -> dict[str, str]:
-    inbox = nc.new_inbox()
-    sub = await nc.subscribe(inbox)
-    got: dict[str, str] = {}
-    try:
-        await nc.publish(ns.ctl("recorder", "health"), encode(HealthQuery(verbose=True)), reply=inbox)
-        deadline = time.monotonic() + 2
-        while len(got) < want and (left := deadline - time.monotonic()) > 0:
-            try:
-                msg = await sub.next_msg(timeout=left)
-            except TimeoutError:
-                break
-            if not msg.data:  # no responders (yet)
-                continue
-            h = decode_reply(msg.data, msg.headers, Health)
-            got[h.instance] = str(h.details.get("role"))
-    finally:
-        await sub.unsubscribe()
-    return got
+    return {
+        i: str(h.details.get("role")) for i, h in (await replica_health(nc, ns, "recorder", want)).items()
+    }
 
 
 async def until_roles(nc: NATS, ns: Namespace, want: dict[str, str], timeout: float = 30) -> None:

@@ -39,6 +39,11 @@ class Silent(Exception):
     """Raised by a handler that must not answer this request (another subscriber answers it)."""
 
 
+# A worker not heard from for this long (3 heartbeats) while running a watched request is gone:
+# the scheduler's dispatch and a partition's forwarding (partitioned.py) both ask again then.
+WORKER_SILENCE_S = 3.0
+
+
 class WorkerGone(Exception):
     """The worker that took a watched request stopped saying it is working on it (killed,
     partitioned, wedged): ask again (workers are idempotent on what they run)."""

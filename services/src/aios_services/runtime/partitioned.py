@@ -32,15 +32,14 @@ from aios_schemas import (
     new_id,
 )
 
-from .bus import Bus, WorkerGone
-from .partitions import Partitions, check_layout, partition_of
+from .bus import WORKER_SILENCE_S, Bus, WorkerGone
+from .partitions import Partitions, partition_of
 from .service import cancel_and_wait, keep_running
 from .worker import Handler, ResourceSpec, ResourceWorker, ServedResources, WorkerSettings, serve_resources
 
 log = logging.getLogger(__name__)
 
 Close = Callable[[], Awaitable[None]]
-SILENCE_S = 5.0  # an owner that says nothing for this long while running a forwarded call is gone
 
 
 @dataclass(frozen=True)
@@ -171,7 +170,7 @@ class PartitionedResource:
             try:
                 self.forwarded += 1
                 return await self.bus.request_watched(
-                    subject, req, ExecReply, timeout=left, heartbeat_s=1.0, silence_s=SILENCE_S
+                    subject, req, ExecReply, timeout=left, heartbeat_s=1.0, silence_s=WORKER_SILENCE_S
                 )
             except nats.errors.NoRespondersError:
                 await asyncio.sleep(min(pause, max(left, 0)))
@@ -230,4 +229,4 @@ async def serve_partitioned(
     return resource, parts
 
 
-__all__ = ["PartitionedResource", "Partitioning", "check_layout", "serve_partitioned"]
+__all__ = ["PartitionedResource", "Partitioning", "serve_partitioned"]

@@ -138,7 +138,6 @@ class Partitions:
         self.serving: set[int] = set()  # partitions open and served here
         self.members: list[str] = []
         self.confirmed = time.monotonic()
-        self.changed = asyncio.Event()  # set after every tick that changed what is served here
         self.stopping = False
 
     def _lease_key(self, k: int) -> str:
@@ -204,8 +203,6 @@ class Partitions:
         self.confirmed = time.monotonic()
         if self.serving != before:
             log.info("%s serves partitions %s of %s", self.instance, sorted(self.serving), self.service)
-            self.changed.set()
-            self.changed = asyncio.Event()
 
     async def _claim(self, k: int) -> int | None:
         key = self._lease_key(k)

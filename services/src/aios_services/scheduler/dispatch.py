@@ -21,7 +21,7 @@ from pydantic import JsonValue
 from aios_schemas import AiosError, ControlRequest, ExecReply, ExecRequest, SyscallResult
 
 from ..runtime import Bus
-from ..runtime.bus import WorkerGone
+from ..runtime.bus import WORKER_SILENCE_S, WorkerGone
 from .accounting import Accounts
 from .breaker import CircuitBreaker
 from .groups import BackendState, Group, Held
@@ -33,7 +33,6 @@ log = logging.getLogger(__name__)
 tracer = trace.get_tracer(__name__)
 FALLBACK_CODES = frozenset({"backend_unavailable", "rate_limited"})
 PREEMPTING_POLICIES = frozenset({"rr", "priority", "las"})
-WORKER_SILENCE_S = 3.0  # a worker not heard from for this long (3 heartbeats) while running a call is gone
 
 Complete = Callable[[Held, Group | None, SyscallResult], Awaitable[None]]
 
